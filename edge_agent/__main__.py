@@ -1,0 +1,4 @@
+from edge_agent.cli import main
+import sys
+
+sys.exit(main())

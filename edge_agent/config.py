@@ -1,0 +1,177 @@
+"""The edge agent's configuration: YAML, validated by pydantic, every key documented in README.
+
+Minimal file (DESIGN §4)::
+
+    device: {id: van-042, fleet: acme}
+    broker: {url: "mqtt://127.0.0.1:1883"}
+    outbox: {path: /var/lib/edge-agent/outbox.db}
+    api: {listen: "127.0.0.1:8080"}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from edge_agent.envelope import IDENT_RE
+from edge_agent.gnss.config import GnssConfig
+from edge_agent.scan.config import ScanConfig
+from edge_agent.trips.config import TripsConfig
+from edge_agent.units import ByteSize, Duration
+from edge_agent.yamlconf import load_model
+
+__all__ = [
+    "AgentConfig",
+    "ApiConfig",
+    "BrokerConfig",
+    "DeviceConfig",
+    "OutboxConfig",
+    "TlsConfig",
+    "UplinkConfig",
+    "load_agent_config",
+    "parse_listen",
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DeviceConfig(_Section):
+    id: str = Field(pattern=IDENT_RE)
+    fleet: str = Field(pattern=IDENT_RE)
+    role: Literal["van", "station"] = "van"
+
+
+class TlsConfig(_Section):
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    insecure: bool = False
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key go together")
+        return self
+
+
+class BrokerConfig(_Section):
+    url: str = "mqtt://127.0.0.1:1883"
+    tls: TlsConfig | None = None
+    username: str | None = None
+    password: str | None = None
+    client_id: str | None = None
+    keepalive: Duration = 30.0
+    session_expiry: Duration = 7 * 86400.0
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+            raise ValueError(f"{url!r}: the scheme must be mqtt:// or mqtts://")
+        if not parts.hostname:
+            raise ValueError(f"{url!r}: no host")
+        try:
+            _ = parts.port
+        except ValueError:
+            raise ValueError(f"{url!r}: bad port") from None
+        return url
+
+    @property
+    def host(self) -> str:
+        """The broker's host name."""
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def use_tls(self) -> bool:
+        """TLS is selected by ``mqtts://`` (or a ``tls:`` section)."""
+        return urlsplit(self.url).scheme in ("mqtts", "ssl") or self.tls is not None
+
+    @property
+    def port(self) -> int:
+        """The port of the URL, or 8883 for TLS and 1883 otherwise."""
+        return urlsplit(self.url).port or (8883 if self.use_tls else 1883)
+
+
+class OutboxConfig(_Section):
+    path: Path
+    max_bytes: ByteSize = 256 * 1024 * 1024
+    reserve_bytes: ByteSize | None = None
+    id_retention: Duration = 7 * 86400.0
+
+    @property
+    def effective_reserve(self) -> int:
+        """Room above the cap kept for high-value events (default a quarter of the cap)."""
+        return self.max_bytes // 4 if self.reserve_bytes is None else self.reserve_bytes
+
+
+class ApiConfig(_Section):
+    listen: str = "127.0.0.1:8080"
+    max_body: ByteSize = 4 * 1024 * 1024
+    max_batch: int = Field(default=10_000, ge=1)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, listen: str) -> str:
+        parse_listen(listen)
+        return listen
+
+
+class UplinkConfig(_Section):
+    batch_max_bytes: ByteSize = 256 * 1024
+    window: int = Field(default=8, ge=1, le=1024)
+    ack_timeout: Duration = 30.0
+    backoff_max: Duration = 60.0
+
+    @field_validator("batch_max_bytes")
+    @classmethod
+    def _max(cls, v: int) -> int:
+        if not 1024 <= v <= 256 * 1024:
+            raise ValueError("must be between 1KiB and 256KiB (the contract's batch limit)")
+        return v
+
+
+class ClockConfig(_Section):
+    policy: Literal["auto", "system"] = "auto"
+
+
+class HealthConfig(_Section):
+    interval: Duration = 300.0
+
+
+class LogConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class AgentConfig(_Section):
+    """The whole agent configuration."""
+
+    device: DeviceConfig
+    broker: BrokerConfig = BrokerConfig()
+    outbox: OutboxConfig
+    api: ApiConfig = ApiConfig()
+    uplink: UplinkConfig = UplinkConfig()
+    clock: ClockConfig = ClockConfig()
+    health: HealthConfig = HealthConfig()
+    log: LogConfig = LogConfig()
+    gnss: GnssConfig | None = None
+    scan: ScanConfig | None = None
+    trips: TripsConfig | None = None
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``"127.0.0.1:8080"`` → ``("127.0.0.1", 8080)``; ``"[::1]:8080"`` works too."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{listen!r} is not HOST:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def load_agent_config(path: str | Path) -> AgentConfig:
+    """Read and validate an agent configuration file (raises ConfigError)."""
+    return load_model(AgentConfig, path)

@@ -1,0 +1,342 @@
+"""The event envelope of wire contract v1 (DESIGN §2) and the registry of event types.
+
+Both ends validate with this module: the agent before it accepts an event, the hub before it
+stores one. Validation is strict and says what is wrong and where::
+
+    >>> validate_envelope({"id": "x", "seq": 0, ...})
+    EnvelopeError: seq: Input should be greater than or equal to 1
+
+Errors::
+
+    EnvelopeError (ValueError)      an envelope or its data does not match the contract;
+                                    ``path`` names the field ("data.lat"), ``reason`` says why
+
+The envelope itself is closed (an unknown top-level field is an error: a new field means a new
+contract version); the ``data`` of each type is open (the contract lets types grow fields), but
+every field the registry knows is checked for type and range.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import uuid6
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
+
+__all__ = [
+    "BATCH_MAX_BYTES",
+    "CLOCKS",
+    "HIGH_VALUE_PREFIXES",
+    "LOW_VALUE_TYPES",
+    "Envelope",
+    "EnvelopeError",
+    "encode_batch",
+    "encode_envelope",
+    "format_ts",
+    "is_known_type",
+    "is_low_value",
+    "new_event_id",
+    "parse_ts",
+    "validate_data",
+    "validate_envelope",
+    "validate_identity",
+]
+
+BATCH_MAX_BYTES = 256 * 1024
+"""Largest payload of one events batch on the wire (DESIGN §2)."""
+
+CLOCKS = ("gnss", "ntp", "rtc", "unsynced")
+
+IDENT_RE = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+_IDENT = re.compile(IDENT_RE)
+_TS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$|^scan$|^pod$")
+
+LOW_VALUE_TYPES = frozenset({"gnss.fix", "device.health"})
+"""Types the outbox may thin when full (DESIGN §3.4); every other type is kept."""
+
+HIGH_VALUE_PREFIXES = ("scan", "pod", "load.", "dock.", "trip.", "exception.", "outbox.")
+
+
+class EnvelopeError(ValueError):
+    """An envelope, or the data of its type, does not match wire contract v1."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}" if path else reason)
+        self.path = path
+        self.reason = reason
+
+
+Ident = Annotated[str, StringConstraints(pattern=IDENT_RE)]
+EventId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
+RefValue = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class _Open(BaseModel):
+    """Type data: known fields are checked strictly, fields added by newer senders kept."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class GnssFixData(_Open):
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    alt_m: float | None = None
+    speed_mps: float | None = Field(default=None, ge=0)
+    track_deg: float | None = Field(default=None, ge=0, le=360)
+    mode: Literal[2, 3]
+    quality: int | None = Field(default=None, ge=0)
+    hdop: float | None = Field(default=None, ge=0)
+    pdop: float | None = Field(default=None, ge=0)
+    sats: int | None = Field(default=None, ge=0)
+
+
+class ScanData(_Open):
+    text: str = Field(min_length=1, max_length=8192)
+    symbology: str = Field(min_length=1, max_length=64)
+    source: str = Field(min_length=1, max_length=128)
+    gs1: dict[str, Any] | None = None
+
+
+class PodData(_Open):
+    parcel: str = Field(min_length=1, max_length=256)
+    kind: Literal["signature", "photo", "pin", "none"]
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = None
+    recipient: str | None = Field(default=None, max_length=256)
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+
+
+class ZoneData(_Open):
+    """Trip and geofence events: which zone, and optionally where the van was."""
+
+    zone: str | None = Field(default=None, max_length=256)
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+
+
+class DwellData(ZoneData):
+    dwell_s: float = Field(ge=0)
+
+
+class DoorData(_Open):
+    door: str = Field(min_length=1, max_length=128)
+    state: Literal["open", "closed"]
+
+
+class BayData(_Open):
+    bay: str = Field(min_length=1, max_length=128)
+    state: Literal["occupied", "free"]
+
+
+class LoadData(_Open):
+    parcel: str = Field(min_length=1, max_length=256)
+
+
+class EvictedData(_Open):
+    """Seqs the outbox gave up (size cap), or that an earlier hub acked and then lost."""
+
+    ranges: list[tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]]] = Field(
+        min_length=1
+    )
+    count: int = Field(ge=1)
+    reason: Literal["size-cap", "acked-earlier"]
+
+    @field_validator("ranges")
+    @classmethod
+    def _ordered(cls, ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        for lo, hi in ranges:
+            if lo > hi:
+                raise ValueError(f"range [{lo}, {hi}] is reversed")
+        return ranges
+
+
+class FreeData(_Open):
+    """Types whose payload is free-form (health reports, exceptions)."""
+
+
+_REGISTRY: dict[str, type[_Open]] = {
+    "gnss.fix": GnssFixData,
+    "trip.depart": ZoneData,
+    "trip.approach": ZoneData,
+    "trip.arrive": ZoneData,
+    "trip.dwell": DwellData,
+    "trip.moving": ZoneData,
+    "trip.stopped": ZoneData,
+    "geofence.enter": ZoneData,
+    "geofence.exit": ZoneData,
+    "scan": ScanData,
+    "pod": PodData,
+    "dock.door": DoorData,
+    "dock.bay": BayData,
+    "load.verified": LoadData,
+    "load.misload": LoadData,
+    "load.missing": LoadData,
+    "device.health": FreeData,
+    "outbox.evicted": EvictedData,
+}
+_FAMILIES: dict[str, type[_Open]] = {"exception.": FreeData}
+
+
+def _schema_for(type_: str) -> type[_Open] | None:
+    schema = _REGISTRY.get(type_)
+    if schema is None:
+        for prefix, family in _FAMILIES.items():
+            if type_.startswith(prefix) and len(type_) > len(prefix) and _TYPE.match(type_):
+                return family
+    return schema
+
+
+def is_known_type(type_: str) -> bool:
+    """Whether ``type_`` is in the registry (exact name or a registered family)."""
+    return _schema_for(type_) is not None
+
+
+def is_low_value(type_: str) -> bool:
+    """Whether the outbox may evict events of this type when full (DESIGN §3.4)."""
+    return type_ in LOW_VALUE_TYPES
+
+
+class Ref(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    parcel: RefValue | list[RefValue] | None = None
+    shipment: RefValue | None = None
+    stop: RefValue | None = None
+    route: RefValue | None = None
+    vehicle: RefValue | None = None
+    dock: RefValue | None = None
+
+
+class Envelope(BaseModel):
+    """The closed top level of every event (DESIGN §2)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    id: EventId
+    seq: int = Field(ge=1)
+    fleet: Ident
+    device: Ident
+    type: str = Field(min_length=1, max_length=128)
+    ts: str
+    clock: Literal["gnss", "ntp", "rtc", "unsynced"]
+    data: dict[str, Any]
+    ref: Ref | None = None
+
+    @field_validator("ts")
+    @classmethod
+    def _iso_ms_z(cls, ts: str) -> str:
+        parse_ts(ts)
+        return ts
+
+    @field_validator("type")
+    @classmethod
+    def _registered(cls, type_: str) -> str:
+        if not is_known_type(type_):
+            raise ValueError(f"unknown event type {type_!r}")
+        return type_
+
+
+_ENVELOPE = TypeAdapter(Envelope)
+
+
+def _first_error(exc: ValidationError, prefix: str = "") -> EnvelopeError:
+    err = exc.errors(include_url=False)[0]
+    path = ".".join(str(p) for p in err["loc"])
+    if prefix:
+        path = f"{prefix}.{path}" if path else prefix
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field"
+    elif err["type"] == "missing":
+        msg = "missing"
+    return EnvelopeError(path, msg)
+
+
+def validate_data(type_: str, data: Any) -> dict[str, Any]:
+    """Check ``data`` against the schema of ``type_``; return it unchanged (a plain dict).
+
+    Raises EnvelopeError with a path under ``data``.
+    """
+    schema = _schema_for(type_)
+    if schema is None:
+        raise EnvelopeError("type", f"unknown event type {type_!r}")
+    if not isinstance(data, Mapping):
+        raise EnvelopeError("data", f"must be an object, not {type(data).__name__}")
+    try:
+        schema.model_validate(data)
+    except ValidationError as exc:
+        raise _first_error(exc, "data") from None
+    return dict(data)
+
+
+def validate_envelope(obj: Any) -> dict[str, Any]:
+    """Validate one envelope as it travels on the wire; return it as a plain dict.
+
+    The returned dict is the input (not a re-serialisation), so what is stored is byte-for-byte
+    what was sent, apart from JSON formatting.
+    """
+    if not isinstance(obj, Mapping):
+        raise EnvelopeError("", f"an envelope must be an object, not {type(obj).__name__}")
+    try:
+        env = _ENVELOPE.validate_python(obj)
+    except ValidationError as exc:
+        raise _first_error(exc) from None
+    validate_data(env.type, obj["data"])
+    if env.ref is not None and not obj["ref"]:
+        raise EnvelopeError("ref", "must be omitted rather than empty")
+    return dict(obj)
+
+
+def validate_identity(fleet: str, device: str) -> None:
+    """Check a fleet and a device id against the contract's identifier pattern."""
+    for name, value in (("fleet", fleet), ("device", device)):
+        if not isinstance(value, str) or not _IDENT.match(value):
+            raise EnvelopeError(name, f"{value!r} does not match {IDENT_RE}")
+
+
+def new_event_id() -> str:
+    """A new globally unique, time-ordered event id (UUIDv7, RFC 9562)."""
+    return str(uuid6.uuid7())
+
+
+def format_ts(when: datetime) -> str:
+    """Format an aware datetime as the contract's ``ts``: UTC, milliseconds, ``Z``."""
+    if when.tzinfo is None:
+        raise ValueError("naive datetime: event times must be timezone-aware")
+    utc = when.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def parse_ts(ts: str) -> datetime:
+    """Parse a contract ``ts`` (``2026-11-21T08:15:02.123Z``) into an aware UTC datetime."""
+    if not isinstance(ts, str) or not _TS.match(ts):
+        raise ValueError(f"{ts!r} is not ISO 8601 UTC with milliseconds and Z")
+    try:
+        return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    except ValueError:
+        raise ValueError(f"{ts!r} is not a valid date and time") from None
+
+
+def encode_batch(bodies: Sequence[bytes]) -> bytes:
+    """Join already-encoded envelopes into one events payload ``{"events": [...]}``."""
+    return b'{"events":[' + b",".join(bodies) + b"]}"
+
+
+def encode_envelope(env: Mapping[str, Any]) -> bytes:
+    """Canonical compact JSON of one envelope (what the outbox stores and the uplink sends)."""
+    return json.dumps(env, separators=(",", ":"), ensure_ascii=False).encode()

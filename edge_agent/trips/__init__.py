@@ -1,0 +1,1 @@
+"""Zones, the geofence/trip step engine, and manifests."""
