@@ -1,4 +1,5 @@
-from edge_agent.cli import main
 import sys
+
+from edge_agent.cli import main
 
 sys.exit(main())

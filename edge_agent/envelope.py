@@ -152,7 +152,7 @@ class EvictedData(_Open):
         min_length=1
     )
     count: int = Field(ge=1)
-    reason: Literal["size-cap", "acked-earlier"]
+    reason: Literal["size-cap", "corrupt", "acked-earlier"]
 
     @field_validator("ranges")
     @classmethod

@@ -90,7 +90,7 @@ def mask_secrets(obj: Any) -> Any:
     """A copy of a config dump with values of secret-looking keys replaced by ``***``."""
     if isinstance(obj, dict):
         return {
-            k: ("***" if any(s in k.lower() for s in SECRET_KEYS) and obj[k] else mask_secrets(v))
+            k: ("***" if any(s in k.lower() for s in SECRET_KEYS) and v else mask_secrets(v))
             for k, v in obj.items()
         }
     if isinstance(obj, list):
