@@ -1,0 +1,132 @@
+"""NMEA logs to fixes: the iterators replays are built on, and ``edge-agent gnss replay``.
+
+``fixes_from_bytes`` and ``fixes_from_lines`` run the stream parser and fix assembly over a
+recorded log (the trips replay reuses them); ``replay_main`` is the command of DESIGN §4: one
+JSON object per fix on ``out``, a clear message on stderr and a non-zero exit code for input it
+cannot read, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import IO, Any, TextIO
+
+from edge_agent.envelope import format_ts
+from edge_agent.gnss.assembler import FixAssembler
+from edge_agent.gnss.fix import Fix
+from edge_agent.gnss.nmea import NmeaStreamParser
+
+__all__ = ["fix_to_json", "fixes_from_bytes", "fixes_from_lines", "replay_main"]
+
+_CHUNK = 64 * 1024
+EXIT_UNREADABLE = 2
+EXIT_NO_NMEA = 1
+
+
+def fixes_from_bytes(
+    chunks: Iterable[bytes],
+    *,
+    reference: datetime | None = None,
+    parser: NmeaStreamParser | None = None,
+    assembler: FixAssembler | None = None,
+) -> Iterator[Fix]:
+    """The fixes of an NMEA byte stream given in chunks of any size, in order.
+
+    Pass your own ``parser``/``assembler`` to read their counters afterwards; ``reference``
+    is the date the week-rollover correction measures against (default: now).
+    """
+    p = parser if parser is not None else NmeaStreamParser()
+    a = assembler if assembler is not None else FixAssembler(reference=reference)
+    for chunk in chunks:
+        for sentence in p.feed(chunk):
+            yield from a.push(sentence)
+    # A log may end without a line terminator after its last sentence.
+    for sentence in p.feed(b"\n"):
+        yield from a.push(sentence)
+    yield from a.flush()
+
+
+def _line_bytes(lines: Iterable[str | bytes]) -> Iterator[bytes]:
+    for line in lines:
+        raw = line if isinstance(line, bytes) else line.encode("ascii", "replace")
+        if raw.lstrip().startswith(b"#"):
+            continue  # comment lines of recorded logs (gpsd's test logs carry headers)
+        yield raw if raw.endswith(b"\n") else raw + b"\n"
+
+
+def fixes_from_lines(
+    lines: Iterable[str | bytes],
+    *,
+    reference: datetime | None = None,
+    parser: NmeaStreamParser | None = None,
+    assembler: FixAssembler | None = None,
+) -> Iterator[Fix]:
+    """The fixes of an NMEA log given as lines (``#`` comment lines are skipped)."""
+    return fixes_from_bytes(
+        _line_bytes(lines), reference=reference, parser=parser, assembler=assembler
+    )
+
+
+def fix_to_json(fix: Fix) -> dict[str, Any]:
+    """The JSON object ``gnss replay`` prints for a fix (DESIGN §4)."""
+    return {
+        "time": format_ts(fix.time),
+        "lat": fix.lat,
+        "lon": fix.lon,
+        "alt_m": fix.alt_m,
+        "speed_mps": None if fix.speed_mps is None else round(fix.speed_mps, 3),
+        "track_deg": fix.track_deg,
+        "mode": fix.mode,
+        "quality": fix.quality,
+        "hdop": fix.hdop,
+        "sats": fix.sats,
+    }
+
+
+def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
+    while True:
+        chunk = stream.read(_CHUNK)
+        if not chunk:
+            return
+        yield chunk
+
+
+def replay_main(path: str, out: TextIO) -> int:
+    """``edge-agent gnss replay FILE|-``: print one JSON object per fix; return the exit code.
+
+    Exit 0 when the input held NMEA (even with no valid fix), 1 when it held no NMEA
+    sentence at all, 2 when it cannot be read.
+    """
+    name = "standard input" if path == "-" else path
+    parser = NmeaStreamParser()
+    assembler = FixAssembler()
+    try:
+        stream: IO[bytes] = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+    except OSError as exc:
+        print(f"gnss replay: cannot read {name}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    count = 0
+    try:
+        for fix in fixes_from_bytes(_chunks(stream), parser=parser, assembler=assembler):
+            out.write(json.dumps(fix_to_json(fix)) + "\n")
+            count += 1
+    except OSError as exc:
+        print(f"gnss replay: cannot read {name}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    stats = parser.stats
+    if stats.sentences == 0:
+        detail = ", ".join(f"{k}={v}" for k, v in stats.as_dict().items() if v)
+        print(
+            f"gnss replay: no NMEA sentence in {name}" + (f" ({detail})" if detail else ""),
+            file=sys.stderr,
+        )
+        return EXIT_NO_NMEA
+    if count == 0:
+        print(f"gnss replay: {name}: {stats.sentences} sentences but no valid fix", file=sys.stderr)
+    return 0
