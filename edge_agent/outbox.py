@@ -636,6 +636,13 @@ class Outbox:
                 exclude.update(gone)
         return freed, sorted(set(gone))
 
+    async def announce_acked_earlier(self, lo: int, hi: int) -> None:
+        """Tell the hub that seqs ``lo..hi`` were acked by it before (it lost its store)."""
+        if lo > hi:
+            return
+        draft = self._eviction_draft([(lo, hi)], hi - lo + 1, "acked-earlier")
+        await self.append([draft])
+
     # -- the uplink's side -------------------------------------------------------------------
 
     async def read_after(

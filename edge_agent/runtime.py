@@ -1,0 +1,213 @@
+"""The agent's runtime: opens the outbox, serves the local API, runs the uplink and the
+configured components (GNSS, scanning, trips) as named tasks of one ``asyncio.TaskGroup``.
+
+SIGTERM and SIGINT stop it cleanly: tasks are cancelled, the uplink announces ``offline``, queued
+events are committed and the outbox is closed. A crash (SIGKILL, power cut) loses nothing that was
+accepted: the outbox is the truth and everything unacked is resent at the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from edge_agent import __version__
+from edge_agent.api import build_app
+from edge_agent.clock import Clock
+from edge_agent.config import AgentConfig, load_agent_config, parse_listen
+from edge_agent.health import HealthRegistry
+from edge_agent.outbox import Outbox, OutboxError
+from edge_agent.recorder import OutboxSink
+from edge_agent.uplink import Uplink
+from edge_agent.yamlconf import ConfigError
+
+__all__ = ["Agent", "run_agent_from_file"]
+
+ComponentRunner = Callable[[], Awaitable[None]]
+
+log = logging.getLogger(__name__)
+
+
+def config_digest(config: AgentConfig) -> str:
+    """A short hash of the effective configuration, announced in the birth message."""
+    text = json.dumps(config.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+class Agent:
+    """One edge agent; ``await Agent(config).run(stop)`` until ``stop`` is set."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.health = HealthRegistry()
+        self.clock = Clock(config.clock.policy)
+        self.outbox: Outbox | None = None
+        self.uplink: Uplink | None = None
+        self.api_port: int | None = None
+        self._command_handlers: dict[str, Callable[[bytes], Awaitable[None]]] = {}
+
+    def _on_outbox_alarm(self, name: str, detail: dict[str, Any]) -> None:
+        self.health.set_state("outbox", name, **detail)
+
+    async def _on_command(self, name: str, payload: bytes) -> None:
+        handler = self._command_handlers.get(name)
+        if handler is None:
+            self.health.count("commands", f"unhandled:{name}")
+            return
+        await handler(payload)
+
+    async def run(self, stop: asyncio.Event, ready: Callable[[Agent], None] | None = None) -> None:
+        """Run every part of the agent until ``stop`` is set."""
+        cfg = self.config
+        outbox = await Outbox.open(
+            cfg.outbox.path,
+            cfg.device.fleet,
+            cfg.device.id,
+            max_bytes=cfg.outbox.max_bytes,
+            reserve_bytes=cfg.outbox.effective_reserve,
+            id_retention_s=cfg.outbox.id_retention,
+        )
+        self.outbox = outbox
+        outbox.clock_now = self.clock.now
+        outbox.on_alarm = self._on_outbox_alarm
+        if outbox.corrupt_files:
+            self.health.set_state("outbox", "outbox-corrupt", moved_to=outbox.corrupt_files[-1])
+        else:
+            self.health.set_state("outbox", "ok")
+        sink = OutboxSink(outbox, self.clock)
+        device = {"fleet": cfg.device.fleet, "device": cfg.device.id, "role": cfg.device.role}
+        app = build_app(
+            outbox,
+            self.clock,
+            self.health,
+            device=device,
+            max_body=cfg.api.max_body,
+            max_batch=cfg.api.max_batch,
+        )
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        host, port = parse_listen(cfg.api.listen)
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+            server = site._server  # aiohttp exposes the bound port only through the server
+            sockets = getattr(server, "sockets", None) or []
+            self.api_port = sockets[0].getsockname()[1] if sockets else port
+            boot = time.time() - time.monotonic()
+            birth = {"boot": round(boot, 3), "sw": __version__, "config": config_digest(cfg)}
+            self.uplink = Uplink(
+                cfg.broker,
+                cfg.uplink,
+                outbox,
+                self.health,
+                fleet=cfg.device.fleet,
+                device=cfg.device.id,
+                birth=birth,
+                on_command=self._on_command,
+            )
+            log.info(
+                "agent %s/%s: api on %s:%s", cfg.device.fleet, cfg.device.id, host, self.api_port
+            )
+            if ready is not None:
+                ready(self)
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(self.uplink.run(), name="uplink"),
+                    tg.create_task(self._health_loop(sink), name="health"),
+                ]
+                tasks.extend(self._start_components(tg, sink))
+                await stop.wait()
+                for task in tasks:
+                    task.cancel()
+        finally:
+            await runner.cleanup()
+            await outbox.close()
+
+    def _start_components(
+        self, tg: asyncio.TaskGroup, sink: OutboxSink
+    ) -> list[asyncio.Task[None]]:
+        """Start the optional components the configuration names (hooks of later issues)."""
+        tasks: list[asyncio.Task[None]] = []
+        for name, runner in self._component_runners(sink):
+            tasks.append(tg.create_task(_guarded(name, runner, self.health), name=name))
+        return tasks
+
+    def _component_runners(self, sink: OutboxSink) -> list[tuple[str, ComponentRunner]]:
+        """The configured components: GNSS, scanning and trips plug in here."""
+        return []
+
+    async def _health_loop(self, sink: OutboxSink) -> None:
+        interval = self.config.health.interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await sink.emit("device.health", await self.health_report())
+            except OutboxError as exc:
+                self.health.count("health", f"not-recorded:{type(exc).__name__}")
+
+    async def health_report(self) -> dict[str, Any]:
+        """The data of a periodic ``device.health`` event."""
+        assert self.outbox is not None
+        stats = await self.outbox.stats()
+        return {
+            "queue": {"depth": stats.depth, "bytes": stats.bytes, "evicted": stats.evicted},
+            "clock": {"source": self.clock.now()[1], "gnss_offset_s": self.clock.gnss_offset_s()},
+            "components": self.health.snapshot(),
+        }
+
+
+async def _guarded(name: str, run: Callable[[], Awaitable[None]], health: HealthRegistry) -> None:
+    """Run a component forever: an unexpected crash is logged and the component restarted."""
+    attempt = 0
+    while True:
+        try:
+            await run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("component %s crashed; restarting", name)
+            health.set_state(name, "crashed", error=repr(exc))
+            attempt += 1
+            await asyncio.sleep(min(60.0, 0.5 * 2 ** min(attempt, 7)))
+
+
+def run_agent_from_file(path: str) -> int:
+    """``edge-agent run --config FILE``: exit 2 on an invalid configuration."""
+    try:
+        config = load_agent_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+
+        def announce(agent: Agent) -> None:
+            print(json.dumps({"ready": True, "api_port": agent.api_port}), flush=True)
+
+        await Agent(config).run(stop, ready=announce)
+
+    try:
+        asyncio.run(main())
+    except OutboxError as exc:
+        print(f"edge-agent: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,130 @@
+"""``hub-bridge``: run the hub, or print its timeline (DESIGN §4)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from edge_agent.config import parse_listen
+from edge_agent.health import HealthRegistry
+from edge_agent.yamlconf import ConfigError
+from hub_bridge.api import build_app
+from hub_bridge.bridge import HubBridge
+from hub_bridge.config import HubConfig, load_hub_config
+from hub_bridge.timeline import Timeline, TimelineError
+
+__all__ = ["main", "run_hub"]
+
+log = logging.getLogger(__name__)
+
+
+async def run_hub(config: HubConfig, stop: asyncio.Event, *, announce: bool = False) -> None:
+    """Run the bridge and its API until ``stop`` is set."""
+    timeline = await Timeline.open(config.timeline.path)
+    health = HealthRegistry()
+    runner = web.AppRunner(build_app(timeline, health), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        host, port = parse_listen(config.api.listen)
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []
+        bound = sockets[0].getsockname()[1] if sockets else port
+        if announce:
+            print(json.dumps({"ready": True, "api_port": bound}), flush=True)
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(HubBridge(config, timeline, health).run(), name="bridge")
+            await stop.wait()
+            task.cancel()
+    finally:
+        await runner.cleanup()
+        await timeline.close()
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    try:
+        config = load_hub_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await run_hub(config, stop, announce=True)
+
+    try:
+        asyncio.run(main())
+    except TimelineError as exc:
+        print(f"hub-bridge: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_events(args: argparse.Namespace) -> int:
+    try:
+        config = load_hub_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+
+    async def dump() -> None:
+        timeline = await Timeline.open(config.timeline.path)
+        try:
+            async for env in timeline.events(args.fleet, args.device, with_flags=args.flags):
+                sys.stdout.write(json.dumps(env, separators=(",", ":")) + "\n")
+        finally:
+            await timeline.close()
+
+    try:
+        asyncio.run(dump())
+    except TimelineError as exc:
+        print(f"hub-bridge: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``hub-bridge``."""
+    p = argparse.ArgumentParser(prog="hub-bridge", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the hub")
+    run.add_argument("--config", required=True)
+    run.set_defaults(func=_cmd_run)
+    ev = sub.add_parser("events", help="print the stored timeline, one JSON envelope per line")
+    ev.add_argument("--config", required=True)
+    ev.add_argument("--fleet")
+    ev.add_argument("--device")
+    ev.add_argument("--flags", action="store_true", help="add the hub's flags as _flags")
+    ev.set_defaults(func=_cmd_events)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``hub-bridge``."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

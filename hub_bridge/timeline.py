@@ -1,0 +1,424 @@
+"""The central delivery timeline on SQLite: events stored once, watermarks, dead letters, devices.
+
+Each ``(fleet, device, id)`` is stored once and each ``(fleet, device, seq)`` holds one event
+(DESIGN §3.2). The *watermark* of a device is the highest seq up to which every seq is accounted
+for: stored, announced evicted by the device (``outbox.evicted``), or rejected as invalid. It is
+computed from the database inside the storing transaction, so several hub instances on one
+database need no coordination (DESIGN §5).
+
+Tables: ``events`` (ingest order in ``ingest``), ``accounted`` (seq ranges given up by a device,
+or rejected), ``devices`` (watermark, online state), ``dead_letters`` (every rejected message with
+its reason).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from edge_agent.envelope import encode_envelope
+
+__all__ = ["SCHEMA_VERSION", "StoreResult", "Timeline", "TimelineError"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = [
+    """
+    CREATE TABLE events (
+        ingest INTEGER PRIMARY KEY,
+        fleet TEXT NOT NULL,
+        device TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        ts TEXT NOT NULL,
+        received REAL NOT NULL,
+        flags TEXT,
+        body TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX events_seq ON events (fleet, device, seq);
+    CREATE UNIQUE INDEX events_id ON events (fleet, device, id);
+    CREATE INDEX events_type_ts ON events (type, ts);
+    CREATE TABLE accounted (
+        fleet TEXT NOT NULL,
+        device TEXT NOT NULL,
+        lo INTEGER NOT NULL,
+        hi INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        PRIMARY KEY (fleet, device, lo, hi)
+    ) WITHOUT ROWID;
+    CREATE TABLE devices (
+        fleet TEXT NOT NULL,
+        device TEXT NOT NULL,
+        watermark INTEGER NOT NULL DEFAULT 0,
+        state TEXT,
+        state_since REAL,
+        birth TEXT,
+        last_seen REAL,
+        PRIMARY KEY (fleet, device)
+    ) WITHOUT ROWID;
+    CREATE TABLE device_states (
+        fleet TEXT NOT NULL, device TEXT NOT NULL, at REAL NOT NULL, state TEXT NOT NULL,
+        payload TEXT
+    );
+    CREATE TABLE dead_letters (
+        id INTEGER PRIMARY KEY,
+        received REAL NOT NULL,
+        topic TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        payload BLOB
+    );
+    """,
+]
+
+
+class TimelineError(Exception):
+    """The timeline file cannot be used (newer schema, unreadable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResult:
+    """What storing one batch did."""
+
+    stored: int
+    duplicates: int
+    conflicts: int
+    watermark: int
+
+
+class Timeline:
+    """The hub's store. ``await Timeline.open(path)``, then ``close()``."""
+
+    def __init__(self, path: Path, db: aiosqlite.Connection) -> None:
+        self.path = path
+        self._db = db
+
+    @classmethod
+    async def open(cls, path: str | Path) -> Timeline:
+        """Open or create the timeline (WAL, synchronous=FULL) and migrate it."""
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(p, isolation_level=None)
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=FULL")
+            await db.execute("PRAGMA busy_timeout=10000")
+            async with db.execute("PRAGMA user_version") as cur:
+                row = await cur.fetchone()
+            version = int(row[0]) if row else 0
+            if version > SCHEMA_VERSION:
+                raise TimelineError(f"{p}: schema version {version} is newer than this hub's")
+            if version < SCHEMA_VERSION:
+                await db.execute("BEGIN IMMEDIATE")
+                for step in _SCHEMA[version:]:
+                    for stmt in step.split(";"):
+                        if stmt.strip():
+                            await db.execute(stmt)
+                await db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                await db.execute("COMMIT")
+        except BaseException:
+            await db.close()
+            raise
+        return cls(p, db)
+
+    async def close(self) -> None:
+        """Close the database."""
+        await self._db.close()
+
+    # -- storing ------------------------------------------------------------------------------
+
+    async def store(
+        self,
+        fleet: str,
+        device: str,
+        events: Sequence[dict[str, Any]],
+        flags: Sequence[list[str]],
+        rejected_seqs: Iterable[int] = (),
+        received: float | None = None,
+    ) -> StoreResult:
+        """Store a validated batch of one device in one transaction; return the new watermark.
+
+        Duplicates (same id) are not stored again; an event whose seq is taken by another id is
+        a conflict and is not stored (the caller dead-letters it). ``outbox.evicted`` events and
+        ``rejected_seqs`` mark seqs as accounted for.
+        """
+        received = time.time() if received is None else received
+        db = self._db
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            seqs = [int(e["seq"]) for e in events]
+            ids = [str(e["id"]) for e in events]
+            by_seq: dict[int, str] = {}
+            by_id: dict[str, int] = {}
+            if events:
+                async with db.execute(
+                    "SELECT seq, id FROM events WHERE fleet=? AND device=? AND seq BETWEEN ? AND ?",
+                    (fleet, device, min(seqs), max(seqs)),
+                ) as cur:
+                    by_seq = {int(s): str(i) for s, i in await cur.fetchall()}
+                for k in range(0, len(ids), 500):
+                    chunk = ids[k : k + 500]
+                    marks = ",".join("?" * len(chunk))
+                    async with db.execute(
+                        "SELECT id, seq FROM events"
+                        f" WHERE fleet=? AND device=? AND id IN ({marks})",
+                        (fleet, device, *chunk),
+                    ) as cur:
+                        by_id.update({str(i): int(s) for i, s in await cur.fetchall()})
+            rows: list[tuple[Any, ...]] = []
+            accounted: list[tuple[str, str, int, int, str]] = []
+            duplicates = conflicts = 0
+            for env, fl in zip(events, flags, strict=True):
+                seq, eid = int(env["seq"]), str(env["id"])
+                if eid in by_id:
+                    duplicates += 1
+                    if by_id[eid] != seq and seq not in by_seq:
+                        # the same event again under a new seq (a client retried after the
+                        # agent forgot its id): the new seq is accounted for, not stored
+                        accounted.append((fleet, device, seq, seq, "duplicate"))
+                    continue
+                if seq in by_seq:
+                    conflicts += 1
+                    continue
+                by_seq[seq] = eid
+                by_id[eid] = seq
+                rows.append(
+                    (
+                        fleet,
+                        device,
+                        seq,
+                        eid,
+                        env["type"],
+                        env["ts"],
+                        received,
+                        ",".join(fl) or None,
+                        encode_envelope(env).decode(),
+                    )
+                )
+                if env["type"] == "outbox.evicted":
+                    reason = str(env["data"].get("reason", "evicted"))
+                    for lo, hi in env["data"]["ranges"]:
+                        accounted.append((fleet, device, int(lo), int(hi), reason))
+            for seq in rejected_seqs:
+                accounted.append((fleet, device, seq, seq, "rejected"))
+            if rows:
+                await db.executemany(
+                    "INSERT INTO events (fleet, device, seq, id, type, ts, received, flags, body)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+            if accounted:
+                await db.executemany(
+                    "INSERT OR IGNORE INTO accounted (fleet, device, lo, hi, reason)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    accounted,
+                )
+            watermark = await self._advance(fleet, device, received)
+            await db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await db.execute("ROLLBACK")
+            raise
+        return StoreResult(len(rows), duplicates, conflicts, watermark)
+
+    async def _advance(self, fleet: str, device: str, now: float) -> int:
+        db = self._db
+        await db.execute(
+            "INSERT INTO devices (fleet, device, watermark, last_seen) VALUES (?, ?, 0, ?)"
+            " ON CONFLICT (fleet, device) DO UPDATE SET last_seen = excluded.last_seen",
+            (fleet, device, now),
+        )
+        async with db.execute(
+            "SELECT watermark FROM devices WHERE fleet=? AND device=?", (fleet, device)
+        ) as cur:
+            row = await cur.fetchone()
+        start = wm = int(row[0]) if row else 0
+        async with db.execute(
+            "SELECT lo, hi FROM accounted WHERE fleet=? AND device=? AND hi > ? ORDER BY lo",
+            (fleet, device, wm),
+        ) as cur:
+            ranges = [(int(lo), int(hi)) for lo, hi in await cur.fetchall()]
+        while True:
+            async with db.execute(
+                "SELECT seq FROM events WHERE fleet=? AND device=? AND seq > ?"
+                " ORDER BY seq LIMIT 10000",
+                (fleet, device, wm),
+            ) as cur:
+                seqs = [int(r[0]) for r in await cur.fetchall()]
+            before = wm
+            i = 0
+            while True:
+                while i < len(seqs) and seqs[i] <= wm:
+                    i += 1
+                if i < len(seqs) and seqs[i] == wm + 1:
+                    wm += 1
+                    continue
+                covering = [hi for lo, hi in ranges if lo <= wm + 1 <= hi]
+                if covering:
+                    wm = max(covering)
+                    continue
+                break
+            if wm == before or len(seqs) < 10000:
+                break
+        if wm != start:
+            await db.execute(
+                "UPDATE devices SET watermark=? WHERE fleet=? AND device=?", (wm, fleet, device)
+            )
+        return wm
+
+    async def dead_letter(
+        self, topic: str, reason: str, payload: bytes, keep_bytes: int = 64 * 1024
+    ) -> None:
+        """Record a rejected message with its reason (the payload truncated to ``keep_bytes``)."""
+        await self._db.execute(
+            "INSERT INTO dead_letters (received, topic, reason, size, payload)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (time.time(), topic[:1024], reason[:4096], len(payload), payload[:keep_bytes]),
+        )
+
+    async def set_state(self, fleet: str, device: str, state: str, payload: str) -> bool:
+        """Record a device's state message; return True when it changed the state."""
+        now = time.time()
+        async with self._db.execute(
+            "SELECT state FROM devices WHERE fleet=? AND device=?", (fleet, device)
+        ) as cur:
+            row = await cur.fetchone()
+        if row is not None and row[0] == state:
+            return False
+        await self._db.execute("BEGIN IMMEDIATE")
+        try:
+            await self._db.execute(
+                "INSERT INTO devices (fleet, device, watermark, state, state_since, birth)"
+                " VALUES (?, ?, 0, ?, ?, ?) ON CONFLICT (fleet, device) DO UPDATE SET"
+                " state=excluded.state, state_since=excluded.state_since,"
+                " birth=CASE WHEN excluded.state='online' THEN excluded.birth ELSE birth END",
+                (fleet, device, state, now, payload),
+            )
+            await self._db.execute(
+                "INSERT INTO device_states (fleet, device, at, state, payload)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (fleet, device, now, state, payload),
+            )
+            await self._db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._db.execute("ROLLBACK")
+            raise
+        return True
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def watermarks(self) -> list[tuple[str, str, int]]:
+        """Every known device's (fleet, device, watermark)."""
+        async with self._db.execute("SELECT fleet, device, watermark FROM devices") as cur:
+            return [(str(f), str(d), int(w)) for f, d, w in await cur.fetchall()]
+
+    async def devices(self) -> list[dict[str, Any]]:
+        """Every device: watermark, state and since when, highest seq stored, missing seqs."""
+        out = []
+        async with self._db.execute(
+            "SELECT fleet, device, watermark, state, state_since, last_seen FROM devices"
+            " ORDER BY fleet, device"
+        ) as cur:
+            rows = await cur.fetchall()
+        for fleet, device, wm, state, since, seen in rows:
+            async with self._db.execute(
+                "SELECT max(seq), count(*) FROM events WHERE fleet=? AND device=?",
+                (fleet, device),
+            ) as cur:
+                top = await cur.fetchone()
+            max_seq = int(top[0]) if top and top[0] is not None else 0
+            out.append(
+                {
+                    "fleet": fleet,
+                    "device": device,
+                    "watermark": int(wm),
+                    "max_seq": max_seq,
+                    "events": int(top[1]) if top else 0,
+                    "missing": await self.missing(fleet, device, limit=100),
+                    "state": state,
+                    "state_since": since,
+                    "last_seen": seen,
+                }
+            )
+        return out
+
+    async def missing(self, fleet: str, device: str, limit: int = 1000) -> list[list[int]]:
+        """Seq ranges above the watermark not yet accounted for (what the hub still awaits)."""
+        async with self._db.execute(
+            "SELECT watermark FROM devices WHERE fleet=? AND device=?", (fleet, device)
+        ) as cur:
+            row = await cur.fetchone()
+        wm = int(row[0]) if row else 0
+        async with self._db.execute(
+            "SELECT seq FROM events WHERE fleet=? AND device=? AND seq > ? ORDER BY seq",
+            (fleet, device, wm),
+        ) as cur:
+            seqs = [int(r[0]) for r in await cur.fetchall()]
+        gaps: list[list[int]] = []
+        expect = wm + 1
+        for s in seqs:
+            if s > expect:
+                gaps.append([expect, s - 1])
+                if len(gaps) >= limit:
+                    break
+            expect = s + 1
+        return gaps
+
+    async def events(
+        self,
+        fleet: str | None = None,
+        device: str | None = None,
+        after_seq: int = 0,
+        limit: int | None = None,
+        *,
+        with_flags: bool = False,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Stored envelopes in (fleet, device, seq) order; ``with_flags`` adds the hub's flags
+        (``future-ts``) under ``_flags``, outside the contract envelope."""
+        where = ["seq > ?"]
+        args: list[Any] = [after_seq]
+        if fleet is not None:
+            where.append("fleet = ?")
+            args.append(fleet)
+        if device is not None:
+            where.append("device = ?")
+            args.append(device)
+        sql = f"SELECT body, flags FROM events WHERE {' AND '.join(where)}"
+        sql += " ORDER BY fleet, device, seq"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        async with self._db.execute(sql, args) as cur:
+            async for body, flags in cur:
+                env: dict[str, Any] = json.loads(body)
+                if flags and with_flags:
+                    env["_flags"] = flags.split(",")
+                yield env
+
+    async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The most recent dead letters, newest first."""
+        async with self._db.execute(
+            "SELECT received, topic, reason, size FROM dead_letters ORDER BY id DESC LIMIT ?",
+            (limit,),
+        ) as cur:
+            return [
+                {"received": r, "topic": t, "reason": why, "size": n}
+                for r, t, why, n in await cur.fetchall()
+            ]
+
+    async def count(self, table: str = "events") -> int:
+        """Rows of ``events`` or ``dead_letters``."""
+        if table not in ("events", "dead_letters"):
+            raise ValueError(table)
+        async with self._db.execute(f"SELECT count(*) FROM {table}") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
