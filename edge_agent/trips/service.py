@@ -1,0 +1,339 @@
+"""The trip service: fixes and manifests in, trip events through the sink, state kept on disk.
+
+The runtime starts it as ``await TripService(config, sink, health, clock).run()`` and feeds it:
+
+- ``await on_fix(fix)`` (or ``submit_fix(fix)`` from a synchronous callback) for every filtered
+  fix of the GNSS service;
+- ``await on_manifest(payload)`` with the bytes of each ``cmd/manifest`` command.
+
+Both go through one queue to one consumer, so a manifest applies between two fixes, never during
+one. Fixes pass the reorder buffer (``reorder.FixOrder``), then the step engine; a new manifest
+first drains the buffer through the old zones, then carries the state over (``adopt``).
+
+Exactly once, across crashes: the events a fix produces get their ids first and are written
+ahead into the state file, then committed to the outbox with those ids (the outbox keeps client
+ids and does not store one twice), then the state is saved without them. A crash between any two
+steps repeats at most a commit the outbox recognises.
+
+Never raises on bad input or a failing outbox: an invalid manifest is counted and reported in
+health (``trips``: ``manifest-invalid``, the old one stays), a failing commit is retried with
+capped backoff (``emit-failed``), an unreadable state file is moved aside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from edge_agent.clock import Clock
+from edge_agent.envelope import EnvelopeError, new_event_id, parse_ts
+from edge_agent.gnss.fix import Fix
+from edge_agent.health import HealthRegistry
+from edge_agent.sink import EventSink
+from edge_agent.trips.config import TripsConfig
+from edge_agent.trips.engine import EngineParams, EngineState, TripEngine, TripEvent
+from edge_agent.trips.layout import build_zones
+from edge_agent.trips.manifest import Manifest, ManifestError, parse_manifest
+from edge_agent.trips.reorder import FixOrder
+from edge_agent.trips.replay import load_manifest_file
+from edge_agent.trips.store import TripStore
+
+__all__ = ["TripService"]
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "trips"
+SAVE_EVERY_S = 60.0
+BACKOFF_MAX_S = 30.0
+STATE_FORMAT = 1
+
+
+class _Manifest:
+    __slots__ = ("payload",)
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+
+class TripService:
+    """Runs the trip engine on live fixes and emits its events (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: TripsConfig,
+        sink: EventSink,
+        health: HealthRegistry,
+        clock: Clock,
+        *,
+        state_dir: Path | None = None,
+        queue_size: int = 4096,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+    ) -> None:
+        self.config = config
+        self._sink = sink
+        self._health = health
+        self._clock = clock
+        self._mono = monotonic
+        self._sleep = sleep
+        folder = config.state_dir if config.state_dir is not None else state_dir
+        self._store = TripStore(folder) if folder is not None else None
+        self._params = EngineParams.from_config(config)
+        self._queue: deque[Fix | _Manifest] = deque()
+        self._queue_size = queue_size
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.manifest: Manifest | None = None
+        self.engine = TripEngine(build_zones(None, config), self._params)
+        self.state: EngineState = self.engine.new_state()
+        self._order = FixOrder(config.reorder_window, config.max_time_jump)
+        self.pending: list[dict[str, Any]] = []
+        self._saved_fixes = -1
+        self._saved_at = monotonic()
+        self.emitted = 0
+
+    # ------------------------------------------------------------------ feeding
+
+    def submit_fix(self, fix: Fix) -> None:
+        """Queue a fix (never blocks; when the queue is full the oldest item is dropped)."""
+        self._put(fix)
+
+    async def on_fix(self, fix: Fix) -> None:
+        """Queue a fix (the async form of ``submit_fix``)."""
+        self._put(fix)
+
+    async def on_manifest(self, payload: bytes) -> None:
+        """Queue the payload of a ``cmd/manifest`` command; it is validated when applied."""
+        self._put(_Manifest(bytes(payload)))
+
+    def _put(self, item: Fix | _Manifest) -> None:
+        if len(self._queue) >= self._queue_size:
+            # drop the oldest fix, never a manifest to a burst of fixes
+            victim = next((i for i in self._queue if isinstance(i, Fix)), None)
+            if victim is None:
+                self._queue.popleft()
+            else:
+                self._queue.remove(victim)
+            self._health.count(COMPONENT, "queue-overflow")
+        self._queue.append(item)
+        self._idle.clear()
+        self._wakeup.set()
+
+    async def idle(self) -> None:
+        """Wait until everything queued so far has been processed (tests, shutdown)."""
+        await self._idle.wait()
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self) -> None:
+        """Process fixes and manifests until cancelled."""
+        await self._start()
+        try:
+            while True:
+                if not self._queue:
+                    self._idle.set()
+                    self._wakeup.clear()
+                    timeout = max(0.5, self.config.reorder_window)
+                    try:
+                        await asyncio.wait_for(self._wakeup.wait(), timeout)
+                    except TimeoutError:
+                        # no fix for a while (a tunnel): release what the buffer holds
+                        await self._step_all(self._order.flush())
+                        await self._maybe_save()
+                        continue
+                item = self._queue.popleft()
+                if isinstance(item, _Manifest):
+                    await self._apply_manifest(item.payload)
+                else:
+                    await self._take_fix(item)
+                await self._maybe_save()
+        finally:
+            await self._save_now()
+
+    async def _start(self) -> None:
+        manifest: Manifest | None = None
+        if self._store is not None:
+            raw = await asyncio.to_thread(self._store.load_manifest)
+            if raw is not None:
+                try:
+                    manifest = parse_manifest(raw)
+                except ManifestError as exc:
+                    moved = await asyncio.to_thread(
+                        self._store.move_aside, self._store.manifest_path
+                    )
+                    self._health.set_state(
+                        COMPONENT,
+                        "manifest-invalid",
+                        path=exc.path,
+                        reason=exc.reason,
+                        moved_to=moved,
+                    )
+        if manifest is None and self.config.manifest is not None:
+            try:
+                manifest = await asyncio.to_thread(load_manifest_file, self.config.manifest)
+            except ManifestError as exc:
+                self._health.set_state(
+                    COMPONENT, "manifest-invalid", path=exc.path, reason=exc.reason
+                )
+        self._use(manifest)
+        if self._store is not None:
+            data = await asyncio.to_thread(self._store.load_state)
+            if data is None and self._store.moved_aside:
+                self._health.count(COMPONENT, "state-corrupt")
+            if data is not None:
+                try:
+                    if data.get("format") != STATE_FORMAT:
+                        raise ValueError("unknown state format")
+                    self.state = self.engine.load(data["engine"])
+                    self.pending = [dict(p) for p in data.get("pending") or []]
+                except (ValueError, KeyError, TypeError) as exc:
+                    moved = await asyncio.to_thread(self._store.move_aside, self._store.state_path)
+                    log.warning("trips: state file unusable (%s), moved to %s", exc, moved)
+                    self._health.count(COMPONENT, "state-corrupt")
+        if self.pending:
+            await self._emit_pending()
+            await self._save_now()
+        if self._health.state(COMPONENT) is None:
+            self._health.set_state(COMPONENT, "ok" if manifest is not None else "no-manifest")
+
+    def _use(self, manifest: Manifest | None) -> None:
+        self.manifest = manifest
+        zones = build_zones(manifest, self.config)
+        self.engine = TripEngine(zones, self._params, manifest.route if manifest else None)
+        self.state = self.engine.new_state()
+
+    async def _take_fix(self, fix: Fix) -> None:
+        now, source = self._clock.now()
+        if source == "ntp" and fix.time > now + timedelta(seconds=self.config.max_time_jump):
+            # the system clock is synchronised and this fix claims to be from the future
+            self._health.count(COMPONENT, "fix-future")
+            return
+        before = self._order.counters.copy()
+        due = self._order.push(fix)
+        for reason, n in (self._order.counters - before).items():
+            self._health.count(COMPONENT, f"fix-{reason}", n)
+        await self._step_all(due)
+
+    async def _step_all(self, fixes: list[Fix]) -> None:
+        for fix in fixes:
+            old, dup = self.state.dropped_old, self.state.dropped_duplicate
+            self.state, events = self.engine.step(self.state, fix)
+            if self.state.dropped_old != old:
+                self._health.count(COMPONENT, "fix-old")
+            if self.state.dropped_duplicate != dup:
+                self._health.count(COMPONENT, "fix-duplicate")
+            if events:
+                await self._commit(events)
+
+    async def _apply_manifest(self, payload: bytes) -> None:
+        try:
+            manifest = parse_manifest(payload)
+        except ManifestError as exc:
+            self._health.count(COMPONENT, "manifest-invalid")
+            self._health.set_state(COMPONENT, "manifest-invalid", path=exc.path, reason=exc.reason)
+            return
+        # the fixes still buffered belong to the old zones
+        await self._step_all(self._order.flush())
+        old = self.engine
+        new = TripEngine(build_zones(manifest, self.config), self._params, manifest.route)
+        self.state = new.adopt(old, self.state)
+        self.engine = new
+        self.manifest = manifest
+        self._health.count(COMPONENT, "manifest-applied")
+        self._health.set_state(COMPONENT, "ok", route=manifest.route, stops=len(manifest.stops))
+        if self._store is not None:
+            try:
+                await asyncio.to_thread(self._store.save_manifest, payload)
+            except OSError as exc:
+                self._health.set_state(COMPONENT, "state-unwritable", error=str(exc))
+        await self._save_now()
+
+    # ------------------------------------------------------------------ events
+
+    async def _commit(self, events: list[TripEvent]) -> None:
+        for ev in events:
+            self.pending.append({"id": new_event_id(), **ev.to_json(), "ref": ev.ref})
+        await self._save_now()  # written ahead: a crash from here on repeats, never loses
+        await self._emit_pending()
+        await self._save_now()
+
+    async def _emit_pending(self) -> None:
+        attempt = 0
+        while self.pending:
+            item = self.pending[0]
+            try:
+                await self._emit_one(item)
+            except EnvelopeError as exc:
+                # a bug, not a condition: retrying would not help
+                log.warning("trips: dropping an invalid %s event: %s", item.get("type"), exc)
+                self._health.count(COMPONENT, "event-invalid")
+                self.pending.pop(0)
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                attempt += 1
+                self._health.count(COMPONENT, "emit-failed")
+                self._health.set_state(
+                    COMPONENT, "emit-failed", error=f"{type(exc).__name__}: {exc}"
+                )
+                await self._sleep(min(BACKOFF_MAX_S, 0.25 * 2 ** min(attempt, 8)))
+                continue
+            self.pending.pop(0)
+            self.emitted += 1
+            if attempt:
+                attempt = 0
+                self._health.set_state(COMPONENT, "ok")
+
+    async def _emit_one(self, item: dict[str, Any]) -> None:
+        emit_many = getattr(self._sink, "emit_many", None)
+        if emit_many is not None:
+            from edge_agent.recorder import make_draft
+
+            draft = make_draft(
+                self._clock,
+                item["type"],
+                item["data"],
+                ts=item["ts"],
+                ref=item["ref"] or None,
+                clock_source="gnss",
+                event_id=item["id"],
+            )
+            await emit_many([draft])
+            return
+        await self._sink.emit(
+            item["type"],
+            item["data"],
+            ts=parse_ts(item["ts"]),
+            ref=item["ref"] or None,
+            clock="gnss",
+        )
+
+    # ------------------------------------------------------------------ persistence
+
+    async def _maybe_save(self) -> None:
+        if self.state.fixes != self._saved_fixes and self._mono() - self._saved_at >= SAVE_EVERY_S:
+            await self._save_now()
+
+    async def _save_now(self) -> None:
+        self._saved_at = self._mono()
+        self._saved_fixes = self.state.fixes
+        if self._store is None:
+            return
+        data = {
+            "format": STATE_FORMAT,
+            "engine": self.engine.dump(self.state),
+            "pending": list(self.pending),
+        }
+        try:
+            await asyncio.to_thread(self._store.save_state, data)
+        except OSError as exc:
+            self._health.count(COMPONENT, "state-unwritable")
+            self._health.set_state(COMPONENT, "state-unwritable", error=str(exc))

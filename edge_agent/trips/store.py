@@ -1,0 +1,85 @@
+"""The trip service's files: the last manifest received and the engine state, kept across restarts.
+
+Two small JSON files in one folder (by default the outbox's): ``trips-manifest.json`` holds the
+payload of the last valid ``cmd/manifest`` as received, ``trips-state.json`` the engine state and
+the events not yet confirmed durable in the outbox (written ahead, see ``service``). Each is
+replaced atomically (write a temporary file, fsync, rename, fsync the folder), so a power cut
+leaves the old or the new file, never half of one. A file that cannot be parsed is moved aside
+(``.corrupt-<time>``) and reported, and the service starts from scratch rather than not at all.
+
+Blocking I/O: the service calls these through ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TripStore"]
+
+MANIFEST_FILE = "trips-manifest.json"
+STATE_FILE = "trips-state.json"
+
+
+class TripStore:
+    """Reads and atomically writes the manifest and state files in ``folder``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.manifest_path = folder / MANIFEST_FILE
+        self.state_path = folder / STATE_FILE
+        self.moved_aside: list[str] = []
+
+    def load_manifest(self) -> bytes | None:
+        """The stored manifest payload, or None if there is none."""
+        try:
+            return self.manifest_path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def save_manifest(self, payload: bytes) -> None:
+        """Keep a (validated) manifest payload."""
+        self._write(self.manifest_path, payload)
+
+    def load_state(self) -> dict[str, Any] | None:
+        """The stored state, or None if there is none or it was unreadable (moved aside)."""
+        try:
+            raw = self.state_path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            self.move_aside(self.state_path)
+            return None
+        return data
+
+    def save_state(self, data: dict[str, Any]) -> None:
+        """Replace the stored state."""
+        self._write(self.state_path, json.dumps(data, separators=(",", ":")).encode())
+
+    def move_aside(self, path: Path) -> str:
+        """Rename an unusable file out of the way; return its new name."""
+        target = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+        os.replace(path, target)
+        self.moved_aside.append(str(target))
+        return str(target)
+
+    def _write(self, path: Path, payload: bytes) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fd = os.open(self.folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
