@@ -122,7 +122,7 @@ class Agent:
                 ready(self)
             async with asyncio.TaskGroup() as tg:
                 tasks = [
-                    tg.create_task(self.uplink.run(), name="uplink"),
+                    tg.create_task(_guarded("uplink", self.uplink.run, self.health), name="uplink"),
                     tg.create_task(self._health_loop(sink), name="health"),
                 ]
                 tasks.extend(self._start_components(tg, sink))

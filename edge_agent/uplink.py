@@ -155,9 +155,19 @@ class Uplink:
         await client.subscribe(topics.cmd(self.fleet, self.device, "+"), qos=1)
         birth = {**self.birth, "state": "online", "ts": round(time.time(), 3)}
         await client.publish(state_topic, json.dumps(birth), qos=1, retain=True)
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._receive(client), name="uplink-receive")
-            tg.create_task(self._send(client), name="uplink-send")
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._receive(client), name="uplink-receive")
+                tg.create_task(self._send(client), name="uplink-send")
+        except ExceptionGroup as group:
+            # a lost connection fails both tasks: surface one MqttError to the reconnect loop
+            lost = group.subgroup(lambda e: isinstance(e, aiomqtt.MqttError))
+            if lost is None:
+                raise
+            first: BaseException = lost
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            raise first from None
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         ack_topic = topics.ack(self.fleet, self.device)

@@ -1,0 +1,174 @@
+"""Real processes for end-to-end tests: an agent and a hub as subprocesses on temp files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from simulators.broker import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, what: str, poll: float = 0.05) -> None:
+    """Poll ``cond`` until true; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Proc:
+    """A ``python -m PACKAGE run --config FILE`` subprocess that prints a ready line."""
+
+    def __init__(self, module: str, config: Path, log: Path) -> None:
+        self.module = module
+        self.config = config
+        self.log = log
+        self.proc: subprocess.Popen[str] | None = None
+        self.api_port: int | None = None
+
+    def start(self, timeout: float = 20.0) -> None:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        with self.log.open("a") as log:
+            log.write(f"--- start {time.time()}\n")
+            log.flush()
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", self.module, "run", "--config", str(self.config)],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env=env,
+                cwd=ROOT,
+            )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"{self.module} exited: {self.log.read_text()[-3000:]}")
+        self.api_port = json.loads(line)["api_port"]
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown, like a power cut."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def stop(self) -> int:
+        """SIGTERM and wait: a clean shutdown."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return self.proc.returncode
+
+
+def write_agent_config(
+    tmp: Path, broker_url: str, device: str = "van-042", fleet: str = "acme", **extra: Any
+) -> Path:
+    """An agent config on temp files; ``extra`` sections are merged in (YAML is JSON)."""
+    cfg: dict[str, Any] = {
+        "device": {"id": device, "fleet": fleet},
+        "broker": {"url": broker_url},
+        "outbox": {"path": str(tmp / f"{device}.outbox.db")},
+        "api": {"listen": f"127.0.0.1:{free_port()}"},
+        "uplink": {"ack_timeout": "3s", "backoff_max": "1s"},
+        "log": {"level": "INFO"},
+    }
+    for key, value in extra.items():
+        cfg[key] = {**cfg.get(key, {}), **value}
+    path = tmp / f"{device}.yaml"
+    path.write_text(json.dumps(cfg, indent=1))
+    return path
+
+
+def write_hub_config(tmp: Path, broker_url: str, **extra: Any) -> Path:
+    """A hub config with its timeline in ``tmp``."""
+    cfg: dict[str, Any] = {
+        "broker": {"url": broker_url},
+        "timeline": {"url": f"sqlite:///{tmp / 'timeline.db'}"},
+        "api": {"listen": f"127.0.0.1:{free_port()}"},
+    }
+    for key, value in extra.items():
+        cfg[key] = {**cfg.get(key, {}), **value}
+    path = tmp / "hub.yaml"
+    path.write_text(json.dumps(cfg, indent=1))
+    return path
+
+
+def post(port: int, body: Any, timeout: float = 10.0) -> tuple[int, Any]:
+    """POST JSON to the agent's /v1/events; return (status, decoded body)."""
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/events",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def get(port: int, path: str) -> Any:
+    """GET JSON from a local API."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def timeline_rows(db: Path, device: str | None = None) -> list[tuple[int, str, int]]:
+    """(seq, id, ingest) of the stored events, in seq order, read straight from SQLite."""
+    if not db.exists():
+        return []
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        sql = "SELECT seq, id, ingest FROM events"
+        args: tuple[str, ...] = ()
+        if device is not None:
+            sql += " WHERE device = ?"
+            args = (device,)
+        return [(int(s), str(i), int(g)) for s, i, g in con.execute(sql + " ORDER BY seq", args)]
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        con.close()
+
+
+def scan_event(i: int, client_id: str | None = None) -> dict[str, Any]:
+    """A scan as a handheld posts it."""
+    ev: dict[str, Any] = {
+        "type": "scan",
+        "data": {"text": f"JJD{i:012d}", "symbology": "code128", "source": "handheld-1"},
+    }
+    if client_id is not None:
+        ev["id"] = client_id
+    return ev
+
+
+def fix_event(i: int) -> dict[str, Any]:
+    """A position ping."""
+    return {
+        "type": "gnss.fix",
+        "data": {"lat": 52.37 + i * 1e-5, "lon": 4.89, "mode": 3, "speed_mps": 8.0},
+    }

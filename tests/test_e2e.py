@@ -1,0 +1,198 @@
+"""End to end on real processes: agent → mosquitto → hub → timeline, with faults."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from simulators.broker import Mosquitto
+from tests.harness import (
+    Proc,
+    fix_event,
+    get,
+    post,
+    scan_event,
+    timeline_rows,
+    wait_for,
+    write_agent_config,
+    write_hub_config,
+)
+
+
+def start_pair(tmp_path: Path, broker: Mosquitto) -> tuple[Proc, Proc]:
+    hub = Proc("hub_bridge", write_hub_config(tmp_path, broker.url), tmp_path / "hub.log")
+    hub.start()
+    agent = Proc("edge_agent", write_agent_config(tmp_path, broker.url), tmp_path / "agent.log")
+    agent.start()
+    return agent, hub
+
+
+def assert_exactly_once(db: Path, accepted: dict[str, int]) -> None:
+    rows = timeline_rows(db)
+    ids = [i for _, i, _ in rows]
+    assert len(ids) == len(set(ids)), "an event is stored twice"
+    stored = {i: s for s, i, _ in rows}
+    missing = [i for i in accepted if i not in stored]
+    assert not missing, f"{len(missing)} accepted events are not in the timeline"
+    for event_id, seq in accepted.items():
+        assert stored[event_id] == seq
+
+
+def test_events_reach_the_timeline_once(tmp_path: Path, broker: Mosquitto) -> None:
+    agent, hub = start_pair(tmp_path, broker)
+    try:
+        assert agent.api_port is not None
+        status, one = post(agent.api_port, scan_event(1, "app-1"))
+        assert status == 201 and one["seq"] == 1 and one["id"] == "app-1"
+        status, again = post(agent.api_port, scan_event(1, "app-1"))
+        assert status == 201 and again == one  # idempotent on the client id
+        status, batch = post(agent.api_port, [fix_event(i) for i in range(50)])
+        assert status == 201 and [b["seq"] for b in batch] == list(range(2, 52))
+        accepted = {one["id"]: one["seq"]} | {b["id"]: b["seq"] for b in batch}
+        db = tmp_path / "timeline.db"
+        wait_for(lambda: len(timeline_rows(db)) >= 51, 20, "51 events in the timeline")
+        assert_exactly_once(db, accepted)
+        # the agent deletes what the hub acked
+        wait_for(
+            lambda: get(agent.api_port or 0, "/v1/health")["queue"]["depth"] == 0,
+            20,
+            "the outbox to drain",
+        )
+        health = get(agent.api_port, "/v1/health")
+        assert health["broker"]["state"] == "connected"
+        assert health["queue"]["acked"] >= 51
+        devices = get(hub.api_port or 0, "/v1/devices")
+        assert devices[0]["device"] == "van-042" and devices[0]["state"] == "online"
+        assert devices[0]["watermark"] >= 51 and devices[0]["missing"] == []
+    finally:
+        agent.stop()
+        hub.stop()
+
+
+def test_invalid_posts_are_refused_with_the_reason(tmp_path: Path, broker: Mosquitto) -> None:
+    agent, hub = start_pair(tmp_path, broker)
+    try:
+        port = agent.api_port or 0
+        bad_lat = {"type": "gnss.fix", "data": {"lat": 95, "lon": 4.0, "mode": 3}}
+        status, body = post(port, [fix_event(1), bad_lat])
+        assert status == 400 and body["error"].startswith("events[1].data.lat")
+        status, body = post(port, {"type": "nope", "data": {}})
+        assert status == 400 and "unknown event type" in body["error"]
+        status, body = post(port, {"type": "scan", "data": {}, "colour": "red"})
+        assert status == 400 and "colour" in body["error"]
+        status, body = post(port, {"type": "scan", "data": {"text": "x"}, "ts": "yesterday"})
+        assert status == 400 and "ts" in body["error"]
+        # nothing of the refused batch was stored
+        status, ok = post(port, fix_event(2))
+        assert status == 201 and ok["seq"] == 1
+    finally:
+        agent.stop()
+        hub.stop()
+
+
+def stream(port: int, stop: threading.Event, accepted: dict[str, int], errors: list[str]) -> None:
+    """Post scans one by one; record what the agent answered 201 to."""
+    i = 0
+    while not stop.is_set():
+        i += 1
+        try:
+            status, body = post(port, scan_event(i), timeout=2)
+        except OSError as exc:  # the agent is down: nothing was accepted
+            errors.append(repr(exc))
+            stop.wait(0.05)
+            continue
+        if status == 201:
+            accepted[body["id"]] = body["seq"]
+
+
+def test_agent_sigkill_mid_stream_loses_nothing(tmp_path: Path, broker: Mosquitto) -> None:
+    agent, hub = start_pair(tmp_path, broker)
+    accepted: dict[str, int] = {}
+    errors: list[str] = []
+    stop = threading.Event()
+    try:
+        port = agent.api_port or 0
+        t = threading.Thread(target=stream, args=(port, stop, accepted, errors))
+        t.start()
+        wait_for(lambda: len(accepted) >= 150, 30, "150 accepted events")
+        agent.kill()
+        n_at_kill = len(accepted)
+        agent.start()  # same config, same port: the streamer carries on
+        wait_for(lambda: len(accepted) >= n_at_kill + 150, 30, "150 more after restart")
+        stop.set()
+        t.join()
+        db = tmp_path / "timeline.db"
+        wait_for(
+            lambda: {i for _, i, _ in timeline_rows(db)} >= set(accepted), 30, "all accepted"
+        )
+        assert_exactly_once(db, accepted)
+        seqs = [s for s, _, _ in timeline_rows(db)]
+        assert seqs == list(range(1, len(seqs) + 1)), "seqs are contiguous across the crash"
+    finally:
+        stop.set()
+        agent.stop()
+        hub.stop()
+
+
+def test_broker_killed_without_persistence_loses_nothing(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    agent, hub = start_pair(tmp_path, broker)
+    accepted: dict[str, int] = {}
+    errors: list[str] = []
+    stop = threading.Event()
+    try:
+        t = threading.Thread(target=stream, args=(agent.api_port, stop, accepted, errors))
+        t.start()
+        wait_for(lambda: len(accepted) >= 100, 30, "100 accepted events")
+        broker.kill()  # everything queued or in flight in the broker is gone
+        n = len(accepted)
+        wait_for(lambda: len(accepted) >= n + 100, 30, "the agent accepting while offline")
+        broker.start()
+        wait_for(lambda: len(accepted) >= n + 200, 30, "more events after the broker is back")
+        stop.set()
+        t.join()
+        db = tmp_path / "timeline.db"
+        wait_for(
+            lambda: {i for _, i, _ in timeline_rows(db)} >= set(accepted), 60, "all accepted"
+        )
+        assert_exactly_once(db, accepted)
+        assert not errors  # the agent kept accepting while the broker was down
+    finally:
+        stop.set()
+        agent.stop()
+        hub.stop()
+
+
+def test_hub_killed_and_restarted_loses_and_duplicates_nothing(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    agent, hub = start_pair(tmp_path, broker)
+    accepted: dict[str, int] = {}
+    errors: list[str] = []
+    stop = threading.Event()
+    try:
+        t = threading.Thread(target=stream, args=(agent.api_port, stop, accepted, errors))
+        t.start()
+        wait_for(lambda: len(accepted) >= 100, 30, "100 accepted events")
+        hub.kill()
+        n = len(accepted)
+        wait_for(lambda: len(accepted) >= n + 100, 30, "events while the hub is down")
+        hub.start()
+        wait_for(lambda: len(accepted) >= n + 200, 30, "events after the hub is back")
+        stop.set()
+        t.join()
+        db = tmp_path / "timeline.db"
+        wait_for(
+            lambda: {i for _, i, _ in timeline_rows(db)} >= set(accepted), 60, "all accepted"
+        )
+        assert_exactly_once(db, accepted)
+        wait_for(
+            lambda: get(agent.api_port or 0, "/v1/health")["queue"]["depth"] == 0,
+            30,
+            "the agent to see every event acked",
+        )
+    finally:
+        stop.set()
+        agent.stop()
+        hub.stop()
