@@ -11,8 +11,11 @@ counts drops per reason:
 - ``duplicate`` / ``out_of_order``: the same time as, or earlier than, the last kept fix
   (late data must not move the position backwards, FIELD-NOTES 1);
 - ``jump``: the speed implied since the last kept fix is above ``max_speed_mps`` (multipath).
-  If the last kept fix was the wrong one, the fixes that follow all look like jumps; when
-  ``jump_reset_after`` of them in a row agree with each other, the filter re-anchors on them.
+
+If the last kept fix was the wrong one (a cold-start position far off, or a future-dated time
+that would freeze the position, FIELD-NOTES 2), every fix after it looks like a jump or out of
+order; when ``jump_reset_after`` of them in a row agree with each other (time moving forward at
+a plausible speed), the filter re-anchors on them.
 
 ``AdaptiveReporter.step(fix)`` decides which kept fixes become ``gnss.fix`` pings, by fix time:
 the first one, every ``moving_interval`` when moving and every ``stopped_interval`` when
@@ -89,13 +92,11 @@ class FixFilter:
         dt = (fix.time - last.time).total_seconds()
         if dt == 0:
             return "duplicate"
-        if dt < 0:
-            return "out_of_order"
-        if distance_m(last.lat, last.lon, fix.lat, fix.lon) / dt <= cfg.max_speed_mps:
+        if dt > 0 and distance_m(last.lat, last.lon, fix.lat, fix.lon) / dt <= cfg.max_speed_mps:
             return None
-        return self._jump(fix)
+        return self._suspect(fix, "jump" if dt > 0 else "out_of_order")
 
-    def _jump(self, fix: Fix) -> str | None:
+    def _suspect(self, fix: Fix, reason: str) -> str | None:
         streak = self._streak
         if streak:
             prev = streak[-1]
@@ -109,7 +110,7 @@ class FixFilter:
         if len(streak) >= self.config.jump_reset_after:
             self.reanchored += 1
             return None
-        return "jump"
+        return reason
 
 
 class AdaptiveReporter:

@@ -5,8 +5,7 @@
 ``serial:///dev/ttyUSB0?baud=9600`` serial port at a fixed baud rate (``baud=auto`` detects)
 ``socket://host:port``              raw NMEA over TCP (simulators, ser2net)
 ``gpsd://host:2947``                fixes from a running gpsd (its JSON TPV reports)
-``file://log.nmea?rate=10``         replay of a log, ``rate`` epochs per second (0: at once);
-                                    ``loop=1`` starts again at the end
+``file://log.nmea?rate=10``         replay of a log, ``rate`` epochs per second (0: at once)
 ==================================  ========================================================
 
 ``parse_source_url`` is pure and raises ``ValueError`` naming what is wrong.
@@ -38,7 +37,6 @@ class SourceSpec:
     port: int = 0
     baud: int | None = None
     rate: float = 0.0
-    loop: bool = False
 
     def describe(self) -> str:
         """A short name for logs and health reports."""
@@ -113,8 +111,7 @@ def parse_source_url(url: str) -> SourceSpec:
             raise ValueError(f"{url!r}: rate must be a number, not {rate_text!r}") from None
         if not 0.0 <= rate <= 1000.0:
             raise ValueError(f"{url!r}: rate must be between 0 and 1000 epochs per second")
-        loop = _one(query, "loop", url) in ("1", "true", "yes")
-        spec = SourceSpec("file", url, path=path, rate=rate, loop=loop)
+        spec = SourceSpec("file", url, path=path, rate=rate)
     else:
         raise ValueError(
             f"{url!r}: unknown source (a /dev path, serial://, socket://, gpsd:// or file://)"
