@@ -32,9 +32,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from edge_agent.backoff import backoff_delay
 from edge_agent.clock import Clock
 from edge_agent.gnss.assembler import FixAssembler
-from edge_agent.gnss.backoff import backoff_delay
 from edge_agent.gnss.config import GnssConfig
 from edge_agent.gnss.filters import AdaptiveReporter, FixFilter
 from edge_agent.gnss.fix import Fix
@@ -96,7 +96,7 @@ class GnssService:
         clock: Clock,
         *,
         monotonic: Callable[[], float] = time.monotonic,
-        uniform: Callable[[float, float], float] = random.uniform,
+        rand: Callable[[], float] = random.random,
         source_factory: Callable[[SourceSpec], ByteSource] | None = None,
     ) -> None:
         self.config = config
@@ -109,7 +109,7 @@ class GnssService:
         self.latest: Fix | None = None
         self.kept = 0
         self._mono = monotonic
-        self._uniform = uniform
+        self._rand = rand
         self._factory = source_factory or (
             lambda spec: make_source(spec, bauds=config.bauds, init=config.init)
         )
@@ -156,7 +156,7 @@ class GnssService:
             # A source that delivered sentences before failing is retried promptly.
             attempt = 0 if self._productive else attempt + 1
             delay = backoff_delay(
-                max(0, attempt - 1), cap=self.config.reconnect_max, uniform=self._uniform
+                max(0, attempt - 1), cap=self.config.reconnect_max, rand=self._rand
             )
             await asyncio.sleep(delay)
 
