@@ -148,15 +148,15 @@ class LoadData(_Open):
 class EvictedData(_Open):
     """Seqs the outbox gave up (size cap), or that an earlier hub acked and then lost."""
 
-    ranges: list[tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]]] = Field(
-        min_length=1
-    )
+    ranges: list[
+        Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)]
+    ] = Field(min_length=1)
     count: int = Field(ge=1)
     reason: Literal["size-cap", "corrupt", "acked-earlier"]
 
     @field_validator("ranges")
     @classmethod
-    def _ordered(cls, ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    def _ordered(cls, ranges: list[list[int]]) -> list[list[int]]:
         for lo, hi in ranges:
             if lo > hi:
                 raise ValueError(f"range [{lo}, {hi}] is reversed")

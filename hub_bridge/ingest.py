@@ -58,7 +58,8 @@ def check_events(
         out.dead_letter = f"oversize: {len(payload)} bytes > {max_bytes}"
         return out
     try:
-        doc = json.loads(payload)
+        # decode first: json.loads(bytes) would also accept UTF-16/32, which the contract does not
+        doc = json.loads(payload.decode("utf-8"))
     except UnicodeDecodeError as exc:
         out.dead_letter = f"not UTF-8: {exc.reason} at byte {exc.start}"
         return out

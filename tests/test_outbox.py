@@ -114,9 +114,12 @@ async def test_eviction_keeps_every_scan_and_pod(tmp_path: Path) -> None:
 async def test_full_of_kept_events_refuses_low_value_then_kept(tmp_path: Path) -> None:
     ob = await open_box(tmp_path / "o.db", max_bytes=5_000, reserve_bytes=2_000)
     n = 0
-    with pytest.raises(OutboxFull):
-        for n in range(1000):  # noqa: B007
+    try:
+        for n in range(1000):
             await ob.append([scan(n)])
+    except OutboxFull:
+        pass
+    assert 0 < n < 999, "kept events are refused once the reserve is used up"
     assert 5_000 <= (await ob.stats()).bytes <= 7_000
     with pytest.raises(OutboxFull):
         await ob.append([fix(1)])
@@ -200,4 +203,4 @@ def test_format_ts_requires_aware() -> None:
     from datetime import datetime
 
     with pytest.raises(ValueError, match="naive"):
-        format_ts(datetime(2026, 1, 1))  # noqa: DTZ001
+        format_ts(datetime(2026, 1, 1))
