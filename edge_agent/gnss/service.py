@@ -13,7 +13,7 @@ Health of component ``gnss`` (``HealthRegistry``):
 - ``lost``: no sentence for ``watchdog`` seconds (a serial receiver silent three times that
   long is reopened, which re-detects its baud rate);
 - ``disconnected``: the source cannot be opened or read;
-- ``ended``: a ``file://`` replay reached its end.
+- ``idle`` (with ``ended``): a ``file://`` replay reached its end.
 
 Counters: the parser's rejects (``bad_checksum``, ``garbage_bytes`` ...), ``dropped_<reason>``
 per filter reason, ``reported_<reason>`` per ping reason, ``emit_failed``.
@@ -120,6 +120,7 @@ class GnssService:
         self._status_at = float("-inf")
         self._counted: dict[str, int] = {}
         self._productive = False
+        self._connected_at = 0.0
         self.ended = asyncio.Event()
 
     # -- consumers -----------------------------------------------------------------------
@@ -140,7 +141,6 @@ class GnssService:
     async def run(self) -> None:
         """Read the source until cancelled, reopening it after device errors."""
         attempt = 0
-        self._set_state("connecting", source=self.spec.describe())
         while True:
             self._productive = False
             try:
@@ -168,6 +168,7 @@ class GnssService:
         source = self._factory(self.spec)
         await source.open()
         self._set_state("connected", source=source.name)
+        self._connected_at = self._mono()
         parser = NmeaStreamParser(
             max_length=self.config.max_sentence, require_checksum=self.config.require_checksum
         )
@@ -184,7 +185,7 @@ class GnssService:
                     for fix in assembler.flush():
                         await self.process(fix)
                     self._count_parser(parser)
-                    self._set_state("ended", source=source.name, fixes=self.kept)
+                    self._set_state("idle", source=source.name, ended=True, fixes=self.kept)
                     self.ended.set()
                     return
                 if data:
@@ -219,6 +220,7 @@ class GnssService:
             writer.write(WATCH_COMMAND)
             await writer.drain()
             self._set_state("connected", source=name)
+            self._connected_at = self._mono()
             while True:
                 try:
                     line = await asyncio.wait_for(reader.readline(), _TICK)
@@ -280,10 +282,10 @@ class GnssService:
 
     def _watch(self, name: str) -> None:
         now = self._mono()
-        if now - self._status_at < _STATUS_EVERY:
+        watchdog = self.config.watchdog
+        if now - self._status_at < min(_STATUS_EVERY, watchdog / 2):
             return
         self._status_at = now
-        watchdog = self.config.watchdog
         silent = now - self._last_sentence
         if silent >= watchdog:
             self._set_state("lost", source=name, silent_s=round(silent, 1))
@@ -297,7 +299,7 @@ class GnssService:
         if self.latest is not None and now - self._last_kept < watchdog:
             detail["last_fix"] = self.latest.time.isoformat()
             self._set_state("ok", **detail)
-        else:
+        elif now - max(self._last_kept, self._connected_at) >= watchdog:
             self._set_state("no_fix", **detail)
 
     def _count_parser(self, parser: NmeaStreamParser) -> None:
