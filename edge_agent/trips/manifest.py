@@ -204,7 +204,8 @@ def parse_manifest(payload: bytes | str | Mapping[str, Any]) -> Manifest:
         if len(payload) > MAX_MANIFEST_BYTES:
             raise ManifestError("", f"larger than {MAX_MANIFEST_BYTES} bytes")
         try:
-            obj = json.loads(payload)
+            # the contract's payloads are UTF-8 (json.loads would guess UTF-16 from a BOM)
+            obj = json.loads(payload.decode("utf-8") if isinstance(payload, bytes) else payload)
         except UnicodeDecodeError as exc:
             raise ManifestError("", f"not UTF-8: {exc.reason} at byte {exc.start}") from None
         except json.JSONDecodeError as exc:
