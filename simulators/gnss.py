@@ -32,7 +32,7 @@ import sys
 import termios
 import tty
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -447,6 +447,8 @@ class TcpPort:
         self.port = port
         self._server: asyncio.Server | None = None
         self._clients: set[asyncio.StreamWriter] = set()
+        self.connected = asyncio.Event()
+        """Set while at least one client is connected."""
 
     async def start(self) -> None:
         """Listen (``port`` 0 picks a free one, read it back from ``self.port``)."""
@@ -455,6 +457,7 @@ class TcpPort:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._clients.add(writer)
+        self.connected.set()
         try:
             while await reader.read(1024):
                 pass  # what a client sends is ignored (a receiver ignores unknown input)
@@ -462,6 +465,8 @@ class TcpPort:
             pass
         finally:
             self._clients.discard(writer)
+            if not self._clients:
+                self.connected.clear()
             writer.close()
 
     @property
@@ -482,6 +487,7 @@ class TcpPort:
         for w in list(self._clients):
             w.close()
         self._clients.clear()
+        self.connected.clear()
 
     async def close(self) -> None:
         """Stop listening and drop every client."""
@@ -522,16 +528,24 @@ async def serve_fixes(
     port: int = 0,
     speed: float = 1.0,
     name: str = "",
+    wait_for_client: bool = False,
+    on_listen: Callable[[int], None] | None = None,
 ) -> int:
     """Serve precomputed fixes as NMEA over TCP, paced by their times (``speed``: time scale).
 
-    For the fleet simulator: each van's receiver output on its own socket. Returns the port.
+    For the fleet simulator: each van's receiver output on its own socket. ``on_listen`` gets
+    the port once listening; with ``wait_for_client`` the first fix waits for a connection.
+    Returns the port.
     """
     tcp = TcpPort(host, port)
     await tcp.start()
     print(f"gnss simulator {name}: socket://{tcp.host}:{tcp.port}".strip(), file=sys.stderr)
+    if on_listen is not None:
+        on_listen(tcp.port)
     loop = asyncio.get_running_loop()
     try:
+        if wait_for_client:
+            await tcp.connected.wait()
         if fixes:
             t0 = loop.time()
             first = fixes[0].time

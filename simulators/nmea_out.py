@@ -84,11 +84,11 @@ def fix_to_nmea(
     sats_in_view: int = 10,
     gsv: bool = False,
 ) -> list[str]:
-    """The sentences of one epoch for ``fix``: GGA, RMC, GSA, VTG (then GSV if ``gsv``).
+    """The sentences of one epoch for ``fix``: GGA, GSA, (GSV if ``gsv``), RMC, VTG.
 
     Each item is a complete sentence with ``$``, checksum and ``\\r\\n``. Unknown values of the fix
-    (None) are empty fields. RMC comes after GGA so a reader that ends an epoch on RMC (as gpsd
-    does for most receivers) sees the whole epoch.
+    (None) are empty fields. The order is an MTK receiver's: what a reader that ends the epoch on
+    its last timed sentence (RMC, as gpsd does) needs comes before it.
     """
     # Round to the centisecond NMEA carries (a 10 Hz epoch at .299999 s is .30, not .29).
     t = fix.time.astimezone(UTC) + timedelta(microseconds=5000)
@@ -165,7 +165,7 @@ def fix_to_nmea(
             mode_ind,
         ]
     )
-    out = [sentence(gga), sentence(rmc), sentence(gsa), sentence(vtg)]
+    out = [sentence(gga), sentence(gsa)]
     if gsv:
         out += gsv_sentences(talker, sats_in_view, seed=t.second // 10)
-    return out
+    return [*out, sentence(rmc), sentence(vtg)]

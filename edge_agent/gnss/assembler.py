@@ -22,7 +22,8 @@ twenty receivers (``tests/fixtures/gpsd-nmea``):
 One fix per cycle is returned: as soon as the sentence type that closed the previous cycle
 reports (the epoch is then complete), else when the next cycle starts or on ``flush()``. Its
 fields are those of the cycle's last valid report, so time and position are exactly what gpsd
-reports for that epoch.
+reports for that epoch. Dilutions and the GSA satellite count that a receiver sends after the
+cycle's last timed sentence are taken from the previous cycle (they change slowly).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ _US_PER_DAY = 86_400_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # FAA mode indicator (NMEA 2.3+) to GGA quality: autonomous, differential, precise, RTK fixed,
 # RTK float, estimated (dead reckoning), manual, simulator.
+_CARRIED = ("pdop", "hdop", "gsa_used")
 _FAA_QUALITY = {"A": 1, "D": 2, "P": 3, "R": 4, "F": 5, "E": 6, "M": 7, "S": 8}
 
 
@@ -124,6 +126,7 @@ class FixAssembler:
         self._closer: str | None = None  # the tag that closed the previous cycle
         self._cycle: dict[str, Any] = {}
         self._candidate: dict[str, Any] | None = None
+        self._carry: dict[str, Any] = {}
         self._emitted = False
         self._last_time: datetime | None = None
         self.stats = AssemblerStats()
@@ -184,6 +187,7 @@ class FixAssembler:
 
     def _close_cycle(self) -> Fix | None:
         fix = self._emit()
+        self._carry = {k: self._cycle[k] for k in _CARRIED if k in self._cycle}
         if self._tod is not None:
             self.stats.cycles += 1
             if self._candidate is None and not self._emitted:
@@ -221,6 +225,7 @@ class FixAssembler:
         if corrected == self._last_time:
             return None  # the same epoch again (a receiver repeating its last cycle)
         self._last_time = corrected
+        c = {**self._carry, **c}
         speed = c.get("speed")
         track = c.get("track")
         sats = c.get("sats")
