@@ -625,6 +625,11 @@ class Score:
     time_errors: list[float] = field(default_factory=list)
     dist_errors: list[float] = field(default_factory=list)
     dwell_errors: list[float] = field(default_factory=list)
+    by_type: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def _tally(self, type_: str, what: str) -> None:
+        counts = self.by_type.setdefault(type_, {"required": 0, "matched": 0, "false": 0})
+        counts[what] += 1
 
     @property
     def precision(self) -> float:
@@ -655,6 +660,7 @@ class Score:
             "time_error_s": {"mean": _mean(te), "max": _max(te)},
             "dist_error_m": {"mean": _mean(de), "max": _max(de)},
             "dwell_error_s": {"max": _max(self.dwell_errors)},
+            "by_type": {k: self.by_type[k] for k in sorted(self.by_type)},
         }
 
 
@@ -722,8 +728,11 @@ def _expected(truth: dict[str, Any], cfg: TripsConfig) -> list[dict[str, Any]]:
     need_in = cfg.enter_margin + 10.0
     need_out = cfg.exit_margin + 10.0
     kinds = {k: v["kind"] for k, v in truth["zones"].items()}
+    configured = {f"zone:{z.name}" for z in cfg.zones}
     by_zone: dict[str, list[dict[str, Any]]] = {}
     for iv in truth["intervals"]:
+        if kinds[iv["zone"]] == "zone" and iv["zone"] not in configured:
+            continue  # a geofence the agent was not configured with
         by_zone.setdefault(iv["zone"], []).append(iv)
     exp: list[dict[str, Any]] = []
     for key, ivs in by_zone.items():
@@ -813,7 +822,8 @@ def score(
     zone within ``time_tol`` seconds and ``dist_tol`` metres; an event matching nothing is a
     false event (a flap, a duplicate). Truths too shallow to be told from noise (depth under the
     margin + 10 m), and stop visits too short to tell a stop from a drive-by, are optional: an
-    event may match them, none is required.
+    event may match them, none is required. Geofences (``zone:*``) count only if ``config``
+    has them (``trips replay`` runs with the manifest alone).
     """
     cfg = config if config is not None else TripsConfig()
     evs = [
@@ -828,6 +838,7 @@ def score(
     for e in sorted(expected, key=lambda d: not d["required"]):
         if e["required"]:
             sc.required += 1
+            sc._tally(e["type"], "required")
         best, best_dt = None, math.inf
         for k, ev in enumerate(evs):
             if used[k] or ev["type"] != e["type"] or ev["_zone"] != e["zone"]:
@@ -848,6 +859,7 @@ def score(
         ev = evs[best]
         if e["required"]:
             sc.matched += 1
+            sc._tally(e["type"], "matched")
             sc.time_errors.append(best_dt)
             if e["lat"] is not None:
                 sc.dist_errors.append(
@@ -859,6 +871,7 @@ def score(
             sc.optional_matched += 1
     for k, ev in enumerate(evs):
         if not used[k]:
+            sc._tally(ev["type"], "false")
             sc.false_events.append({kk: v for kk, v in ev.items() if not kk.startswith("_")})
     return sc
 
