@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from edge_agent.clock import Clock
-from edge_agent.envelope import EnvelopeError, parse_ts
+from edge_agent.envelope import EnvelopeError, format_ts, parse_ts
 from edge_agent.health import HealthRegistry
 from edge_agent.outbox import Draft, Outbox, OutboxClosed, OutboxError, OutboxFull
 from edge_agent.recorder import make_draft
@@ -31,7 +31,7 @@ _EVENT_KEYS = frozenset({"type", "data", "ts", "ref", "id"})
 _ID_MAX = 128
 
 
-def _one(clock: Clock, obj: Any, where: str) -> Draft:
+def _one(clock: Clock, obj: Any, where: str, now: tuple[str, str]) -> Draft:
     if not isinstance(obj, dict):
         raise EnvelopeError(where, f"an event must be an object, not {type(obj).__name__}")
     unknown = sorted(set(obj) - _EVENT_KEYS)
@@ -65,9 +65,9 @@ def _one(clock: Clock, obj: Any, where: str) -> Draft:
             clock,
             type_,
             obj["data"],
-            ts=ts,
+            ts=ts or now[0],
             ref=ref,
-            clock_source="ntp" if ts is not None else None,
+            clock_source="ntp" if ts is not None else now[1],
             event_id=event_id,
         )
     except EnvelopeError as exc:
@@ -80,13 +80,15 @@ def parse_submission(clock: Clock, body: Any, max_batch: int) -> tuple[list[Draf
 
     Raises EnvelopeError whose path names the offending element (``events[3].data.lat``).
     """
+    when, source = clock.now()  # one arrival time for every event of the POST without a ts
+    now = (format_ts(when), source)
     if isinstance(body, list):
         if not body:
             raise EnvelopeError("", "an empty batch")
         if len(body) > max_batch:
             raise EnvelopeError("", f"a batch of {len(body)} events is over {max_batch}")
-        return [_one(clock, item, f"events[{i}]") for i, item in enumerate(body)], True
-    return [_one(clock, body, "")], False
+        return [_one(clock, item, f"events[{i}]", now) for i, item in enumerate(body)], True
+    return [_one(clock, body, "", now)], False
 
 
 def _error(status: int, message: str) -> web.Response:

@@ -19,12 +19,13 @@ every field the registry knows is checked for type and range.
 from __future__ import annotations
 
 import json
+import os
 import re
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-import uuid6
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -310,8 +311,17 @@ def validate_identity(fleet: str, device: str) -> None:
 
 
 def new_event_id() -> str:
-    """A new globally unique, time-ordered event id (UUIDv7, RFC 9562)."""
-    return str(uuid6.uuid7())
+    """A new globally unique, time-ordered event id: UUIDv7 (RFC 9562 §5.7).
+
+    48 bits of Unix milliseconds, the version, 74 random bits and the variant. Written here
+    rather than taken from a package because it is on the hot path of every accepted event.
+    """
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64
+    value |= 0b10 << 62 | (rand & 0x3FFF_FFFF_FFFF_FFFF)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def format_ts(when: datetime) -> str:
@@ -327,7 +337,8 @@ def parse_ts(ts: str) -> datetime:
     if not isinstance(ts, str) or not _TS.match(ts):
         raise ValueError(f"{ts!r} is not ISO 8601 UTC with milliseconds and Z")
     try:
-        return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        # the pattern fixed the layout; fromisoformat (C) checks the calendar, fast
+        return datetime.fromisoformat(ts[:-1]).replace(tzinfo=UTC)
     except ValueError:
         raise ValueError(f"{ts!r} is not a valid date and time") from None
 
@@ -337,6 +348,9 @@ def encode_batch(bodies: Sequence[bytes]) -> bytes:
     return b'{"events":[' + b",".join(bodies) + b"]}"
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def encode_envelope(env: Mapping[str, Any]) -> bytes:
     """Canonical compact JSON of one envelope (what the outbox stores and the uplink sends)."""
-    return json.dumps(env, separators=(",", ":"), ensure_ascii=False).encode()
+    return _ENCODER.encode(env).encode()

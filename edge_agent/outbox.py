@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import sqlite3
@@ -51,7 +52,7 @@ from typing import Any
 
 import aiosqlite
 
-from edge_agent.envelope import encode_envelope, format_ts, is_low_value, new_event_id
+from edge_agent.envelope import format_ts, is_low_value, new_event_id
 from edge_agent.sink import Accepted
 
 __all__ = [
@@ -70,6 +71,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 PRIO_LOW = 0
 PRIO_KEPT = 1
@@ -480,16 +483,23 @@ class Outbox:
             for sub in group:
                 # which drafts are new: a client id seen before keeps its earlier seq
                 fresh: list[tuple[str, Draft]] = []
+                fresh_ids: set[str] = set()
                 ids_for: list[str] = []
                 for d in sub.drafts:
                     eid = d.id or new_event_id()
-                    if d.id is None or (d.id not in known and d.id not in dict(fresh)):
+                    if d.id is None or (d.id not in known and d.id not in fresh_ids):
                         fresh.append((eid, d))
+                        fresh_ids.add(eid)
                     ids_for.append(eid)
-                sizes = [len(encode_envelope(self._stamp(d, e, next_seq))) + 4 for e, d in fresh]
-                prios = [d.priority for _, d in fresh]
-                need_low = sum(n for n, p in zip(sizes, prios, strict=True) if p == PRIO_LOW)
-                need_kept = sum(n for n, p in zip(sizes, prios, strict=True) if p == PRIO_KEPT)
+                # encoded once with the seqs they get if the submission fits
+                bodies = [self._encode(d, eid, next_seq + k) for k, (eid, d) in enumerate(fresh)]
+                need_low = need_kept = 0
+                for body, (_, d) in zip(bodies, fresh, strict=True):
+                    prio = d.priority
+                    if prio == PRIO_LOW:
+                        need_low += len(body)
+                    elif prio == PRIO_KEPT:
+                        need_kept += len(body)
                 if total + need_low + need_kept > self.max_bytes and (need_low or need_kept):
                     # free a twentieth of the cap at least, so notices of eviction stay rare
                     over = max(total + need_low + need_kept - self.max_bytes, self.max_bytes // 20)
@@ -506,8 +516,7 @@ class Outbox:
                     )
                     continue
                 seq_by_id: dict[str, int] = {}
-                for eid, d in fresh:
-                    body = encode_envelope(self._stamp(d, eid, next_seq))
+                for (eid, d), body in zip(fresh, bodies, strict=True):
                     rows.append((next_seq, eid, d.type, d.priority, now, body))
                     total += len(body)
                     seq_by_id[eid] = next_seq
@@ -527,7 +536,7 @@ class Outbox:
                 extra.append(self._lifecycle_draft("device.health", alarm))
             for d in extra:  # life-cycle events: exempt from the cap, not counted in it
                 eid = new_event_id()
-                body = encode_envelope(self._stamp(d, eid, next_seq))
+                body = self._encode(d, eid, next_seq)
                 rows.append((next_seq, eid, d.type, d.priority, now, body))
                 next_seq += 1
             if rows:
@@ -578,20 +587,21 @@ class Outbox:
         if rows:
             self.committed.set()
 
-    def _stamp(self, d: Draft, event_id: str, seq: int) -> dict[str, Any]:
-        env: dict[str, Any] = {
-            "id": event_id,
-            "seq": seq,
-            "fleet": self.fleet,
-            "device": self.device,
-            "type": d.type,
-            "ts": d.ts,
-            "clock": d.clock,
-            "data": d.data,
-        }
-        if d.ref:
-            env["ref"] = d.ref
-        return env
+    def _encode(self, d: Draft, event_id: str, seq: int) -> bytes:
+        """The envelope's JSON, exactly as ``envelope.encode_envelope`` gives it, but faster.
+
+        Every field but id, data and ref is validated to contain no character JSON escapes
+        (identifiers, registered type names, contract timestamps, clock names), so only those
+        three go through the encoder. A test checks both encodings are identical.
+        """
+        ref = f',"ref":{_JSON.encode(d.ref)}' if d.ref else ""
+        # generated ids are UUIDs: only a client's id can hold characters that need escaping
+        quoted_id = f'"{event_id}"' if d.id is None else _JSON.encode(event_id)
+        return (
+            f'{{"id":{quoted_id},"seq":{seq},"fleet":"{self.fleet}",'
+            f'"device":"{self.device}","type":"{d.type}","ts":"{d.ts}","clock":"{d.clock}",'
+            f'"data":{_JSON.encode(d.data)}{ref}}}'
+        ).encode()
 
     async def _known_client_ids(
         self, db: aiosqlite.Connection, group: list[_Submission]

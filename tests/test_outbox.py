@@ -204,3 +204,24 @@ def test_format_ts_requires_aware() -> None:
 
     with pytest.raises(ValueError, match="naive"):
         format_ts(datetime(2026, 1, 1))
+
+
+async def test_fast_encoding_equals_the_canonical_one(tmp_path: Path) -> None:
+    from edge_agent.envelope import encode_envelope
+
+    ob = await open_box(tmp_path / "o.db")
+    odd = Draft(
+        "pod",
+        {"parcel": 'P"1\\', "kind": "photo", "recipient": "Zoë \u2028"},
+        TS,
+        "gnss",
+        ref={"parcel": ["a", "b"], "stop": "s-1"},
+        id='id"with\\quotes',
+    )
+    for d in (odd, fix(3), scan(4)):
+        env = {"id": d.id or "x", "seq": 7, "fleet": "acme", "device": "van-042", "type": d.type}
+        env |= {"ts": d.ts, "clock": d.clock, "data": d.data}
+        if d.ref:
+            env["ref"] = d.ref
+        assert ob._encode(d, d.id or "x", 7) == encode_envelope(env)
+    await ob.close()

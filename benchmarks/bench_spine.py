@@ -1,0 +1,451 @@
+"""Benchmarks of the spine (issue 2), each next to its peer in the same run; prints one JSON object.
+
+    python benchmarks/bench_spine.py [a1 a2 b c d ...] [--seconds S] [--events N]
+
+(a1) durable acceptance of single-event POSTs from 32 concurrent clients, next to the same HTTP
+     stack (aiohttp) answering a no-op handler that parses the body;
+(a2) durable acceptance of POSTs of 100-event batches, next to raw SQLite batched inserts
+     (WAL, synchronous=FULL, 100 rows per commit);
+(b)  backlog drain: N events buffered while the broker was down, from broker start until the hub's
+     ack covers them all, next to paho publishing the same events one QoS 1 message each;
+(c)  latency from POST to committed in the timeline (the hub's ack covering the seq) at 1,000
+     events/s;
+(d)  agent RSS and CPU, idle and at 10 events/s.
+
+Everything runs on loopback: a private mosquitto, the agent and the hub as subprocesses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import paho.mqtt.client as paho
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from simulators.broker import Mosquitto, free_port  # noqa: E402
+
+CLIENTS = 32
+SCAN = {"type": "scan", "data": {"text": "JJD000123456789", "symbology": "code128", "source": "b"}}
+
+NOOP_SERVER = """
+import json, sys
+from aiohttp import web
+async def post(request):
+    body = json.loads(await request.read())
+    return web.json_response({"id": "x", "seq": 1} if isinstance(body, dict) else
+                             [{"id": "x", "seq": i} for i, _ in enumerate(body)], status=201)
+app = web.Application(client_max_size=4 * 1024 * 1024)
+app.router.add_post("/v1/events", post)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+"""
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
+
+
+class Agent:
+    """An agent subprocess on a temp outbox."""
+
+    def __init__(self, work: Path, broker_url: str, **uplink: Any) -> None:
+        self.port = free_port()
+        cfg = {
+            "device": {"id": "van-bench", "fleet": "bench"},
+            "broker": {"url": broker_url},
+            "outbox": {"path": str(work / "outbox.db"), "max_bytes": "1GiB"},
+            "api": {"listen": f"127.0.0.1:{self.port}", "max_batch": 1000},
+            "uplink": {"ack_timeout": "30s", "backoff_max": "1s", **uplink},
+            "log": {"level": "WARNING"},
+        }
+        path = work / "agent.yaml"
+        path.write_text(json.dumps(cfg))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edge_agent", "run", "--config", str(path)],
+            stdout=subprocess.PIPE,
+            stderr=(work / "agent.log").open("a"),
+            text=True,
+            cwd=ROOT,
+        )
+        assert self.proc.stdout is not None
+        self.proc.stdout.readline()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(20)
+
+
+class Hub:
+    """A hub subprocess on a temp timeline."""
+
+    def __init__(self, work: Path, broker_url: str) -> None:
+        cfg = {
+            "broker": {"url": broker_url},
+            "timeline": {"url": f"sqlite:///{work / 'timeline.db'}"},
+            "api": {"listen": f"127.0.0.1:{free_port()}"},
+            "log": {"level": "WARNING"},
+        }
+        path = work / "hub.yaml"
+        path.write_text(json.dumps(cfg))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hub_bridge", "run", "--config", str(path)],
+            stdout=subprocess.PIPE,
+            stderr=(work / "hub.log").open("a"),
+            text=True,
+            cwd=ROOT,
+        )
+        assert self.proc.stdout is not None
+        self.proc.stdout.readline()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(20)
+
+
+async def hammer(url: str, body: Any, seconds: float, clients: int = CLIENTS) -> int:
+    """POST ``body`` from ``clients`` concurrent clients for ``seconds``; count 201 answers."""
+    done = 0
+    deadline = time.monotonic() + seconds
+    payload = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+
+    async def worker(http: aiohttp.ClientSession) -> None:
+        nonlocal done
+        while time.monotonic() < deadline:
+            async with http.post(url, data=payload, headers=headers) as resp:
+                await resp.read()
+                if resp.status != 201:
+                    raise RuntimeError(f"HTTP {resp.status}")
+                done += 1
+
+    conn = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=conn) as http:
+        await asyncio.gather(*(worker(http) for _ in range(clients)))
+    return done
+
+
+def noop_rate(body: Any, seconds: float) -> float:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", NOOP_SERVER, str(port)])
+    try:
+        for _ in range(100):
+            try:
+                import socket
+
+                socket.create_connection(("127.0.0.1", port), 0.1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        return asyncio.run(hammer(f"http://127.0.0.1:{port}/v1/events", body, seconds)) / seconds
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def agent_rate(body: Any, seconds: float) -> float:
+    with tempfile.TemporaryDirectory() as d:
+        agent = Agent(Path(d), "mqtt://127.0.0.1:1")  # no broker: acceptance only
+        try:
+            url = f"http://127.0.0.1:{agent.port}/v1/events"
+            return asyncio.run(hammer(url, body, seconds)) / seconds
+        finally:
+            agent.stop()
+
+
+def bench_a1(seconds: float) -> dict[str, Any]:
+    noop = noop_rate(SCAN, seconds)
+    durable = agent_rate(SCAN, seconds)
+    return {
+        "durable_posts_per_s": round(durable),
+        "noop_posts_per_s": round(noop),
+        "ratio": round(durable / noop, 3),
+        "target_ratio": 0.7,
+    }
+
+
+def raw_sqlite_rate(rows_per_commit: int, body: bytes, seconds: float) -> float:
+    with tempfile.TemporaryDirectory() as d:
+        con = sqlite3.connect(Path(d) / "raw.db", isolation_level=None)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=FULL")
+        con.execute("CREATE TABLE events (seq INTEGER PRIMARY KEY, id TEXT, body BLOB)")
+        n = seq = 0
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            rows = [(seq + i, f"id-{seq + i}", body) for i in range(rows_per_commit)]
+            seq += rows_per_commit
+            con.execute("BEGIN")
+            con.executemany("INSERT INTO events VALUES (?, ?, ?)", rows)
+            con.execute("COMMIT")
+            n += rows_per_commit
+        con.close()
+        return n / seconds
+
+
+def bench_a2(seconds: float) -> dict[str, Any]:
+    batch = [SCAN] * 100
+    durable = agent_rate(batch, seconds) * 100
+    body = json.dumps({**SCAN, "id": "0" * 36, "seq": 1, "fleet": "f", "device": "d"}).encode()
+    raw = raw_sqlite_rate(100, body, seconds)
+    return {
+        "durable_events_per_s": round(durable),
+        "raw_sqlite_rows_per_s": round(raw),
+        "ratio_to_raw": round(durable / raw, 3),
+        "target_events_per_s": 50_000,
+    }
+
+
+def acked_watcher(port: int, topic: str) -> tuple[paho.Client, dict[str, Any]]:
+    """Subscribe to an ack topic; record when each watermark arrived."""
+    state: dict[str, Any] = {"seq": 0, "times": []}
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+
+    def on_message(_c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
+        seq = json.loads(msg.payload)["seq"]
+        state["seq"] = seq
+        state["times"].append((time.time(), seq))
+
+    client.on_message = on_message
+    client.connect("127.0.0.1", port)
+    client.subscribe(topic, qos=1)
+    client.loop_start()
+    return client, state
+
+
+def bench_b(events: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as d:
+        work = Path(d)
+        broker = Mosquitto()
+        agent = Agent(work, broker.url, window=16)
+        url = f"http://127.0.0.1:{agent.port}/v1/events"
+
+        async def fill() -> None:
+            async with aiohttp.ClientSession() as http:
+                for i in range(0, events, 1000):
+                    batch = [
+                        {**SCAN, "data": {**SCAN["data"], "text": f"JJD{k:012d}"}}
+                        for k in range(i, min(events, i + 1000))
+                    ]
+                    async with http.post(url, json=batch) as resp:
+                        assert resp.status == 201, await resp.text()
+
+        asyncio.run(fill())
+        broker.start()
+        hub = Hub(work, broker.url)
+        watcher, state = acked_watcher(broker.port, "lm/v1/bench/van-bench/ack")
+        t0 = time.monotonic()
+        deadline = t0 + 600
+        while state["seq"] < events and time.monotonic() < deadline:
+            time.sleep(0.01)
+        drain_s = time.monotonic() - t0
+        watcher.loop_stop()
+        watcher.disconnect()
+        agent.stop()
+        hub.stop()
+
+        # the peer: paho publishing the same events one QoS 1 message each
+        con = sqlite3.connect(work / "outbox.db")
+        con.close()
+        bodies = [
+            json.dumps({**SCAN, "seq": k, "id": f"id-{k}"}).encode() for k in range(1, events + 1)
+        ]
+        client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        client.max_inflight_messages_set(100)
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+        while not client.is_connected():
+            time.sleep(0.01)
+        t1 = time.monotonic()
+        # at most 20,000 unacknowledged at once: paho's message ids are 16 bits
+        pending: deque[paho.MQTTMessageInfo] = deque()
+        for b in bodies:
+            pending.append(client.publish("bench/peer", b, qos=1))
+            if len(pending) >= 20_000:
+                pending.popleft().wait_for_publish(60)
+        for info in pending:
+            info.wait_for_publish(60)
+        peer_s = time.monotonic() - t1
+        client.loop_stop()
+        client.disconnect()
+        broker.stop()
+    ours = events / drain_s
+    peer = events / peer_s
+    return {
+        "events": events,
+        "drain_s": round(drain_s, 2),
+        "drain_events_per_s": round(ours),
+        "paho_qos1_events_per_s": round(peer),
+        "ratio": round(ours / peer, 2),
+        "target_ratio": 3,
+        "all_acked": state["seq"] >= events,
+    }
+
+
+def bench_c(seconds: float, rate: int = 1000) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as d:
+        work = Path(d)
+        broker = Mosquitto()
+        broker.start()
+        hub = Hub(work, broker.url)
+        agent = Agent(work, broker.url)
+        watcher, state = acked_watcher(broker.port, "lm/v1/bench/van-bench/ack")
+        sent: dict[int, float] = {}
+        url = f"http://127.0.0.1:{agent.port}/v1/events"
+
+        async def load() -> None:
+            interval = 1 / rate
+            conn = aiohttp.TCPConnector(limit=64)
+            async with aiohttp.ClientSession(connector=conn) as http:
+
+                async def one() -> None:
+                    t = time.time()
+                    async with http.post(url, json=SCAN) as resp:
+                        body = await resp.json()
+                    sent[body["seq"]] = t
+
+                tasks = []
+                start = time.monotonic()
+                n = int(seconds * rate)
+                for i in range(n):
+                    delay = start + i * interval - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    tasks.append(asyncio.create_task(one()))
+                await asyncio.gather(*tasks)
+
+        asyncio.run(load())
+        last = max(sent)
+        deadline = time.monotonic() + 60
+        while state["seq"] < last and time.monotonic() < deadline:
+            time.sleep(0.01)
+        watcher.loop_stop()
+        watcher.disconnect()
+        agent.stop()
+        hub.stop()
+        broker.stop()
+    acks = sorted(state["times"], key=lambda x: x[1])
+    lat = []
+    j = 0
+    for seq in sorted(sent):
+        while j < len(acks) and acks[j][1] < seq:
+            j += 1
+        if j < len(acks):
+            lat.append((acks[j][0] - sent[seq]) * 1000)
+    lat.sort()
+
+    def pct(p: float) -> float:
+        return round(lat[min(len(lat) - 1, int(p * len(lat)))], 1)
+
+    return {
+        "rate_per_s": rate,
+        "events": len(sent),
+        "latency_ms_p50": pct(0.5),
+        "latency_ms_p99": pct(0.99),
+        "latency_ms_max": round(lat[-1], 1),
+        "target_p99_ms": 50,
+    }
+
+
+def proc_usage(pid: int) -> tuple[float, int]:
+    """(CPU seconds used, RSS bytes) of a process, from /proc."""
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(stat[11]) + int(stat[12])) / ticks
+    rss = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) * 1024
+    return cpu, rss
+
+
+def bench_d(seconds: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as d:
+        work = Path(d)
+        broker = Mosquitto()
+        broker.start()
+        hub = Hub(work, broker.url)
+        agent = Agent(work, broker.url)
+        pid = agent.proc.pid
+        time.sleep(2)
+        c0, _ = proc_usage(pid)
+        time.sleep(seconds)
+        c1, rss_idle = proc_usage(pid)
+        idle_cpu = (c1 - c0) / seconds
+
+        async def trickle() -> None:
+            async with aiohttp.ClientSession() as http:
+                start = time.monotonic()
+                for i in range(int(seconds * 10)):
+                    delay = start + i / 10 - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    async with http.post(f"http://127.0.0.1:{agent.port}/v1/events", json=SCAN):
+                        pass
+
+        c2, _ = proc_usage(pid)
+        t = time.monotonic()
+        asyncio.run(trickle())
+        elapsed = time.monotonic() - t
+        c3, rss_busy = proc_usage(pid)
+        busy_cpu = (c3 - c2) / elapsed
+        agent.stop()
+        hub.stop()
+        broker.stop()
+    return {
+        "idle_rss_mb": round(rss_idle / 2**20, 1),
+        "idle_cpu_pct": round(idle_cpu * 100, 2),
+        "rss_mb_at_10_per_s": round(rss_busy / 2**20, 1),
+        "cpu_pct_at_10_per_s": round(busy_cpu * 100, 2),
+        "target_rss_mb": 60,
+        "target_cpu_pct": 2,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("which", nargs="*", default=["a1", "a2", "b", "c", "d"])
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--events", type=int, default=100_000)
+    args = ap.parse_args()
+    out: dict[str, Any] = {"machine": machine()}
+    for name in args.which:
+        if name == "a1":
+            out["a1"] = bench_a1(args.seconds)
+        elif name == "a2":
+            out["a2"] = bench_a2(args.seconds)
+        elif name == "b":
+            out["b"] = bench_b(args.events)
+        elif name == "c":
+            out["c"] = bench_c(args.seconds)
+        elif name == "d":
+            out["d"] = bench_d(args.seconds)
+        else:
+            raise SystemExit(f"unknown benchmark {name!r}")
+        print(json.dumps({name: out[name]}), file=sys.stderr)
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
