@@ -85,7 +85,11 @@ def test_resynchronises_on_garbage_and_truncation() -> None:
 def test_non_printable_bytes_inside_a_sentence_are_refused() -> None:
     p = NmeaStreamParser()
     assert p.feed(GGA[:20] + b"\x07" + GGA[21:] + b"\n") == []
-    assert p.stats.bad_chars == 1
+    assert p.stats.bad_checksum == 1
+    for bad in (b"\x07", b"\xe9"):
+        body = GGA[1:20] + bad + GGA[21:-3]  # forged: the checksum covers the bad byte
+        assert p.feed(b"$" + body + b"*" + f"{checksum(body):02X}".encode() + b"\n") == []
+    assert p.stats.bad_chars == 2
 
 
 def test_buffer_is_bounded_and_overlong_lines_are_dropped() -> None:

@@ -218,7 +218,8 @@ class FixAssembler:
         return fix
 
     def _make_fix(self, c: dict[str, Any]) -> Fix | None:
-        when: datetime = c["time"]
+        day, tod = c["time"]
+        when = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(microseconds=tod)
         corrected = correct_week_rollover(when, self._reference)
         if corrected != when:
             self.stats.rollover_corrected += 1
@@ -256,11 +257,9 @@ class FixAssembler:
             self._date += timedelta(days=1)  # midnight passed since the last date
         self._hour = hour
 
-    def _full_time(self, tod: int) -> datetime | None:
-        if self._date is None:
-            return None
-        d = self._date
-        return datetime(d.year, d.month, d.day, tzinfo=UTC) + timedelta(microseconds=tod)
+    def _full_time(self, tod: int) -> tuple[date, int] | None:
+        # The datetime itself is built only for the fixes reported (most sentences are not).
+        return None if self._date is None else (self._date, tod)
 
     def _set_date(self, ymd: tuple[int, int, int]) -> None:
         self._date = date(*ymd)

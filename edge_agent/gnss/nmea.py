@@ -18,6 +18,7 @@ This module imports no I/O: drivers read bytes and feed them here.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import NamedTuple
 
 __all__ = ["DEFAULT_MAX_LENGTH", "NmeaStreamParser", "ParserStats", "Sentence", "checksum"]
 
@@ -26,28 +27,33 @@ __all__ = ["DEFAULT_MAX_LENGTH", "NmeaStreamParser", "ParserStats", "Sentence", 
 DEFAULT_MAX_LENGTH = 200
 
 _DOLLAR = 0x24  # '$' (encapsulated '!' sentences carry AIS, which a van does not need)
-_CR = 0x0D
-_LF = 0x0A
-_HEX = frozenset(b"0123456789ABCDEFabcdef")
-# Bytes that may appear inside a sentence: printable ASCII (NMEA reserves the rest).
-_PRINTABLE = bytes(range(0x20, 0x7F))
 
 
-def checksum(body: bytes) -> int:
+def checksum(body: bytes | bytearray) -> int:
     """XOR of the bytes between ``$`` and ``*`` (the NMEA checksum)."""
-    # Fold the body as one big integer: log2(n) big-int operations instead of n Python steps.
+    # Fold the body as one big integer: each shift XORs one half onto the other, so the low
+    # byte ends up holding the XOR of all bytes, in a few C-level operations.
     x = int.from_bytes(body, "little")
     n = len(body)
-    while n > 1:
-        half = (n + 1) >> 1
-        bits = half << 3
-        x = (x >> bits) ^ (x & ((1 << bits) - 1))
-        n = half
-    return x
+    if n > 256:
+        top = 2048
+        while top < n * 4:
+            top <<= 1
+        while top > 1024:
+            x ^= x >> top
+            top >>= 1
+    x ^= x >> 1024
+    x ^= x >> 512
+    x ^= x >> 256
+    x ^= x >> 128
+    x ^= x >> 64
+    x ^= x >> 32
+    x ^= x >> 16
+    x ^= x >> 8
+    return x & 0xFF
 
 
-@dataclass(frozen=True, slots=True)
-class Sentence:
+class Sentence(NamedTuple):
     """One checked NMEA sentence.
 
     ``fields[0]`` is the address (``GPGGA``), so ``fields[n]`` is field *n* as the NMEA
@@ -84,16 +90,6 @@ class ParserStats:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def _split_address(address: str) -> tuple[str, str] | None:
-    if len(address) < 3 or not address.isalnum():
-        return None
-    if address[0] == "P":
-        return "P", address[1:]
-    if len(address) < 5:
-        return None
-    return address[:2], address[2:]
-
-
 class NmeaStreamParser:
     """Incremental NMEA 0183 parser with a bounded buffer (see the module docstring)."""
 
@@ -122,77 +118,97 @@ class NmeaStreamParser:
         buf += data
         out: list[Sentence] = []
         stats = self.stats
-        pos = 0
-        n = len(buf)
-        while pos < n:
-            start = buf.find(_DOLLAR, pos, n)
-            if start < 0:
-                stats.garbage_bytes += _count_garbage(buf, pos, n)
-                pos = n
-                break
-            if start > pos:
-                stats.garbage_bytes += _count_garbage(buf, pos, start)
-            end = _find_eol(buf, start + 1, n)
-            restart = buf.find(_DOLLAR, start + 1, n if end < 0 else end)
-            if restart >= 0:
-                # A new sentence began before this one ended: the first was cut short.
-                stats.truncated += 1
-                pos = restart
-                continue
-            if end < 0:
-                if n - start > self._max:
+        limit = self._max
+        # Everything up to the last line end is complete lines: split them all at once (CR,
+        # LF or CRLF end a line), then look at each.
+        cut = max(buf.rfind(b"\n"), buf.rfind(b"\r"))
+        if cut >= 0:
+            block = bytes(buf[: cut + 1])
+            del buf[: cut + 1]
+            check = self._check
+            for raw in block.replace(b"\r", b"\n").split(b"\n"):
+                if not raw:
+                    continue
+                line = raw
+                if line[0] != _DOLLAR:
+                    i = line.find(b"$")
+                    stats.garbage_bytes += _garbage(line if i < 0 else line[:i])
+                    if i < 0:
+                        continue
+                    line = line[i:]
+                last = line.rfind(b"$")
+                if last > 0:
+                    # Sentences that a new '$' cut short: resynchronise on the last one.
+                    stats.truncated += line.count(b"$", 0, last)
+                    line = line[last:]
+                if len(line) > limit:
                     stats.too_long += 1
-                    pos = n
-                else:
-                    pos = start
-                break
-            if end - start > self._max:
-                stats.too_long += 1
-            else:
-                sentence = self._check(bytes(buf[start:end]))
+                    continue
+                sentence = check(line)
                 if sentence is not None:
                     out.append(sentence)
-            pos = end + 1
-        del buf[:pos]
+        if len(buf) > limit:
+            # An unfinished line longer than any sentence: keep at most its last '$' onwards.
+            last = buf.rfind(b"$")
+            stats.garbage_bytes += _garbage(bytes(buf if last < 0 else buf[:last]))
+            if last > 0:
+                stats.truncated += buf.count(b"$", 0, last)
+            if last < 0:
+                buf.clear()
+            elif len(buf) - last > limit:
+                stats.too_long += 1
+                buf.clear()
+            else:
+                del buf[:last]
         return out
 
     def _check(self, line: bytes) -> Sentence | None:
         stats = self.stats
-        if line.translate(None, _PRINTABLE):
-            stats.bad_chars += 1
-            return None
-        star = line.rfind(b"*")
-        if star >= 0:
-            cs = line[star + 1 :]
-            if len(cs) != 2 or cs[0] not in _HEX or cs[1] not in _HEX:
-                stats.bad_checksum += 1
-                return None
-            body = line[1:star]
-            if checksum(body) != int(cs, 16):
+        if line[-3:-2] == b"*":
+            body = line[1:-3]
+            cs = line[-2:]
+            try:
+                # int() would also take "+7" or " 7": a checksum is two hex digits.
+                ok = cs.isalnum() and checksum(body) == int(cs, 16)
+            except ValueError:
+                ok = False
+            if not ok:
                 stats.bad_checksum += 1
                 return None
             checked = True
+        elif b"*" in line:
+            stats.bad_checksum += 1
+            return None
         else:
             stats.no_checksum += 1
             if self._require_checksum:
                 return None
             body = line[1:]
             checked = False
-        parts = body.decode("ascii").split(",")
-        split = _split_address(parts[0])
-        if split is None:
+        try:
+            text = body.decode("ascii")
+        except UnicodeDecodeError:
+            stats.bad_chars += 1
+            return None
+        if not text.isprintable():
+            stats.bad_chars += 1
+            return None
+        parts = text.split(",")
+        address = parts[0]
+        if not address.isalnum():
+            stats.bad_address += 1
+            return None
+        if address[0] == "P" and len(address) >= 3:
+            talker, kind = "P", address[1:]
+        elif len(address) >= 5:
+            talker, kind = address[:2], address[2:]
+        else:
             stats.bad_address += 1
             return None
         stats.sentences += 1
-        return Sentence(split[0], split[1], tuple(parts), checked)
+        return Sentence(talker, kind, tuple(parts), checked)
 
 
-def _find_eol(buf: bytearray, lo: int, hi: int) -> int:
-    lf = buf.find(_LF, lo, hi)
-    cr = buf.find(_CR, lo, hi if lf < 0 else lf)
-    return cr if cr >= 0 else lf
-
-
-def _count_garbage(buf: bytearray, lo: int, hi: int) -> int:
-    # Line ends and blanks between sentences are framing, not garbage.
-    return (hi - lo) - sum(buf.count(c, lo, hi) for c in (b"\r", b"\n", b" "))
+def _garbage(skipped: bytes) -> int:
+    # Blanks between sentences are framing, not garbage.
+    return len(skipped) - skipped.count(b" ")

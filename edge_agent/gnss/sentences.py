@@ -12,7 +12,7 @@ NMEA 2.x layout (``track,T,mtrack,M,kn,N,kmh,K[,mode]``) and the older four-fiel
 
 from __future__ import annotations
 
-import math
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -33,11 +33,19 @@ _US_PER_S = 1_000_000
 _DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
+# The same time, date and position strings recur across the sentences of an epoch (and the
+# date all day): the pure field parsers are memoised.
+_memo = functools.lru_cache(maxsize=64)
+
+
+@_memo
 def parse_hms(text: str) -> int | None:
     """Microseconds since midnight from ``hhmmss`` or ``hhmmss.s...``; None if malformed."""
-    if len(text) < 6 or not text[:6].isdigit():
+    head = text[:6]
+    if len(head) < 6 or not head.isdigit():
         return None
-    h, m, s = int(text[0:2]), int(text[2:4]), int(text[4:6])
+    h, rest = divmod(int(head), 10000)
+    m, s = divmod(rest, 100)
     # A leap second (ss = 60) has no place in a datetime; that one epoch is dropped.
     if h > 23 or m > 59 or s > 59:
         return None
@@ -51,32 +59,32 @@ def parse_hms(text: str) -> int | None:
     return ((h * 60 + m) * 60 + s) * _US_PER_S + us
 
 
+@_memo
 def parse_latlon(value: str, hemisphere: str, *, is_lat: bool) -> float | None:
     """Degrees from NMEA ``(d)ddmm.mmmm`` and its hemisphere letter; None if malformed."""
-    if not value or not hemisphere:
+    # Digits with at most one dot, and at least "dmm" before it.
+    if not value.replace(".", "", 1).isdigit():
         return None
     dot = value.find(".")
-    cut = (len(value) if dot < 0 else dot) - 2
-    if cut < 1:
+    if (len(value) if dot < 0 else dot) < 3:
         return None
-    deg_text = value[:cut]
-    if not deg_text.isdigit():
+    v = float(value)
+    deg = int(v // 100.0)
+    minutes = v - deg * 100.0
+    if minutes >= 60.0:
         return None
-    try:
-        minutes = float(value[cut:])
-    except ValueError:
+    degrees = deg + minutes / 60.0
+    if is_lat:
+        if degrees > 90.0:
+            return None
+        if hemisphere == "N":
+            return degrees
+        return -degrees if hemisphere == "S" else None
+    if degrees > 180.0:
         return None
-    if not 0.0 <= minutes < 60.0:
-        return None
-    degrees = int(deg_text) + minutes / 60.0
-    limit, positive, negative = (90.0, "N", "S") if is_lat else (180.0, "E", "W")
-    if degrees > limit:
-        return None
-    if hemisphere == positive:
+    if hemisphere == "E":
         return degrees
-    if hemisphere == negative:
-        return -degrees
-    return None
+    return -degrees if hemisphere == "W" else None
 
 
 def _valid_date(year: int, month: int, day: int) -> tuple[int, int, int] | None:
@@ -88,6 +96,7 @@ def _valid_date(year: int, month: int, day: int) -> tuple[int, int, int] | None:
     return year, month, day
 
 
+@_memo
 def parse_ddmmyy(text: str) -> tuple[int, int, int] | None:
     """(year, month, day) from ``ddmmyy``; two-digit years 80-99 are 1980-1999.
 
@@ -101,86 +110,99 @@ def parse_ddmmyy(text: str) -> tuple[int, int, int] | None:
     return _valid_date(year, int(text[2:4]), int(text[0:2]))
 
 
-# Readers: each returns a function of the sentence's fields, bound to a field number.
+# Readers: each returns a function of the sentence's fields, bound to a field number. ``decode``
+# pads the fields to the layout's width first, so a reader never indexes past the end.
 
 
 def _field(i: int) -> Reader:
     def read(f: Sequence[str]) -> str | None:
-        return f[i] if len(f) > i and f[i] else None
+        return f[i] or None
 
+    read.width = i + 1  # type: ignore[attr-defined]
     return read
 
 
 def _char(i: int) -> Reader:
     def read(f: Sequence[str]) -> str | None:
-        return f[i][0].upper() if len(f) > i and f[i] else None
+        t = f[i]
+        return t[0].upper() if t else None
 
+    read.width = i + 1  # type: ignore[attr-defined]
     return read
 
 
 def _num(i: int) -> Reader:
     def read(f: Sequence[str]) -> float | None:
-        if len(f) <= i or not f[i]:
+        t = f[i]
+        if not t:
             return None
         try:
-            v = float(f[i])
+            v = float(t)
         except ValueError:
             return None
-        return v if math.isfinite(v) else None
+        return v if -1e15 < v < 1e15 else None  # refuses nan and inf too
 
+    read.width = i + 1  # type: ignore[attr-defined]
     return read
 
 
 def _int(i: int) -> Reader:
     def read(f: Sequence[str]) -> int | None:
-        if len(f) <= i:
-            return None
         t = f[i]
         return int(t) if t.isdigit() else None
 
+    read.width = i + 1  # type: ignore[attr-defined]
     return read
 
 
 def _hms(i: int) -> Reader:
     def read(f: Sequence[str]) -> int | None:
-        return parse_hms(f[i]) if len(f) > i and f[i] else None
+        t = f[i]
+        return parse_hms(t) if t else None
 
+    read.width = i + 1  # type: ignore[attr-defined]
     return read
 
 
 def _lat(i: int) -> Reader:
     def read(f: Sequence[str]) -> float | None:
-        return parse_latlon(f[i], f[i + 1], is_lat=True) if len(f) > i + 1 else None
+        return parse_latlon(f[i], f[i + 1], is_lat=True)
 
+    read.width = i + 2  # type: ignore[attr-defined]
     return read
 
 
 def _lon(i: int) -> Reader:
     def read(f: Sequence[str]) -> float | None:
-        return parse_latlon(f[i], f[i + 1], is_lat=False) if len(f) > i + 1 else None
+        return parse_latlon(f[i], f[i + 1], is_lat=False)
 
+    read.width = i + 2  # type: ignore[attr-defined]
     return read
 
 
 def _ddmmyy(i: int) -> Reader:
     def read(f: Sequence[str]) -> tuple[int, int, int] | None:
-        return parse_ddmmyy(f[i]) if len(f) > i else None
+        return parse_ddmmyy(f[i])
 
+    read.width = i + 1  # type: ignore[attr-defined]
     return read
 
 
 def _zda_date(f: Sequence[str]) -> tuple[int, int, int] | None:
-    if len(f) < 5 or not (f[2].isdigit() and f[3].isdigit() and len(f[4]) == 4):
-        return None
-    if not f[4].isdigit():
+    if not (f[2].isdigit() and f[3].isdigit() and len(f[4]) == 4 and f[4].isdigit()):
         return None
     return _valid_date(int(f[4]), int(f[3]), int(f[2]))
 
 
+_zda_date.width = 5  # type: ignore[attr-defined]
+
+
 def _count_used(lo: int, hi: int) -> Reader:
     def read(f: Sequence[str]) -> int:
-        return sum(1 for x in f[lo : hi + 1] if x)
+        used = f[lo : hi + 1]
+        return len(used) - used.count("")
 
+    read.width = lo + 1  # type: ignore[attr-defined]
     return read
 
 
@@ -250,19 +272,24 @@ LAYOUTS: dict[str, Layout] = {
 }
 
 
-def _layout_name(sentence: Sentence) -> str:
-    kind = sentence.kind
-    if kind == "VTG" and (len(sentence.fields) < 9 or sentence.fields[2] not in ("T", "")):
-        return "VTG/1.5"
-    return kind
+# Per layout: (name, reader) pairs and the number of fields the readers need.
+_COMPILED: dict[str, tuple[tuple[tuple[str, Reader], ...], int]] = {
+    name: (tuple(layout.items()), max(getattr(r, "width", 0) for r in layout.values()))
+    for name, layout in LAYOUTS.items()
+}
+_PAD = ("",) * 32
 
 
 def decode(sentence: Sentence) -> dict[str, Any] | None:
     """The named fields of a sentence by its layout; None for a sentence with no layout."""
-    if sentence.talker == "P":
-        return None
-    layout = LAYOUTS.get(_layout_name(sentence))
-    if layout is None:
-        return None
+    kind = sentence.kind
     f = sentence.fields
-    return {name: read(f) for name, read in layout.items()}
+    if kind == "VTG" and (len(f) < 9 or f[2] not in ("T", "")):
+        kind = "VTG/1.5"
+    compiled = _COMPILED.get(kind)
+    if compiled is None or sentence.talker == "P":
+        return None
+    readers, width = compiled
+    if len(f) < width:
+        f = f + _PAD[: width - len(f)]
+    return {name: read(f) for name, read in readers}
