@@ -25,6 +25,7 @@ from edge_agent import __version__
 from edge_agent.api import build_app
 from edge_agent.clock import Clock
 from edge_agent.config import AgentConfig, load_agent_config, parse_listen
+from edge_agent.gnss.service import GnssService
 from edge_agent.health import HealthRegistry
 from edge_agent.outbox import Outbox, OutboxError
 from edge_agent.recorder import OutboxSink
@@ -54,6 +55,7 @@ class Agent:
         self.outbox: Outbox | None = None
         self.uplink: Uplink | None = None
         self.api_port: int | None = None
+        self.gnss: GnssService | None = None
         self._command_handlers: dict[str, Callable[[bytes], Awaitable[None]]] = {}
 
     def _on_outbox_alarm(self, name: str, detail: dict[str, Any]) -> None:
@@ -144,7 +146,12 @@ class Agent:
 
     def _component_runners(self, sink: OutboxSink) -> list[tuple[str, ComponentRunner]]:
         """The configured components: GNSS, scanning and trips plug in here."""
-        return []
+        runners: list[tuple[str, ComponentRunner]] = []
+        if self.config.gnss is not None:
+            # Other components take every kept fix with self.gnss.add_listener/subscribe.
+            self.gnss = GnssService(self.config.gnss, sink, self.health, self.clock)
+            runners.append(("gnss", self.gnss.run))
+        return runners
 
     async def _health_loop(self, sink: OutboxSink) -> None:
         interval = self.config.health.interval

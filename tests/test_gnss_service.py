@@ -355,3 +355,49 @@ async def test_reported_pings_carry_gnss_time_and_clock() -> None:
     assert (type_, ts, source) == ("gnss.fix", fix_at(0).time, "gnss")
     assert data == fix_at(0).event_data()
     assert clock.now()[1] == "gnss"  # the kept fix now carries event times
+
+
+async def test_agent_runtime_records_simulated_fixes(tmp_path: Path) -> None:
+    """The whole agent: the simulator's van over TCP, gnss.fix events in the agent's outbox."""
+    from edge_agent.config import AgentConfig
+    from edge_agent.runtime import Agent
+
+    tcp = TcpPort()
+    await tcp.start()
+    sim = GnssSimulator(Driver(ROUTE), rate_hz=5.0, start=datetime.now(UTC), seed=5)
+    sim_task = asyncio.create_task(run_simulation(sim, tcp))
+    cfg = AgentConfig.model_validate(
+        {
+            "device": {"id": "van-042", "fleet": "acme"},
+            "broker": {"url": "mqtt://127.0.0.1:9"},  # no broker: events wait in the outbox
+            "outbox": {"path": str(tmp_path / "outbox.db")},
+            "api": {"listen": "127.0.0.1:0"},
+            "clock": {"policy": "system"},
+            "gnss": {"source": f"socket://127.0.0.1:{tcp.port}", "report": {"moving_interval": 1}},
+        }
+    )
+    agent = Agent(cfg)
+    stop = asyncio.Event()
+    run = asyncio.create_task(agent.run(stop))
+    try:
+        await until(lambda: agent.gnss is not None and agent.gnss.kept >= 10, "fixes kept")
+        assert agent.outbox is not None
+        outbox = agent.outbox
+
+        def pings() -> int:
+            counters = agent.health.counters("gnss")
+            return sum(v for k, v in counters.items() if k.startswith("reported_"))
+
+        # A ping is counted before its emit: after the third, two are committed.
+        await until(lambda: pings() >= 3, "three pings")
+        events = [e for e in await outbox_events(outbox) if e["type"] == "gnss.fix"]
+        assert len(events) >= 2
+        assert {e["clock"] for e in events} == {"gnss"}
+        assert events[0]["fleet"] == "acme"
+        report = await agent.health_report()
+        assert report["components"]["gnss"]["state"] == "ok"
+    finally:
+        stop.set()
+        await asyncio.wait_for(run, DEADLINE)
+        sim_task.cancel()
+        await tcp.close()
