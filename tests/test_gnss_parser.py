@@ -82,6 +82,15 @@ def test_resynchronises_on_garbage_and_truncation() -> None:
     assert p.stats.garbage_bytes == len(b"\x00\xff garbage") - 1 + 2  # the space is framing
 
 
+def test_comment_lines_of_recorded_logs() -> None:
+    quoted = b"# the log's header quotes " + RMC + b"\n"
+    assert NmeaStreamParser().feed(quoted)[0].kind == "RMC"  # a live stream has no comments
+    p = NmeaStreamParser(comments=True)
+    assert p.feed(quoted + GGA + b"\r\n")[0].kind == "GGA"
+    assert p.stats.sentences == 1
+    assert p.stats.garbage_bytes == 0
+
+
 def test_non_printable_bytes_inside_a_sentence_are_refused() -> None:
     p = NmeaStreamParser()
     assert p.feed(GGA[:20] + b"\x07" + GGA[21:] + b"\n") == []

@@ -9,6 +9,7 @@ bounded by ``max_length``.
 
 Checksums are verified when present (``*hh``); a sentence without one is accepted unless
 ``require_checksum`` is set (old receivers and some talkers omit it, gpsd accepts them too).
+With ``comments``, lines starting with ``#`` are skipped (recorded logs carry such headers).
 Every talker is accepted (``GP``, ``GN``, ``GL``, ``GA``, ``GB``, ``BD``, ``GI``, ``GQ``, ``QZ``
 ...), and proprietary sentences (``$P`` + maker) are passed on with talker ``P``.
 
@@ -27,6 +28,7 @@ __all__ = ["DEFAULT_MAX_LENGTH", "NmeaStreamParser", "ParserStats", "Sentence", 
 DEFAULT_MAX_LENGTH = 200
 
 _DOLLAR = 0x24  # '$' (encapsulated '!' sentences carry AIS, which a van does not need)
+_HASH = 0x23  # '#', a comment line in recorded logs
 
 
 def checksum(body: bytes | bytearray) -> int:
@@ -94,13 +96,19 @@ class NmeaStreamParser:
     """Incremental NMEA 0183 parser with a bounded buffer (see the module docstring)."""
 
     def __init__(
-        self, *, max_length: int = DEFAULT_MAX_LENGTH, require_checksum: bool = False
+        self,
+        *,
+        max_length: int = DEFAULT_MAX_LENGTH,
+        require_checksum: bool = False,
+        comments: bool = False,
     ) -> None:
         if max_length < 16:
             raise ValueError("max_length must allow at least a short sentence (16 bytes)")
         self._buf = bytearray()
         self._max = max_length
         self._require_checksum = require_checksum
+        # Recorded logs (gpsd's among them) carry '#' comment lines, which may quote sentences.
+        self._comments = comments
         self.stats = ParserStats()
 
     @property
@@ -131,6 +139,8 @@ class NmeaStreamParser:
                     continue
                 line = raw
                 if line[0] != _DOLLAR:
+                    if line[0] == _HASH and self._comments:
+                        continue
                     i = line.find(b"$")
                     stats.garbage_bytes += _garbage(line if i < 0 else line[:i])
                     if i < 0:

@@ -35,10 +35,11 @@ def fixes_from_bytes(
 ) -> Iterator[Fix]:
     """The fixes of an NMEA byte stream given in chunks of any size, in order.
 
-    Pass your own ``parser``/``assembler`` to read their counters afterwards; ``reference``
-    is the date the week-rollover correction measures against (default: now).
+    Lines starting with ``#`` are comments. Pass your own ``parser``/``assembler`` to read
+    their counters afterwards; ``reference`` is the date the week-rollover correction measures
+    against (default: now).
     """
-    p = parser if parser is not None else NmeaStreamParser()
+    p = parser if parser is not None else NmeaStreamParser(comments=True)
     a = assembler if assembler is not None else FixAssembler(reference=reference)
     for chunk in chunks:
         for sentence in p.feed(chunk):
@@ -101,7 +102,7 @@ def replay_main(path: str, out: TextIO) -> int:
     sentence at all, 2 when it cannot be read.
     """
     name = "standard input" if path == "-" else path
-    parser = NmeaStreamParser()
+    parser = NmeaStreamParser(comments=True)
     assembler = FixAssembler()
     try:
         stream: IO[bytes] = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115

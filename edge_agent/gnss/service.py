@@ -170,7 +170,9 @@ class GnssService:
         self._set_state("connected", source=source.name)
         self._connected_at = self._mono()
         parser = NmeaStreamParser(
-            max_length=self.config.max_sentence, require_checksum=self.config.require_checksum
+            max_length=self.config.max_sentence,
+            require_checksum=self.config.require_checksum,
+            comments=self.spec.kind == "file",
         )
         assembler = FixAssembler()
         self._counted = {}
