@@ -22,7 +22,14 @@ from aiohttp import web
 from edge_agent.clock import Clock
 from edge_agent.envelope import EnvelopeError, format_ts, parse_ts
 from edge_agent.health import HealthRegistry
-from edge_agent.outbox import Draft, Outbox, OutboxClosed, OutboxError, OutboxFull
+from edge_agent.outbox import (
+    Draft,
+    EventTooLarge,
+    Outbox,
+    OutboxClosed,
+    OutboxError,
+    OutboxFull,
+)
 from edge_agent.recorder import make_draft
 
 __all__ = ["build_app", "parse_submission"]
@@ -128,6 +135,8 @@ def build_app(
             return _error(507, str(exc))
         except OutboxClosed:
             return _error(503, "the agent is shutting down")
+        except EventTooLarge as exc:
+            return _error(413, str(exc))
         except OutboxError as exc:
             return _error(500, str(exc))
         health.count("api", "accepted", len(accepted))

@@ -23,7 +23,8 @@ import os
 import re
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -33,6 +34,7 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    create_model,
     field_validator,
 )
 
@@ -44,6 +46,7 @@ __all__ = [
     "Envelope",
     "EnvelopeError",
     "encode_batch",
+    "encode_checked",
     "encode_envelope",
     "format_ts",
     "is_known_type",
@@ -62,7 +65,8 @@ CLOCKS = ("gnss", "ntp", "rtc", "unsynced")
 
 IDENT_RE = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 _IDENT = re.compile(IDENT_RE)
-_TS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+TS_RE = r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{3}Z$"
+_TS = re.compile(TS_RE)
 _TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$|^scan$|^pod$")
 
 LOW_VALUE_TYPES = frozenset({"gnss.fix", "device.health"})
@@ -231,15 +235,18 @@ class Envelope(BaseModel):
     fleet: Ident
     device: Ident
     type: str = Field(min_length=1, max_length=128)
-    ts: str
+    ts: Annotated[str, StringConstraints(pattern=TS_RE)]
     clock: Literal["gnss", "ntp", "rtc", "unsynced"]
     data: dict[str, Any]
     ref: Ref | None = None
 
     @field_validator("ts")
     @classmethod
-    def _iso_ms_z(cls, ts: str) -> str:
-        parse_ts(ts)
+    def _real_date(cls, ts: str) -> str:
+        # the pattern (checked in pydantic-core) fixed the layout and the ranges of every part;
+        # only the day of the month can still be impossible (02-30), and days are few: cache them
+        if not _real_day(ts[:10]):
+            raise ValueError(f"{ts!r} is not a valid date")
         return ts
 
     @field_validator("type")
@@ -250,7 +257,23 @@ class Envelope(BaseModel):
         return type_
 
 
+@lru_cache(maxsize=4096)
+def _real_day(day: str) -> bool:
+    try:
+        date.fromisoformat(day)
+    except ValueError:
+        return False
+    return True
+
+
 _ENVELOPE = TypeAdapter(Envelope)
+# one model per registered type, with its data schema inside: one validation call per envelope
+_TYPED: dict[type[_Open], TypeAdapter[Any]] = {
+    schema: TypeAdapter(
+        create_model(f"Envelope_{schema.__name__}", __base__=Envelope, data=(schema, ...))
+    )
+    for schema in {*_REGISTRY.values(), *_FAMILIES.values()}
+}
 
 
 def _first_error(exc: ValidationError, prefix: str = "") -> EnvelopeError:
@@ -293,12 +316,16 @@ def validate_envelope(obj: Any) -> dict[str, Any]:
     """
     if not isinstance(obj, Mapping):
         raise EnvelopeError("", f"an envelope must be an object, not {type(obj).__name__}")
+    type_ = obj.get("type")
+    schema = _schema_for(type_) if isinstance(type_, str) else None
+    adapter = _ENVELOPE if schema is None else _TYPED[schema]
     try:
-        env = _ENVELOPE.validate_python(obj)
+        adapter.validate_python(obj)
     except ValidationError as exc:
         raise _first_error(exc) from None
-    validate_data(env.type, obj["data"])
-    if env.ref is not None and not obj["ref"]:
+    if schema is None:  # the generic model accepted a type the registry does not know
+        raise EnvelopeError("type", f"unknown event type {type_!r}")
+    if "ref" in obj and obj["ref"] is not None and not obj["ref"]:
         raise EnvelopeError("ref", "must be omitted rather than empty")
     return dict(obj)
 
@@ -349,6 +376,30 @@ def encode_batch(bodies: Sequence[bytes]) -> bytes:
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def encode_checked(
+    event_id: str,
+    seq: int,
+    fleet: str,
+    device: str,
+    type_: str,
+    ts: str,
+    clock: str,
+    data: Mapping[str, Any],
+    ref: Mapping[str, Any] | None = None,
+) -> bytes:
+    """``encode_envelope`` of an envelope whose fields were validated, several times faster.
+
+    fleet, device, type, ts and clock passed validation, so they hold no character that JSON
+    escapes and go in as they are; id, data and ref go through the encoder. Byte for byte the
+    same output as ``encode_envelope`` (a test holds them together).
+    """
+    tail = f',"ref":{_ENCODER.encode(ref)}}}' if ref else "}"
+    return (
+        f'{{"id":{_ENCODER.encode(event_id)},"seq":{seq},"fleet":"{fleet}","device":"{device}",'
+        f'"type":"{type_}","ts":"{ts}","clock":"{clock}","data":{_ENCODER.encode(data)}{tail}'
+    ).encode()
 
 
 def encode_envelope(env: Mapping[str, Any]) -> bytes:

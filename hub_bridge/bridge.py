@@ -43,6 +43,8 @@ class HubBridge:
         self.timeline = timeline
         self.health = health
         self.batches = 0
+        self.subscribed = asyncio.Event()
+        """Set once the first subscriptions are in place (the hub is ready for devices)."""
 
     def _events_filter(self) -> str:
         base = f"{topics.PREFIX}/+/+/events"
@@ -62,6 +64,7 @@ class HubBridge:
                     await client.subscribe(f"{topics.PREFIX}/+/+/state", qos=1)
                     for fleet, device, wm in await self.timeline.watermarks():
                         await self._publish_ack(client, fleet, device, wm)
+                    self.subscribed.set()
                     async for message in client.messages:
                         await self._handle(client, message)
             except aiomqtt.MqttError as exc:

@@ -38,15 +38,24 @@ async def run_hub(config: HubConfig, stop: asyncio.Event, *, announce: bool = Fa
         await site.start()
         sockets = getattr(site._server, "sockets", None) or []
         bound = sockets[0].getsockname()[1] if sockets else port
-        if announce:
-            print(json.dumps({"ready": True, "api_port": bound}), flush=True)
+        bridge = HubBridge(config, timeline, health)
         async with asyncio.TaskGroup() as tg:
-            task = tg.create_task(HubBridge(config, timeline, health).run(), name="bridge")
+            task = tg.create_task(bridge.run(), name="bridge")
+            if announce:
+                # ready means subscribed: what devices publish from now on reaches the hub
+                waiter = tg.create_task(_announce_when(bridge.subscribed, bound))
             await stop.wait()
             task.cancel()
+            if announce:
+                waiter.cancel()
     finally:
         await runner.cleanup()
         await timeline.close()
+
+
+async def _announce_when(subscribed: asyncio.Event, port: int) -> None:
+    await subscribed.wait()
+    print(json.dumps({"ready": True, "api_port": port}), flush=True)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

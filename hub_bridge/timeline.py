@@ -23,7 +23,7 @@ from typing import Any
 
 import aiosqlite
 
-from edge_agent.envelope import encode_envelope
+from edge_agent.envelope import encode_checked
 
 __all__ = ["SCHEMA_VERSION", "StoreResult", "Timeline", "TimelineError"]
 
@@ -45,7 +45,6 @@ _SCHEMA = [
     );
     CREATE UNIQUE INDEX events_seq ON events (fleet, device, seq);
     CREATE UNIQUE INDEX events_id ON events (fleet, device, id);
-    CREATE INDEX events_type_ts ON events (type, ts);
     CREATE TABLE accounted (
         fleet TEXT NOT NULL,
         device TEXT NOT NULL,
@@ -200,7 +199,17 @@ class Timeline:
                         env["ts"],
                         received,
                         ",".join(fl) or None,
-                        encode_envelope(env).decode(),
+                        encode_checked(
+                            eid,
+                            seq,
+                            fleet,
+                            device,
+                            env["type"],
+                            env["ts"],
+                            env["clock"],
+                            env["data"],
+                            env.get("ref"),
+                        ).decode(),
                     )
                 )
                 if env["type"] == "outbox.evicted":

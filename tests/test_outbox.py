@@ -225,3 +225,18 @@ async def test_fast_encoding_equals_the_canonical_one(tmp_path: Path) -> None:
             env["ref"] = d.ref
         assert ob._encode(d, d.id or "x", 7) == encode_envelope(env)
     await ob.close()
+
+
+async def test_an_event_too_large_for_a_batch_is_refused(tmp_path: Path) -> None:
+    from edge_agent.outbox import MAX_EVENT_BYTES, EventTooLarge
+
+    ob = await open_box(tmp_path / "o.db")
+    huge = Draft("device.health", {"dump": "x" * MAX_EVENT_BYTES}, TS, "ntp")
+    with pytest.raises(EventTooLarge):
+        await ob.append([scan(1), huge])
+    assert ob.last_seq == 0
+    just = Draft("device.health", {"dump": "x" * (MAX_EVENT_BYTES - 300)}, TS, "ntp")
+    await ob.append([just])
+    rows = await ob.read_after(0, max_bytes=MAX_EVENT_BYTES)
+    assert len(rows) == 1
+    await ob.close()
