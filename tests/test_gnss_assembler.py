@@ -186,7 +186,7 @@ def test_multi_constellation_gsa_adds_up_and_gns_modes() -> None:
         t = f"1200{s:02d}.00"
         epochs += [
             f"GNRMC,{t},A,5230.0,N,01327.0,E,0.0,0.0,211126,,,D,V",
-            f"GNGNS,{t},5230.0,N,01327.0,E,NDA,,1.1,40.0,,,,V",
+            f"GNGNS,{t},5230.0,N,01327.0,E,ADA,,1.1,40.0,,,,V",
             "GNGSA,A,3,01,02,03,04,,,,,,,,,1.5,1.1,1.0,1",
             "GNGSA,A,3,65,66,,,,,,,,,,,1.5,1.1,1.0,2",
         ]
@@ -194,6 +194,13 @@ def test_multi_constellation_gsa_adds_up_and_gns_modes() -> None:
     assert len(fixes) == 3
     assert {f.sats for f in fixes} == {6}  # GNS gives no count: 4 GPS + 2 GLONASS in GSA
     assert {f.quality for f in fixes} == {2}  # the best constellation mode: D
+    # A GNS whose GPS character is N is no fix (as gpsd reads it) when it ends the cycle.
+    gns_only = [
+        f"GNGNS,1200{s:02d}.00,5230.0,N,01327.0,E,{m},08,1.1,40.0,,,,V"
+        for s, m in enumerate(["AA", "AA", "NA", "AN"])
+    ]
+    zda = nmea("GNZDA,115959.00,21,11,2026,00,00")
+    assert [f.time.second for f in assemble(zda + nmea(*gns_only))] == [1, 3]
 
 
 def test_cycle_is_learned_and_fixes_come_without_waiting() -> None:

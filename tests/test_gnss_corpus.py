@@ -31,15 +31,15 @@ def _fix_tod(fix: Fix) -> str:
     return f"{t:%H:%M:%S}.{t.microsecond // 1000:03d}"
 
 
-def gpsd_fixes(chk: Path) -> dict[str, tuple[float, float]]:
-    """gpsd's fixes in a .chk: time of day -> (lat, lon)."""
-    out: dict[str, tuple[float, float]] = {}
+def gpsd_fixes(chk: Path) -> dict[str, list[tuple[float, float]]]:
+    """gpsd's fixes in a .chk: time of day -> the (lat, lon) of every TPV with that time."""
+    out: dict[str, list[tuple[float, float]]] = {}
     for line in chk.read_text(errors="replace").splitlines():
         if not line.startswith("{"):
             continue
         report = json.loads(line)
         if report.get("class") == "TPV" and "time" in report and report.get("mode", 0) >= 2:
-            out.setdefault(_tod(report["time"]), (report["lat"], report["lon"]))
+            out.setdefault(_tod(report["time"]), []).append((report["lat"], report["lon"]))
     return out
 
 
@@ -52,8 +52,8 @@ class Comparison:
     duplicates: list[str] = field(default_factory=list)
 
 
-def compare(ours: list[Fix], theirs: dict[str, tuple[float, float]]) -> Comparison:
-    """Match our fixes to gpsd's by time of day."""
+def compare(ours: list[Fix], theirs: dict[str, list[tuple[float, float]]]) -> Comparison:
+    """Match our fixes to gpsd's by time of day; the position must agree with every report."""
     result = Comparison()
     by_time: dict[str, Fix] = {}
     for fix in ours:
@@ -61,14 +61,17 @@ def compare(ours: list[Fix], theirs: dict[str, tuple[float, float]]) -> Comparis
         if key in by_time:
             result.duplicates.append(key)
         by_time[key] = fix
-    for key, (lat, lon) in theirs.items():
+    for key, positions in theirs.items():
         fix = by_time.get(key)
         if fix is None:
             result.missed.append(key)
-        elif abs(fix.lat - lat) <= TOLERANCE_DEG and abs(fix.lon - lon) <= TOLERANCE_DEG:
+        elif all(
+            abs(fix.lat - lat) <= TOLERANCE_DEG and abs(fix.lon - lon) <= TOLERANCE_DEG
+            for lat, lon in positions
+        ):
             result.matched += 1
         else:
-            result.wrong_position.append(f"{key}: ours {fix.lat},{fix.lon} gpsd {lat},{lon}")
+            result.wrong_position.append(f"{key}: ours {fix.lat},{fix.lon} gpsd {positions}")
     result.spurious = [key for key in by_time if key not in theirs]
     return result
 

@@ -5,16 +5,18 @@ A receiver sends, once per epoch, a burst of sentences (GGA, RMC, GSA, GSV, VTG,
 the fixes that become complete. It follows what gpsd does, learned from gpsd's own output for
 twenty receivers (``tests/fixtures/gpsd-nmea``):
 
-- **Cycles are marked by time.** A sentence carrying a UTC time of day (GGA, GNS, ZDA, GST, GBS,
-  GRS, and RMC or GLL only when they say the data are valid) that differs from the previous
-  one starts a new cycle: the merged fields are cleared.
+- **Cycles are marked by time.** A sentence carrying a UTC time of day (GGA, GNS, ZDA, GBS, and
+  RMC or GLL only when they say the data are valid) that differs from the previous one starts
+  a new cycle: the merged fields are cleared.
 - **The cycle end is learned.** The last time-carrying sentence type seen before a time change
   is remembered as a cycle ender; once one is known, the state is reported when an ender
   arrives. Until then, every sentence that sets a position or a fix mode reports.
 - **A report is a fix only when the receiver says it is valid**: the merged mode is 2D or 3D
-  (GGA quality above 0 with satellites, RMC/GLL status A, a GNS mode other than N, GSA fix
-  type 2 or 3, and a later invalid sentence of the same cycle withdraws it), a position came
-  in this cycle, and the date is known (from RMC or ZDA; GGA alone has no date).
+  (GGA quality above 0 with satellites, RMC/GLL status A, a GNS mode whose first character is
+  not N, GSA fix type 2 or 3, and a later invalid sentence of the same cycle withdraws it), a
+  position came in this cycle, and the date is known (from RMC or ZDA; GGA alone has no date).
+  Where gpsd and the standard disagree, the stricter reading wins: a fix gpsd would not report
+  is worse than one missed.
 - **Dates**: the date is carried forward across midnight when the hour goes backwards, and a
   date a multiple of 1024 weeks before the reference date (GPS week rollover) is moved
   forward (``correct_week_rollover``).
@@ -138,9 +140,10 @@ class FixAssembler:
             "VTG": self._vtg,
             "GSA": self._gsa,
             "ZDA": self._zda,
-            "GST": self._time_only,
+            # GBS marks the cycle like a fix sentence in gpsd's output (gr8013-w). GST and GRS
+            # are not counted: marking more sentences than gpsd would shift the learned cycle
+            # end and could report an epoch gpsd does not; marking fewer can only miss one.
             "GBS": self._time_only,
-            "GRS": self._time_only,
         }
 
     @property
@@ -299,7 +302,9 @@ class FixAssembler:
         tod = r["time"]
         modes = (r["modes"] or "N").upper()
         v: dict[str, Any]
-        if all(ch == "N" for ch in modes) or r["sats"] == 0:
+        # Validity from the first (GPS) character, as gpsd reads it (Furuno GT-88 "NDD" is no
+        # fix in its output); the other constellations only raise the quality.
+        if modes[0] == "N" or r["sats"] == 0:
             v = {"mode": 1}
         else:
             v = self._position_values(r, _mode_from(r))

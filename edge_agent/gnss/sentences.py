@@ -265,10 +265,8 @@ LAYOUTS: dict[str, Layout] = {
         "time": _hms(1),
         "date": _zda_date,
     },
-    # Sentences read only for their time, which marks the cycle like any other.
-    "GST": {"time": _hms(1)},
+    # Read only for its time, which marks the cycle like any other.
     "GBS": {"time": _hms(1)},
-    "GRS": {"time": _hms(1)},
 }
 
 
