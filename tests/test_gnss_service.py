@@ -11,6 +11,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from edge_agent.outbox import Outbox
 from edge_agent.recorder import OutboxSink
 from edge_agent.sink import Accepted
 from simulators.gnss import Driver, GnssSimulator, PtyPort, TcpPort, Waypoint, run_simulation
+from simulators.nmea_out import fix_to_nmea
 
 FIXTURES = Path(__file__).parent / "fixtures" / "gpsd-nmea"
 ROUTE = [Waypoint(52.3731, 4.8922), Waypoint(52.3600, 4.8852), Waypoint(52.3500, 4.9000)]
@@ -401,3 +403,23 @@ async def test_agent_runtime_records_simulated_fixes(tmp_path: Path) -> None:
         await asyncio.wait_for(run, DEADLINE)
         sim_task.cancel()
         await tcp.close()
+
+
+async def test_slow_file_replay_loses_no_line_to_quiet_timeouts(tmp_path: Path) -> None:
+    """At 1.8 epochs/s the pacing waits outlast the service's 0.5 s read timeout."""
+    log = tmp_path / "rmc-only.nmea"
+    log.write_bytes(
+        b"".join(
+            line.encode()
+            for s in range(4)
+            for line in fix_to_nmea(replace(fix_at(s, north_m=s), speed_mps=1.0))
+            if "RMC" in line
+        )
+    )
+    health = HealthRegistry()
+    svc = GnssService(config(f"file://{log}?rate=1.8"), RecordingSink(), health, unsynced_clock())
+    got: list[Fix] = []
+    svc.add_listener(got.append)
+    async with Running(svc):
+        await asyncio.wait_for(svc.ended.wait(), DEADLINE)
+    assert [f.time for f in got] == [fix_at(s).time for s in range(4)]

@@ -245,6 +245,7 @@ class FileSource:
         self._file: IO[bytes] | None = None
         self._tod: bytes | None = None
         self._next_at = 0.0
+        self._pending: bytes | None = None
 
     async def open(self) -> None:
         """Open the log."""
@@ -254,25 +255,33 @@ class FileSource:
         except OSError as exc:
             raise SourceError(self.name, f"cannot open: {exc.strerror or exc}") from exc
         self._tod = None
+        self._pending = None
         self._next_at = time.monotonic()
 
     async def read(self) -> bytes:
-        """The next line of the log, paced; ``b""`` at the end."""
+        """The next line of the log, paced; ``b""`` at the end.
+
+        Cancelling a read (the service's quiet-line timeout) loses nothing: the line waiting
+        for its time is kept for the next call.
+        """
         if self._file is None:
             raise SourceError(self.name, "not open")
-        try:
-            line = self._file.readline() if self.rate > 0 else self._file.read(_READ_SIZE)
-        except OSError as exc:
-            raise SourceError(self.name, f"read failed: {exc}") from exc
-        if self.rate > 0:
-            m = _TIME_FIELD.match(line)
-            if m is not None and m.group(1) != self._tod:
-                if self._tod is not None:
-                    self._next_at += 1.0 / self.rate
-                    delay = self._next_at - time.monotonic()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                self._tod = m.group(1)
+        if self._pending is None:
+            try:
+                line = self._file.readline() if self.rate > 0 else self._file.read(_READ_SIZE)
+            except OSError as exc:
+                raise SourceError(self.name, f"read failed: {exc}") from exc
+            if self.rate > 0:
+                m = _TIME_FIELD.match(line)
+                if m is not None and m.group(1) != self._tod:
+                    if self._tod is not None:
+                        self._next_at += 1.0 / self.rate
+                    self._tod = m.group(1)
+            self._pending = line
+        delay = self._next_at - time.monotonic()
+        if self.rate > 0 and delay > 0:
+            await asyncio.sleep(delay)
+        line, self._pending = self._pending, None
         return line
 
     def close(self) -> None:
