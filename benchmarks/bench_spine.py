@@ -238,7 +238,7 @@ def bench_b(events: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
         broker = Mosquitto()
-        agent = Agent(work, broker.url, window=16)
+        agent = Agent(work, broker.url)
         url = f"http://127.0.0.1:{agent.port}/v1/events"
 
         async def fill() -> None:
@@ -257,7 +257,7 @@ def bench_b(events: int) -> dict[str, Any]:
         hub = Hub(work, broker.url)
         watcher, state = acked_watcher(broker.port, "lm/v1/bench/van-bench/ack")
         t0 = time.monotonic()  # from the agent's start: its start-up with the backlog counts
-        agent = Agent(work, broker.url, window=16)
+        agent = Agent(work, broker.url)
         deadline = t0 + 600
         while state["seq"] < events and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -305,16 +305,20 @@ def bench_b(events: int) -> dict[str, Any]:
     }
 
 
-def bench_c(seconds: float, rate: int = 1000) -> dict[str, Any]:
+def bench_c(seconds: float, rate: int = 1000, window: int | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
         broker = Mosquitto()
         broker.start()
         hub = Hub(work, broker.url)
-        agent = Agent(work, broker.url)
+        agent = Agent(work, broker.url, **({"window": window} if window else {}))
         watcher, state = acked_watcher(broker.port, "lm/v1/bench/van-bench/ack")
         sent: dict[int, float] = {}
         url = f"http://127.0.0.1:{agent.port}/v1/events"
+
+        rtt: list[float] = []
+        payload = json.dumps(SCAN).encode()
+        headers = {"Content-Type": "application/json"}
 
         async def load() -> None:
             interval = 1 / rate
@@ -323,9 +327,10 @@ def bench_c(seconds: float, rate: int = 1000) -> dict[str, Any]:
 
                 async def one() -> None:
                     t = time.time()
-                    async with http.post(url, json=SCAN) as resp:
+                    async with http.post(url, data=payload, headers=headers) as resp:
                         body = await resp.json()
                     sent[body["seq"]] = t
+                    rtt.append((time.time() - t) * 1000)
 
                 tasks = []
                 start = time.monotonic()
@@ -360,9 +365,12 @@ def bench_c(seconds: float, rate: int = 1000) -> dict[str, Any]:
     def pct(p: float) -> float:
         return round(lat[min(len(lat) - 1, int(p * len(lat)))], 1)
 
+    rtt.sort()
     return {
         "rate_per_s": rate,
         "events": len(sent),
+        "post_rtt_ms_p50": round(rtt[len(rtt) // 2], 1),
+        "post_rtt_ms_p99": round(rtt[int(len(rtt) * 0.99)], 1),
         "latency_ms_p50": pct(0.5),
         "latency_ms_p99": pct(0.99),
         "latency_ms_max": round(lat[-1], 1),

@@ -6,6 +6,7 @@ MQTT 5, a persistent session (clean start off, a session expiry), QoS 1 everywhe
 
 from __future__ import annotations
 
+import socket
 import ssl
 from typing import Any
 
@@ -59,5 +60,7 @@ def make_client(
         tls_context=tls_context(broker),
         max_inflight_messages=max_inflight,
         timeout=10,
+        # small acks and batches must not wait for Nagle and delayed ACKs (about 40 ms each way)
+        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         **kwargs,
     )

@@ -716,6 +716,13 @@ class Outbox:
             self._bytes -= int(row[1])
             return int(row[0])
 
+    def estimate_bytes_after(self, seq: int) -> int:
+        """Roughly how many bytes of events wait above ``seq`` (count times average size)."""
+        waiting = self.last_seq - max(seq, self._acked)
+        if waiting <= 0 or self._depth <= 0:
+            return 0
+        return waiting * max(1, self._bytes // self._depth)
+
     @property
     def acked(self) -> int:
         """The hub's ack watermark as last applied."""

@@ -220,7 +220,10 @@ class Uplink:
                 self.resends += 1
                 inflight.clear()
                 cursor = acked
-            if len(inflight) < self.cfg.window:
+            # with batches in flight, wait for half a batch before sending another: small
+            # batches each cost the hub a commit, so latency and throughput both suffer
+            linger = bool(inflight) and self.outbox.estimate_bytes_after(cursor) < max_body // 2
+            if len(inflight) < self.cfg.window and not linger:
                 self.outbox.committed.clear()
                 rows = await self.outbox.read_after(cursor, max_bytes=max_body)
                 if rows:
@@ -236,6 +239,7 @@ class Uplink:
             self._ack_seen.clear()
             waiters = [asyncio.ensure_future(self._ack_seen.wait())]
             if len(inflight) < self.cfg.window:
+                self.outbox.committed.clear()
                 waiters.append(asyncio.ensure_future(self.outbox.committed.wait()))
             try:
                 await asyncio.wait(waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED)

@@ -52,6 +52,7 @@ class Mosquitto:
             "persistence false\n"
             "max_queued_messages 100000\n"
             "max_inflight_messages 100\n"
+            "set_tcp_nodelay true\n"
             "log_dest none\n"
         )
         log = self._dir / "mosquitto.log"
