@@ -34,7 +34,7 @@ import json
 import math
 import random
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -252,10 +252,11 @@ def fleet_scenarios(
     tau_s: float = 20.0,
     sparse_every: float | None = None,
     tunnels: int = 2,
+    start: datetime = START,
 ) -> list[VanScenario]:
     """``n_vans`` vans from one depot, each with its own route of ``stops`` stops.
 
-    Van ``k`` starts ``k`` minutes after the first. With ``sparse_every``, every second van
+    Van ``k`` starts ``k`` minutes after ``start``. With ``sparse_every``, every second van
     reports a fix only that often (a tracker rather than a receiver at 1 Hz).
     """
     proj = LocalProjection(*ORIGIN)
@@ -311,7 +312,7 @@ def fleet_scenarios(
         here = road
         geofences: list[dict[str, Any]] = []
         after_break = False
-        window_start = START + timedelta(minutes=v)
+        window_start = start + timedelta(minutes=v)
         for k, (sx, sy) in enumerate(order):
             sid = f"{van}-s{k + 1:02d}"
             lat, lon = _ll(proj, sx, sy)
@@ -382,7 +383,7 @@ def fleet_scenarios(
                 geofences=geofences,
                 start_xy=park0,
                 actions=actions,
-                start=START + timedelta(minutes=v),
+                start=start + timedelta(minutes=v),
                 noise_m=noise_m,
                 tau_s=tau_s,
                 fix_every=sparse_every if (sparse_every and v % 2 == 1) else 1.0,
@@ -899,6 +900,13 @@ def _write_van(out: Path, run: VanRun) -> dict[str, Any]:
 def _generate(args: argparse.Namespace) -> list[tuple[VanRun, dict[str, Any]]]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.start:
+        start = datetime.fromisoformat(args.start).astimezone(UTC)
+    elif args.func is _cmd_serve:
+        # served live: the agents' clocks must agree with the fixes' times
+        start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=5)
+    else:
+        start = START
     scs = fleet_scenarios(
         args.vans,
         seed=args.seed,
@@ -906,6 +914,7 @@ def _generate(args: argparse.Namespace) -> list[tuple[VanRun, dict[str, Any]]]:
         noise_m=args.noise,
         sparse_every=args.sparse,
         tunnels=args.tunnels,
+        start=start,
     )
     runs = []
     for sc in scs:
@@ -936,20 +945,41 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
 
     runs = _generate(args)
-    return asyncio.run(_serve([r for r, _ in runs], args.speed, args.base_port, args.host))
+    return asyncio.run(_serve(runs, args.speed, args.base_port, args.host))
 
 
-async def _serve(runs: list[VanRun], speed: float, base_port: int, host: str) -> int:
-    """Feed each van's fixes through the GNSS simulator, one TCP socket per van."""
+async def _serve(
+    runs: list[tuple[VanRun, dict[str, Any]]], speed: float, base_port: int, host: str
+) -> int:
+    """Feed each van's fixes through the GNSS simulator, one TCP socket per van.
+
+    Prints one JSON line per van once its socket listens (``gnss`` is the source URL for its
+    agent's ``gnss.source``). Fixes are sent on time whether an agent listens or not, like a
+    receiver; each van first stands 2-5 minutes in the depot, time for its agent to connect.
+    """
     import asyncio
 
     from simulators.gnss import serve_fixes  # the GNSS simulator (issue 3)
 
+    def announce(info: dict[str, Any]) -> Callable[[int], None]:
+        def on_listen(port: int) -> None:
+            print(json.dumps({**info, "gnss": f"socket://{host}:{port}"}), flush=True)
+
+        return on_listen
+
     tasks = []
-    for k, run in enumerate(runs):
+    for k, (run, info) in enumerate(runs):
         port = 0 if base_port == 0 else base_port + k
         tasks.append(
-            serve_fixes(run.fixes, host=host, port=port, speed=speed, name=run.scenario.van)
+            serve_fixes(
+                run.fixes,
+                host=host,
+                port=port,
+                speed=speed,
+                name=run.scenario.van,
+                wait_for_client=False,
+                on_listen=announce(info),
+            )
         )
     await asyncio.gather(*tasks)
     return 0
@@ -972,6 +1002,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--sparse", type=float, default=None, help="every second van: a fix every N s"
         )
         g.add_argument("--tunnels", type=int, default=2)
+        g.add_argument(
+            "--start", help="ISO time of the first van's first fix (default: now for serve)"
+        )
         g.set_defaults(func=_cmd_generate)
         if name == "serve":
             g.add_argument("--speed", type=float, default=1.0, help="times real time")

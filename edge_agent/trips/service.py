@@ -88,8 +88,7 @@ class TripService:
         self._queue: deque[Fix | _Manifest] = deque()
         self._queue_size = queue_size
         self._wakeup = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._idle = asyncio.Event()  # set by run() whenever it has nothing left to do
         self.manifest: Manifest | None = None
         self.engine = TripEngine(build_zones(None, config), self._params)
         self.state: EngineState = self.engine.new_state()
@@ -127,7 +126,7 @@ class TripService:
         self._wakeup.set()
 
     async def idle(self) -> None:
-        """Wait until everything queued so far has been processed (tests, shutdown)."""
+        """Wait until ``run`` has started and processed everything queued so far."""
         await self._idle.wait()
 
     # ------------------------------------------------------------------ running
