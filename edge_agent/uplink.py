@@ -199,7 +199,7 @@ class Uplink:
                 self.outbox.acked,
             )
             await self.outbox.announce_acked_earlier(watermark + 1, self.outbox.acked)
-        await self.outbox.apply_ack(watermark)
+        self.outbox.note_ack(watermark)
         self._ack_seen.set()
 
     async def _send(self, client: aiomqtt.Client) -> None:
