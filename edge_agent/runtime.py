@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -31,6 +31,9 @@ from edge_agent.outbox import Outbox, OutboxError
 from edge_agent.recorder import OutboxSink
 from edge_agent.uplink import Uplink
 from edge_agent.yamlconf import ConfigError
+
+if TYPE_CHECKING:
+    from edge_agent.trips.service import TripService
 
 __all__ = ["Agent", "run_agent_from_file"]
 
@@ -56,6 +59,7 @@ class Agent:
         self.uplink: Uplink | None = None
         self.api_port: int | None = None
         self.gnss: GnssService | None = None
+        self.trips: TripService | None = None
         self._command_handlers: dict[str, Callable[[bytes], Awaitable[None]]] = {}
 
     def _on_outbox_alarm(self, name: str, detail: dict[str, Any]) -> None:
@@ -151,6 +155,21 @@ class Agent:
             # Other components take every kept fix with self.gnss.add_listener/subscribe.
             self.gnss = GnssService(self.config.gnss, sink, self.health, self.clock)
             runners.append(("gnss", self.gnss.run))
+        if self.config.trips is not None:
+            from edge_agent.trips.service import TripService  # loads shapely: only when used
+
+            trips = TripService(
+                self.config.trips,
+                sink,
+                self.health,
+                self.clock,
+                state_dir=self.config.outbox.path.parent,
+            )
+            self.trips = trips
+            self._command_handlers["manifest"] = trips.on_manifest
+            if self.gnss is not None:
+                self.gnss.add_listener(trips.submit_fix)
+            runners.append(("trips", trips.run))
         return runners
 
     async def _health_loop(self, sink: OutboxSink) -> None:

@@ -327,3 +327,80 @@ async def test_live_from_the_gnss_simulator_through_the_gnss_service(
     fixes_stored = [e for e in await stored(outbox) if e["type"] == "gnss.fix"]
     assert fixes_stored  # the GNSS service's own pings share the outbox
     assert "fix-future" not in health.counters("trips")
+
+
+async def test_the_agent_takes_its_manifest_from_mqtt_and_its_fixes_from_gnss(
+    tmp_path: Path, broker: Any
+) -> None:
+    """The whole agent on a real broker: ``cmd/manifest`` published over MQTT, the van served
+    by the GNSS simulator, trip events in the agent's outbox and state next to it."""
+    import aiomqtt
+
+    from edge_agent import topics
+    from edge_agent.config import AgentConfig
+    from edge_agent.runtime import Agent
+    from simulators.gnss import serve_fixes
+
+    sc = fleet_scenarios(1, seed=14, stops=1, tunnels=0, start=datetime.now(UTC))[0]
+    sc.actions = sc.actions[:4] + sc.actions[-1:]
+    run = run_van(sc)
+    release = asyncio.Event()
+
+    async def serve_when_released() -> None:
+        await release.wait()  # the van starts driving once the agent has its manifest
+        await serve_fixes(run.fixes, speed=200.0, port=port)
+
+    from simulators.broker import free_port
+
+    port = free_port()  # the agent's GNSS source retries until the simulator listens
+    cfg = AgentConfig.model_validate(
+        {
+            "device": {"id": "van-001", "fleet": "acme"},
+            "broker": {"url": broker.url},
+            "outbox": {"path": str(tmp_path / "agent" / "outbox.db")},
+            "api": {"listen": "127.0.0.1:0"},
+            "clock": {"policy": "system"},
+            "gnss": {
+                "source": f"socket://127.0.0.1:{port}",
+                "filter": {"max_ahead": "1d"},
+                "reconnect_max": "0.2s",
+            },
+            "trips": {"max_time_jump": "1d", "reorder_window": "0s"},
+        }
+    )
+    agent = Agent(cfg)
+    stop = asyncio.Event()
+    agent_task = asyncio.create_task(agent.run(stop))
+    server = asyncio.create_task(serve_when_released())
+    try:
+        await until(lambda: agent.trips is not None, "the trip service")
+        assert agent.trips is not None
+        async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+            # the agent's birth message comes after it subscribed to its commands
+            await client.subscribe(topics.state("acme", "van-001"), qos=1)
+            async with asyncio.timeout(DEADLINE_S):
+                async for msg in client.messages:
+                    if json.loads(bytes(msg.payload))["state"] == "online":  # type: ignore[arg-type]
+                        break
+            topic = topics.cmd("acme", "van-001", "manifest")
+            await client.publish(topic, json.dumps(sc.manifest).encode(), qos=1)
+        trips = agent.trips
+        await until(lambda: trips.manifest is not None, "the manifest over MQTT")
+        release.set()
+        await asyncio.wait_for(server, 60)
+        assert agent.outbox is not None
+        outbox = agent.outbox
+
+        async def arrived() -> bool:
+            return any(e["type"] == "trip.arrive" for e in await trip_events(outbox))
+
+        await until(arrived, "the arrival at the stop")
+        got = [(e["type"], e.get("ref", {}).get("stop")) for e in await trip_events(outbox)]
+    finally:
+        stop.set()
+        await asyncio.wait_for(agent_task, DEADLINE_S)
+        server.cancel()
+    stop_id = sc.manifest["stops"][0]["id"]
+    assert ("trip.depart", None) in got and ("trip.arrive", stop_id) in got
+    assert (tmp_path / "agent" / "trips-manifest.json").exists()
+    assert (tmp_path / "agent" / "trips-state.json").exists()
