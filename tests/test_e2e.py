@@ -122,9 +122,7 @@ def test_agent_sigkill_mid_stream_loses_nothing(tmp_path: Path, broker: Mosquitt
         stop.set()
         t.join()
         db = tmp_path / "timeline.db"
-        wait_for(
-            lambda: {i for _, i, _ in timeline_rows(db)} >= set(accepted), 30, "all accepted"
-        )
+        wait_for(lambda: {i for _, i, _ in timeline_rows(db)} >= set(accepted), 30, "all accepted")
         assert_exactly_once(db, accepted)
         seqs = [s for s, _, _ in timeline_rows(db)]
         assert seqs == list(range(1, len(seqs) + 1)), "seqs are contiguous across the crash"
@@ -134,9 +132,7 @@ def test_agent_sigkill_mid_stream_loses_nothing(tmp_path: Path, broker: Mosquitt
         hub.stop()
 
 
-def test_broker_killed_without_persistence_loses_nothing(
-    tmp_path: Path, broker: Mosquitto
-) -> None:
+def test_broker_killed_without_persistence_loses_nothing(tmp_path: Path, broker: Mosquitto) -> None:
     agent, hub = start_pair(tmp_path, broker)
     accepted: dict[str, int] = {}
     errors: list[str] = []
@@ -153,9 +149,7 @@ def test_broker_killed_without_persistence_loses_nothing(
         stop.set()
         t.join()
         db = tmp_path / "timeline.db"
-        wait_for(
-            lambda: {i for _, i, _ in timeline_rows(db)} >= set(accepted), 60, "all accepted"
-        )
+        wait_for(lambda: {i for _, i, _ in timeline_rows(db)} >= set(accepted), 60, "all accepted")
         assert_exactly_once(db, accepted)
         assert not errors  # the agent kept accepting while the broker was down
     finally:
@@ -183,9 +177,7 @@ def test_hub_killed_and_restarted_loses_and_duplicates_nothing(
         stop.set()
         t.join()
         db = tmp_path / "timeline.db"
-        wait_for(
-            lambda: {i for _, i, _ in timeline_rows(db)} >= set(accepted), 60, "all accepted"
-        )
+        wait_for(lambda: {i for _, i, _ in timeline_rows(db)} >= set(accepted), 60, "all accepted")
         assert_exactly_once(db, accepted)
         wait_for(
             lambda: get(agent.api_port or 0, "/v1/health")["queue"]["depth"] == 0,

@@ -186,9 +186,7 @@ def test_hostile_payloads_are_dead_lettered_and_the_hub_goes_on(
         hub.stop()
 
 
-def test_corrupt_outbox_is_set_aside_and_the_agent_runs(
-    tmp_path: Path, broker: Mosquitto
-) -> None:
+def test_corrupt_outbox_is_set_aside_and_the_agent_runs(tmp_path: Path, broker: Mosquitto) -> None:
     cfg = write_agent_config(tmp_path, broker.url)
     outbox = tmp_path / "van-042.outbox.db"
     outbox.write_bytes(b"SQLite format 3\x00" + b"\x13" * 8000)  # a header, then garbage
@@ -206,9 +204,7 @@ def test_corrupt_outbox_is_set_aside_and_the_agent_runs(
         assert status == 201
         db = tmp_path / "timeline.db"
         wait_for(lambda: body["id"] in {i for _, i, _ in timeline_rows(db)}, 20, "the scan")
-        alarms = [
-            e for e in get(hub.api_port or 0, "/v1/events") if e["type"] == "device.health"
-        ]
+        alarms = [e for e in get(hub.api_port or 0, "/v1/events") if e["type"] == "device.health"]
         assert alarms[0]["data"]["alarm"] == "outbox-corrupt"
     finally:
         agent.stop()
