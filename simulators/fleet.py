@@ -19,12 +19,14 @@ Command line::
     python -m simulators.fleet generate --out DIR [--vans 2] [--seed 1] [--stops 6]
     python -m simulators.fleet serve --out DIR [--vans 2] [--speed 10] [--base-port 0]
     python -m simulators.fleet score DIR/van-01.truth.json EVENTS.jsonl
+    python -m simulators.fleet evaluate --seeds 1-10 [--vans 2] [--sparse 20] [--nmea]
 
 ``generate`` writes ``van-NN.manifest.json``, ``van-NN.nmea``, ``van-NN.truth.json`` and
 ``van-NN.zones.json`` (the extra geofences, as ``trips.zones`` configuration) per van and a
 ``fleet.json`` index; ``serve`` also feeds each van's NMEA through the GNSS simulator (a TCP
 socket per van, ``speed`` times real time) for agents to connect to; ``score`` prints the scores
-of a van's events (JSON lines as ``edge-agent trips replay`` prints them) against its truth.
+of a van's events (JSON lines as ``edge-agent trips replay`` prints them) against its truth;
+``evaluate`` simulates, runs the engine over and scores many vans and prints the pooled scores.
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ __all__ = [
     "Score",
     "VanRun",
     "VanScenario",
+    "drive_path",
+    "evaluate",
+    "events_of",
     "fleet_scenarios",
     "main",
     "nmea_lines",
@@ -930,6 +935,85 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def events_of(
+    run: VanRun, config: TripsConfig | None = None, *, nmea: bool = False
+) -> list[dict[str, Any]]:
+    """The van's events as ``trips replay`` derives them (``ref`` in full), for scoring.
+
+    With ``nmea`` the fixes go through NMEA sentences and the GNSS fix assembly first, as a
+    recorded log would; otherwise straight to the reorder buffer and the engine.
+    """
+    from edge_agent.trips.engine import EngineParams, TripEngine
+    from edge_agent.trips.reorder import FixOrder
+    from edge_agent.trips.replay import replay_events
+
+    cfg = config if config is not None else run.scenario.config()
+    m = parse_manifest(run.scenario.manifest)
+    if nmea:
+        events = list(replay_events(m, ["".join(nmea_lines(run.fixes)).encode("ascii")], cfg))
+    else:
+        eng = TripEngine(build_zones(m, cfg), EngineParams.from_config(cfg), m.route)
+        order = FixOrder(cfg.reorder_window, cfg.max_time_jump)
+        st = eng.new_state()
+        events = []
+        for due in [f for fix in run.fixes for f in order.push(fix)] + order.flush():
+            st, evs = eng.step(st, due)
+            events += evs
+    return [{**e.to_json(), "ref": e.ref} for e in events]
+
+
+def evaluate(scenarios: Iterable[VanScenario], *, nmea: bool = False) -> dict[str, Any]:
+    """Score many vans and pool the results (the figures quoted in the README)."""
+    total = Score()
+    vans = 0
+    for sc in scenarios:
+        run = run_van(sc)
+        one = score(events_of(run, nmea=nmea), run.truth, sc.config())
+        vans += 1
+        total.required += one.required
+        total.matched += one.matched
+        total.optional_matched += one.optional_matched
+        total.events += one.events
+        total.false_events += one.false_events
+        total.missed += one.missed
+        total.time_errors += one.time_errors
+        total.dist_errors += one.dist_errors
+        total.dwell_errors += one.dwell_errors
+        for type_, counts in one.by_type.items():
+            for what, n in counts.items():
+                for _ in range(n):
+                    total._tally(type_, what)
+    out = total.summary()
+    te = sorted(total.time_errors)
+    de = sorted(total.dist_errors)
+    out["vans"] = vans
+    out["time_error_s"]["p95"] = round(te[int(0.95 * (len(te) - 1))], 2) if te else None
+    out["dist_error_m"]["p95"] = round(de[int(0.95 * (len(de) - 1))], 2) if de else None
+    visits = [out["by_type"].get(t, {}) for t in ("trip.arrive", "trip.depart", "trip.dwell")]
+    out["visits"] = {k: sum(v.get(k, 0) for v in visits) for k in ("required", "matched", "false")}
+    out["missed"] = [{k: m[k] for k in ("type", "zone", "t")} for m in total.missed]
+    return out
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    lo, _, hi = args.seeds.partition("-")
+    seeds = range(int(lo), int(hi or lo) + 1)
+    scenarios = [
+        sc
+        for seed in seeds
+        for sc in fleet_scenarios(
+            args.vans,
+            seed=seed,
+            stops=args.stops,
+            noise_m=args.noise,
+            sparse_every=args.sparse,
+            tunnels=args.tunnels,
+        )
+    ]
+    print(json.dumps(evaluate(scenarios, nmea=args.nmea)))
+    return 0
+
+
 def _cmd_score(args: argparse.Namespace) -> int:
     truth = json.loads(Path(args.truth).read_text())
     text = sys.stdin.read() if args.events == "-" else Path(args.events).read_text()
@@ -1011,6 +1095,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             g.add_argument("--base-port", type=int, default=0, help="van k listens on base+k")
             g.add_argument("--host", default="127.0.0.1")
             g.set_defaults(func=_cmd_serve)
+    e = sub.add_parser("evaluate", help="simulate, run the engine and score many vans")
+    e.add_argument("--seeds", default="1-10", help="a seed or a range: 1-10")
+    e.add_argument("--vans", type=int, default=2)
+    e.add_argument("--stops", type=int, default=6)
+    e.add_argument("--noise", type=float, default=5.0, help="position noise per axis, metres")
+    e.add_argument("--sparse", type=float, default=None, help="every second van: a fix every N s")
+    e.add_argument("--tunnels", type=int, default=2)
+    e.add_argument("--nmea", action="store_true", help="through NMEA and fix assembly")
+    e.set_defaults(func=_cmd_evaluate)
     s = sub.add_parser("score", help="score a van's events against its truth")
     s.add_argument("truth")
     s.add_argument("events", help="JSON lines (trips replay output), or -")

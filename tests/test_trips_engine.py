@@ -243,6 +243,16 @@ def test_a_slow_drive_through_a_stop_is_a_drive_by_too() -> None:
     assert types(events) == ["trip.approach", "geofence.enter", "geofence.exit"]
 
 
+def test_crawling_through_a_stop_after_waiting_outside_is_not_an_arrival() -> None:
+    # stopped 5 m outside for 5 minutes, then through the zone at 2 m/s: too slow to confirm
+    # "moving", so the motion detector still says "stopped" inside, but that stop began
+    # before the entry and is no evidence of a delivery
+    eng = engine_for(manifest([("s1", 0.0, 0.0, 50.0)]))
+    fixes = path([(-55.0, 0.0, 300.0, 0.0), (-55.0, 0.0, 100.0, 2.0)])
+    _, events = run(eng, fixes)
+    assert types(events) == ["geofence.enter", "geofence.exit"]
+
+
 def test_a_long_multipath_jump_while_parked_is_not_a_pass() -> None:
     zone = GeofenceConfig(name="z", lat=ll(0, 60)[0], lon=ll(0, 60)[1], radius=40.0)
     eng = engine_for(manifest([("s1", 5000.0, 5000.0, 50.0)]), TripsConfig(zones=[zone]))

@@ -469,7 +469,12 @@ class TripEngine:
     def _maybe_arrive(
         self, state: EngineState, z: Zone, tr: ZoneTrack, t: float, events: list[TripEvent]
     ) -> None:
-        if state.motion.state == "stopped" or t - tr.since >= self.params.arrive_after:
+        ms = state.motion
+        # stopped since before the entry is no evidence: a van pulling away is still "stopped"
+        # for a few seconds, and it may be pulling away from a spot just inside the edge
+        if (
+            ms.state == "stopped" and ms.since >= tr.since
+        ) or t - tr.since >= self.params.arrive_after:
             tr.qualified = True
             extra: dict[str, Any] = {}
             if z.stop is not None and z.stop.window is not None:
