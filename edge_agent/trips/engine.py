@@ -50,7 +50,7 @@ from edge_agent.trips.config import TripsConfig
 from edge_agent.trips.motion import MotionParams, MotionState, motion_step
 from edge_agent.trips.zones import Zone, ZoneSet
 
-__all__ = ["EngineParams", "EngineState", "TripEngine", "TripEvent", "ZoneTrack"]
+__all__ = ["EngineParams", "EngineState", "LastFix", "TripEngine", "TripEvent", "ZoneTrack"]
 
 STATE_VERSION = 1
 STILL_GAP_S = 5.0
@@ -697,10 +697,3 @@ class TripEngine:
                 new, [i for i in fresh if i in near], last.t, last.x, last.y, last.lat, last.lon
             )
         return new
-
-
-def distance_m(zs: ZoneSet, lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Distance in metres between two WGS 84 points on the plane of ``zs`` (tests, scoring)."""
-    x1, y1 = zs.projection.forward(lat1, lon1)
-    x2, y2 = zs.projection.forward(lat2, lon2)
-    return math.hypot(x2 - x1, y2 - y1)

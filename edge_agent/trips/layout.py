@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import shapely
@@ -149,8 +148,3 @@ def build_zones(
     for name, spec in geofences:
         zones.append(make_zone(f"zone:{name}", "zone", name, spec, proj, **common))
     return ZoneSet(zones, proj, cell=config.index_cell)
-
-
-def zone_keys(zones: Sequence[Zone]) -> list[str]:
-    """The keys of ``zones`` in order (for logs and tests)."""
-    return [z.key for z in zones]
