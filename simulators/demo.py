@@ -1,7 +1,18 @@
-"""The demo on embedded defaults: a private mosquitto, the hub, a van agent fed by the driver-app
-simulator, a broker outage in the middle, and the resulting timeline printed at the end.
+"""The demo on embedded defaults: the whole system on one machine, on simulators.
 
-    python -m simulators.demo [--broker mqtt://host:1883] [--seconds 12] [--workdir DIR]
+A private mosquitto on a free port (or ``--broker URL``), the hub, and one edge agent per van. Each
+van's agent reads its GNSS receiver (the GNSS simulator on a TCP socket, playing the van's day at
+``--speed`` times real time) and gets its manifest from the hub side on ``cmd/manifest``; its trip
+engine turns the fixes into departures, approaches, arrivals, dwells and departures. The driver's
+app (the driver-app simulator) posts the scans and proofs of delivery at each stop to the van's
+local API; one stop is in a dead zone and its events are posted later as a backlog. A third of the
+way through, the broker is killed (it has no persistence) and started again.
+
+At the end the demo prints each van's timeline as the hub stored it, scores the trip events
+against the simulator's ground truth, and checks that every event the app had accepted is in the
+timeline exactly once. Exit status 0 when all of that holds.
+
+    python -m simulators.demo [--vans 2] [--stops 3] [--speed 100] [--broker URL] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -16,32 +27,17 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from simulators.broker import Mosquitto, free_port
-from simulators.driver_app import plan_shift, run_app
+from simulators.driver_app import plan_deliveries, run_app
+from simulators.fleet import VanRun, drive_fleet, fleet_scenarios, run_van, score
 
 __all__ = ["main"]
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _start(module: str, config: Path, log: Path) -> tuple[subprocess.Popen[str], int]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with log.open("a") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", module, "run", "--config", str(config)],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-            env=env,
-        )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line:
-        raise SystemExit(f"{module} did not start; see {log}")
-    return proc, int(json.loads(line)["api_port"])
 
 
 def _get(port: int, path: str) -> Any:
@@ -49,102 +45,114 @@ def _get(port: int, path: str) -> Any:
         return json.loads(resp.read())
 
 
-def _wait(cond: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Run the demo; print the timeline; exit 0 when every accepted event arrived once."""
+    """Run the demo; print the timeline; exit 0 when everything arrived once and scored exact."""
     ap = argparse.ArgumentParser(prog="python -m simulators.demo", description=__doc__)
+    ap.add_argument("--vans", type=int, default=2)
+    ap.add_argument("--stops", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--speed", type=float, default=100.0, help="times real time")
     ap.add_argument("--broker", help="use this broker instead of a private mosquitto")
-    ap.add_argument("--seconds", type=float, default=12.0, help="length of the simulated shift")
     ap.add_argument("--workdir", help="keep configs, databases and logs here")
     args = ap.parse_args(argv)
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="lastmile-demo-"))
     work.mkdir(parents=True, exist_ok=True)
+    # the day is played in the past, ending about now, so no clock sees a fix from the future
+    probe = fleet_scenarios(args.vans, seed=args.seed, stops=args.stops, tunnels=1)
+    length = max(run_van(sc).samples[-1].t for sc in probe) + 60.0 * args.vans
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=length)
+    scenarios = fleet_scenarios(args.vans, seed=args.seed, stops=args.stops, tunnels=1, start=start)
+    runs = [run_van(sc) for sc in scenarios]
+
     broker = None if args.broker else Mosquitto()
     if broker is not None:
         broker.start()
     url = args.broker or (broker.url if broker else "")
-    print(f"demo: broker {url}, files in {work}")
-    hub_cfg = work / "hub.yaml"
-    hub_cfg.write_text(
-        json.dumps(
-            {
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs: list[subprocess.Popen[str]] = []
+
+    def launch(module: str, name: str, cfg: dict[str, Any]) -> int:
+        path = work / f"{name}.yaml"
+        path.write_text(json.dumps(cfg, indent=1))
+        with (work / f"{name}.log").open("a") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", module, "run", "--config", str(path)],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env=env,
+            )
+        procs.append(proc)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"{name} did not start; see {work / (name + '.log')}")
+        return int(json.loads(line)["api_port"])
+
+    hub_cfg = {
+        "broker": {"url": url},
+        "timeline": {"url": f"sqlite:///{work / 'timeline.db'}"},
+        "api": {"listen": f"127.0.0.1:{free_port()}"},
+        "log": {"level": "WARNING"},
+    }
+    accepted: dict[str, int] = {}
+    try:
+        launch("hub_bridge", "hub", hub_cfg)
+        gnss_ports = [free_port() for _ in runs]
+        api_ports: list[int] = []
+        for run, port in zip(runs, gnss_ports, strict=True):
+            van = run.scenario.van
+            cfg = {
+                "device": {"id": van, "fleet": "acme"},
                 "broker": {"url": url},
-                "timeline": {"url": f"sqlite:///{work / 'timeline.db'}"},
-                "api": {"listen": f"127.0.0.1:{free_port()}"},
-                "log": {"level": "WARNING"},
-            }
-        )
-    )
-    agent_cfg = work / "van-042.yaml"
-    agent_cfg.write_text(
-        json.dumps(
-            {
-                "device": {"id": "van-042", "fleet": "acme"},
-                "broker": {"url": url},
-                "outbox": {"path": str(work / "van-042.outbox.db")},
+                "outbox": {"path": str(work / f"{van}.outbox.db")},
                 "api": {"listen": f"127.0.0.1:{free_port()}"},
                 "uplink": {"ack_timeout": "5s", "backoff_max": "2s"},
+                "clock": {"policy": "system"},
                 "log": {"level": "WARNING"},
+                # the day is replayed fast and in the past: accept its fixes' times
+                "gnss": {
+                    "source": f"socket://127.0.0.1:{port}",
+                    "reconnect_max": "0.5s",
+                    "filter": {"max_age": "2d"},
+                },
+                "trips": {"zones": run.scenario.geofences},
             }
-        )
-    )
-    procs: list[subprocess.Popen[str]] = []
-    try:
-        hub, hub_port = _start("hub_bridge", hub_cfg, work / "hub.log")
-        procs.append(hub)
-        agent, agent_port = _start("edge_agent", agent_cfg, work / "agent.log")
-        procs.append(agent)
-        print(f"demo: hub api :{hub_port}, van-042 local api :{agent_port}")
-        posts = plan_shift(seconds=args.seconds)
+            api_ports.append(launch("edge_agent", van, cfg))
+        print(f"demo: broker {url}, {len(runs)} vans, files in {work}", flush=True)
+        day = max(r.fixes[-1].time.timestamp() - r.fixes[0].time.timestamp() for r in runs)
 
-        async def drive() -> list[dict[str, Any]]:
-            task = asyncio.create_task(run_app(f"http://127.0.0.1:{agent_port}", posts))
+        async def scenario() -> None:
+            tasks = [asyncio.create_task(drive_fleet(runs, gnss_ports, url, args.speed))]
+            for run, port in zip(runs, api_ports, strict=True):
+                posts = plan_deliveries(run, args.speed)
+                tasks.append(asyncio.create_task(_app(run.scenario.van, port, posts, accepted)))
             if broker is not None:
-                await asyncio.sleep(args.seconds / 3)
-                print("demo: broker killed (no persistence): the van keeps accepting")
+                await asyncio.sleep(day / args.speed / 3)
+                print("demo: broker killed (no persistence); the vans keep accepting", flush=True)
                 broker.kill()
-                await asyncio.sleep(args.seconds / 4)
+                await asyncio.sleep(3)
                 broker.start()
-                print("demo: broker back: the outbox drains")
-            return await task
+                print("demo: broker back; the outboxes drain", flush=True)
+            await asyncio.gather(*tasks)
 
-        answers = asyncio.run(drive())
-        drained = _wait(lambda: _get(agent_port, "/v1/health")["queue"]["depth"] == 0, 60)
+        asyncio.run(scenario())
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if all(_get(p, "/v1/health")["queue"]["depth"] == 0 for p in api_ports):
+                break
+            time.sleep(0.2)
         for proc in procs:
             proc.terminate()
             proc.wait(15)
         out = subprocess.run(
-            [sys.executable, "-m", "hub_bridge", "events", "--config", str(hub_cfg)],
+            [sys.executable, "-m", "hub_bridge", "events", "--config", str(work / "hub.yaml")],
             capture_output=True,
             text=True,
             check=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env=env,
         )
-        timeline = [json.loads(line) for line in out.stdout.splitlines()]
-        print("\ntimeline (acme/van-042, in seq order):")
-        for env in timeline:
-            if env["type"] == "gnss.fix":
-                continue
-            ref = env.get("ref") or {}
-            what = env["data"].get("text") or env["data"].get("parcel") or env["data"].get("alarm")
-            stop = ref.get("stop", "")
-            print(f"  {env['seq']:>4}  {env['ts']}  {env['type']:<14} {what or ''}  {stop}")
-        counts = Counter(env["type"] for env in timeline)
-        stored = {env["id"] for env in timeline}
-        accepted = {a["id"] for a in answers}
-        lost = accepted - stored
-        print(f"\n{len(timeline)} events in the timeline: {dict(sorted(counts.items()))}")
-        print(f"accepted by the van: {len(accepted)}, missing: {len(lost)}, drained: {drained}")
-        return 0 if not lost and drained else 1
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -153,6 +161,53 @@ def main(argv: list[str] | None = None) -> int:
                 proc.stdout.close()
         if broker is not None:
             broker.stop()
+    timeline = [json.loads(line) for line in out.stdout.splitlines()]
+    return _report(timeline, runs, accepted)
+
+
+async def _app(van: str, port: int, posts: list[Any], accepted: dict[str, int]) -> None:
+    answers = await run_app(f"http://127.0.0.1:{port}", posts, label=van)
+    accepted.update({a["id"]: a["seq"] for a in answers})
+
+
+def _report(timeline: list[dict[str, Any]], runs: list[VanRun], accepted: dict[str, int]) -> int:
+    ok = True
+    for run in runs:
+        van = run.scenario.van
+        mine = [e for e in timeline if e["device"] == van]
+        print(f"\ntimeline of acme/{van} (without the position pings), in seq order:")
+        for e in mine:
+            if e["type"] in ("gnss.fix", "device.health"):
+                continue
+            ref = e.get("ref") or {}
+            data = e["data"]
+            what = data.get("zone") or data.get("text") or data.get("parcel") or ""
+            dwell = f" dwell {data['dwell_s']:.0f}s" if "dwell_s" in data else ""
+            print(
+                f"  {e['seq']:>5}  {e['ts']}  {e['type']:<15} {what:<16}"
+                f" {ref.get('stop', '')}{dwell}"
+            )
+        trips = [e for e in mine if e["type"].startswith(("trip.", "geofence."))]
+        result = score(trips, run.truth, run.scenario.config()).summary()
+        visits = [result["by_type"].get(t, {}) for t in ("trip.arrive", "trip.depart")]
+        exact = all(v.get("matched") == v.get("required") and not v.get("false") for v in visits)
+        ok = ok and exact
+        counts = Counter(e["type"] for e in mine)
+        print(f"  {len(mine)} events: {dict(sorted(counts.items()))}")
+        arrive, depart = visits
+        print(
+            f"  against the ground truth: arrivals {arrive.get('matched')}/"
+            f"{arrive.get('required')}, departures {depart.get('matched')}/"
+            f"{depart.get('required')}, false {sum(v.get('false', 0) for v in visits)}"
+        )
+    stored = Counter(e["id"] for e in timeline)
+    lost = [i for i in accepted if i not in stored]
+    twice = [i for i, n in stored.items() if n > 1]
+    print(
+        f"\nthe driver apps had {len(accepted)} events accepted: {len(lost)} missing from the"
+        f" timeline, {len(twice)} stored twice"
+    )
+    return 0 if ok and not lost and not twice else 1
 
 
 if __name__ == "__main__":

@@ -1074,144 +1074,28 @@ async def _serve(
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    """Two vans on the whole system: broker, hub, agents fed by the GNSS simulator."""
-    import asyncio
-    import os
-    import subprocess
-    import tempfile
-    import time
-    import urllib.request
+    """The system demo (``python -m simulators.demo``) with this fleet."""
+    from simulators.demo import main as demo_main
 
-    from simulators.broker import Mosquitto, free_port
-
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="lastmile-fleet-demo-"))
-    work.mkdir(parents=True, exist_ok=True)
-    # the day is played in the past (ending now) so no clock sees a fix from the future
-    probe = fleet_scenarios(args.vans, seed=args.seed, stops=args.stops, tunnels=1)
-    length = max(run_van(sc).samples[-1].t for sc in probe) + 60.0 * args.vans
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=length)
-    scs = fleet_scenarios(args.vans, seed=args.seed, stops=args.stops, tunnels=1, start=start)
-    runs = [run_van(sc) for sc in scs]
-    broker = Mosquitto()
-    broker.start()
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    procs: list[subprocess.Popen[str]] = []
-
-    def launch(module: str, name: str, cfg: dict[str, Any]) -> int:
-        path = work / f"{name}.yaml"
-        path.write_text(json.dumps(cfg))
-        with (work / f"{name}.log").open("a") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", module, "run", "--config", str(path)],
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-                env=env,
-            )
-        procs.append(proc)
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line:
-            raise SystemExit(f"{name} did not start; see {work / (name + '.log')}")
-        return int(json.loads(line)["api_port"])
-
-    hub_cfg = {
-        "broker": {"url": broker.url},
-        "timeline": {"url": f"sqlite:///{work / 'timeline.db'}"},
-        "api": {"listen": f"127.0.0.1:{free_port()}"},
-        "log": {"level": "WARNING"},
-    }
-    try:
-        launch("hub_bridge", "hub", hub_cfg)
-        gnss_ports = [free_port() for _ in runs]
-        api_ports = []
-        for run, port in zip(runs, gnss_ports, strict=True):
-            van = run.scenario.van
-            api_ports.append(
-                launch(
-                    "edge_agent",
-                    van,
-                    {
-                        "device": {"id": van, "fleet": "acme"},
-                        "broker": {"url": broker.url},
-                        "outbox": {"path": str(work / f"{van}.outbox.db")},
-                        "api": {"listen": f"127.0.0.1:{free_port()}"},
-                        "clock": {"policy": "system"},
-                        "log": {"level": "WARNING"},
-                        # the day is replayed fast and in the past: accept its fixes' times
-                        "gnss": {
-                            "source": f"socket://127.0.0.1:{port}",
-                            "reconnect_max": "0.5s",
-                            "filter": {"max_age": "2d"},
-                        },
-                        "trips": {"zones": run.scenario.geofences},
-                    },
-                )
-            )
-        print(f"fleet demo: broker {broker.url}, files in {work}", flush=True)
-        asyncio.run(_demo_drive(runs, gnss_ports, broker.port, args.speed))
-
-        def health(port: int) -> Any:
-            url = f"http://127.0.0.1:{port}/v1/health"
-            with urllib.request.urlopen(url, timeout=5) as resp:
-                return json.loads(resp.read())
-
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if all(health(p)["queue"]["depth"] == 0 for p in api_ports):
-                break
-            time.sleep(0.2)
-        for proc in procs:
-            proc.terminate()
-            proc.wait(15)
-        (work / "hub.json").write_text(json.dumps(hub_cfg))
-        out = subprocess.run(
-            [sys.executable, "-m", "hub_bridge", "events", "--config", str(work / "hub.json")],
-            capture_output=True,
-            text=True,
-            check=True,
-            env=env,
-        )
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-            if proc.stdout is not None:
-                proc.stdout.close()
-        broker.stop()
-    timeline = [json.loads(line) for line in out.stdout.splitlines()]
-    ok = True
-    for run in runs:
-        van = run.scenario.van
-        mine = [e for e in timeline if e["device"] == van]
-        trips = [e for e in mine if e["type"].startswith(("trip.", "geofence."))]
-        print(f"\ntimeline of acme/{van} (trip and geofence events, in seq order):")
-        for e in trips:
-            ref = e.get("ref") or {}
-            extra = e["data"].get("dwell_s")
-            more = f"dwell {extra:.0f}s" if extra is not None else ""
-            print(
-                f"  {e['seq']:>5}  {e['ts']}  {e['type']:<15} {e['data'].get('zone') or '':<16}"
-                f" {ref.get('stop', '')} {more}"
-            )
-        result = score(trips, run.truth, run.scenario.config()).summary()
-        visits = [result["by_type"].get(t, {}) for t in ("trip.arrive", "trip.depart")]
-        exact = all(v.get("matched") == v.get("required") and not v.get("false") for v in visits)
-        ok = ok and exact
-        print(f"  {len(mine)} events in all; scored against the truth: {json.dumps(result)}")
-    return 0 if ok else 1
+    argv = ["--vans", str(args.vans), "--seed", str(args.seed), "--stops", str(args.stops)]
+    argv += ["--speed", str(args.speed)]
+    if args.workdir:
+        argv += ["--workdir", args.workdir]
+    return demo_main(argv)
 
 
-async def _demo_drive(runs: list[VanRun], ports: list[int], broker_port: int, speed: float) -> None:
+async def drive_fleet(runs: list[VanRun], ports: list[int], broker_url: str, speed: float) -> None:
     """Give each agent its manifest over MQTT, then play each van's day on its socket."""
     import asyncio
+    from urllib.parse import urlsplit
 
     import aiomqtt
 
     from edge_agent import topics
     from simulators.gnss import serve_fixes
 
-    async with aiomqtt.Client("127.0.0.1", broker_port) as client:
+    where = urlsplit(broker_url)
+    async with aiomqtt.Client(where.hostname or "127.0.0.1", where.port or 1883) as client:
         for run in runs:
             van = run.scenario.van
             await client.subscribe(topics.state("acme", van), qos=1)
