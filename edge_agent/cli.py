@@ -11,6 +11,8 @@ import json
 import sys
 from collections.abc import Sequence
 
+from edge_agent.lifecycle import cli_main
+
 __all__ = ["main"]
 
 
@@ -87,14 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``edge-agent``."""
-    args = build_parser().parse_args(argv)
-    try:
-        code: int = args.func(args)
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        return 0
-    return code
+    return cli_main(build_parser(), argv)
 
 
 if __name__ == "__main__":

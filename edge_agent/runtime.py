@@ -9,11 +9,9 @@ accepted: the outbox is the truth and everything unacked is resent at the next s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
-import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -27,6 +25,7 @@ from edge_agent.clock import Clock
 from edge_agent.config import AgentConfig, load_agent_config, parse_listen
 from edge_agent.gnss.service import GnssService
 from edge_agent.health import HealthRegistry
+from edge_agent.lifecycle import announce_ready, run_until_signalled
 from edge_agent.outbox import Outbox, OutboxError
 from edge_agent.recorder import OutboxSink
 from edge_agent.uplink import Uplink
@@ -215,24 +214,12 @@ def run_agent_from_file(path: str) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
-
-        def announce(agent: Agent) -> None:
-            print(json.dumps({"ready": True, "api_port": agent.api_port}), flush=True)
-
-        await Agent(config).run(stop, ready=announce)
+    async def main(stop: asyncio.Event) -> None:
+        await Agent(config).run(stop, ready=lambda agent: announce_ready(agent.api_port))
 
     try:
-        asyncio.run(main())
+        run_until_signalled(main, config.log.level)
     except OutboxError as exc:
         print(f"edge-agent: {exc}", file=sys.stderr)
         return 1

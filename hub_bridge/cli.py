@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 
@@ -15,6 +13,7 @@ from aiohttp import web
 
 from edge_agent.config import parse_listen
 from edge_agent.health import HealthRegistry
+from edge_agent.lifecycle import announce_ready, cli_main, run_until_signalled
 from edge_agent.yamlconf import ConfigError
 from hub_bridge.api import build_app
 from hub_bridge.bridge import HubBridge
@@ -55,7 +54,7 @@ async def run_hub(config: HubConfig, stop: asyncio.Event, *, announce: bool = Fa
 
 async def _announce_when(subscribed: asyncio.Event, port: int) -> None:
     await subscribed.wait()
-    print(json.dumps({"ready": True, "api_port": port}), flush=True)
+    announce_ready(port)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -64,20 +63,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
-        await run_hub(config, stop, announce=True)
-
     try:
-        asyncio.run(main())
+        run_until_signalled(lambda stop: run_hub(config, stop, announce=True), config.log.level)
     except TimelineError as exc:
         print(f"hub-bridge: {exc}", file=sys.stderr)
         return 1
@@ -90,6 +77,10 @@ def _cmd_events(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+
+    if not config.timeline.path.exists():
+        print(f"hub-bridge: no timeline at {config.timeline.path}", file=sys.stderr)
+        return 1
 
     async def dump() -> None:
         timeline = await Timeline.open(config.timeline.path)
@@ -125,14 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``hub-bridge``."""
-    args = build_parser().parse_args(argv)
-    try:
-        code: int = args.func(args)
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        return 0
-    return code
+    return cli_main(build_parser(), argv)
 
 
 if __name__ == "__main__":

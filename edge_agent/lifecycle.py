@@ -1,0 +1,56 @@
+"""How the agent and the hub live as processes: logging, SIGTERM/SIGINT, a ready line, exits.
+
+Shared by ``edge-agent`` and ``hub-bridge`` so both behave the same under systemd and in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+
+__all__ = ["announce_ready", "cli_main", "run_until_signalled"]
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def announce_ready(api_port: int | None) -> None:
+    """Print the one line on stdout that says the service is ready (tests and the demo wait on
+    it): ``{"ready": true, "api_port": N}``."""
+    print(json.dumps({"ready": True, "api_port": api_port}), flush=True)
+
+
+def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]], log_level: str) -> None:
+    """Configure logging and run ``main(stop)``; SIGTERM or SIGINT sets ``stop``."""
+    logging.basicConfig(level=log_level, format=LOG_FORMAT)
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    asyncio.run(runner())
+
+
+def cli_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    """Parse ``argv`` and run the chosen subcommand's ``func``; its result is the exit code."""
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `... | head` closed the pipe: not an error of ours
+        # point stdout at /dev/null so the flush at exit does not raise again (Python docs' recipe)
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    return code
