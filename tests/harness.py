@@ -102,15 +102,18 @@ def write_agent_config(
     return path
 
 
-def write_hub_config(tmp: Path, broker_url: str, **extra: Any) -> Path:
-    """A hub config with its timeline in ``tmp``."""
+def write_hub_config(
+    tmp: Path, broker_url: str, timeline: Path | None = None, **extra: Any
+) -> Path:
+    """A hub config in ``tmp``, its timeline there too unless given; ``extra`` sections merge in
+    (a non-dict value, like ``hub_id``, is set as it is)."""
     cfg: dict[str, Any] = {
         "broker": {"url": broker_url},
-        "timeline": {"url": f"sqlite:///{tmp / 'timeline.db'}"},
+        "timeline": {"url": f"sqlite:///{timeline or tmp / 'timeline.db'}"},
         "api": {"listen": f"127.0.0.1:{free_port()}"},
     }
     for key, value in extra.items():
-        cfg[key] = {**cfg.get(key, {}), **value}
+        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
     path = tmp / "hub.yaml"
     path.write_text(json.dumps(cfg, indent=1))
     return path

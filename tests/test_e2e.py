@@ -188,3 +188,40 @@ def test_hub_killed_and_restarted_loses_and_duplicates_nothing(
         stop.set()
         agent.stop()
         hub.stop()
+
+
+def test_two_hubs_share_the_load_through_a_shared_subscription(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    hubs = []
+    for name in ("hub-a", "hub-b"):
+        d = tmp_path / name
+        d.mkdir()
+        # one timeline for both instances: watermarks come from the database
+        cfg = write_hub_config(
+            d, broker.url, tmp_path / "timeline.db", ingest={"share_group": "hub"}, hub_id=name
+        )
+        hub = Proc("hub_bridge", cfg, d / "hub.log")
+        hub.start()
+        hubs.append(hub)
+    agent = Proc("edge_agent", write_agent_config(tmp_path, broker.url), tmp_path / "agent.log")
+    agent.start()
+    try:
+        accepted: dict[str, int] = {}
+        for i in range(200):
+            status, body = post(agent.api_port or 0, scan_event(i))
+            assert status == 201
+            accepted[body["id"]] = body["seq"]
+        db = tmp_path / "timeline.db"
+        wait_for(lambda: len(timeline_rows(db)) >= 200, 30, "200 events")
+        assert_exactly_once(db, accepted)
+        stored = [
+            get(h.api_port or 0, "/v1/health")["components"]["ingest"]["counters"].get("stored", 0)
+            for h in hubs
+        ]
+        assert sum(stored) == 200
+        assert all(n > 0 for n in stored), f"one hub did all the work: {stored}"
+    finally:
+        agent.stop()
+        for h in hubs:
+            h.stop()
