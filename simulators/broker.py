@@ -6,14 +6,41 @@ lost even then (DESIGN §3.2).
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Mosquitto", "free_port"]
+__all__ = ["Mosquitto", "TlsFiles", "free_port", "self_signed"]
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """A CA file and a certificate with its key (PEM)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def self_signed(folder: Path, name: str = "localhost") -> TlsFiles:
+    """A self-signed certificate for 127.0.0.1 that is its own CA (made with openssl)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cert, key = folder / f"{name}.pem", folder / f"{name}.key"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-keyout", str(key), "-out", str(cert), "-subj", f"/CN={name}",
+            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return TlsFiles(cert, cert, key)
 
 
 def free_port() -> int:
@@ -27,8 +54,11 @@ def free_port() -> int:
 class Mosquitto:
     """One mosquitto process: ``start()``, ``kill()``, ``restart()`` on the same port."""
 
-    def __init__(self, port: int | None = None, binary: str | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, binary: str | None = None, tls: TlsFiles | None = None
+    ) -> None:
         self.port = port or free_port()
+        self.tls = tls
         found = binary or shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(found).exists():
             raise FileNotFoundError(
@@ -40,8 +70,8 @@ class Mosquitto:
 
     @property
     def url(self) -> str:
-        """``mqtt://127.0.0.1:PORT``."""
-        return f"mqtt://127.0.0.1:{self.port}"
+        """``mqtt://127.0.0.1:PORT`` (``mqtts://`` with TLS)."""
+        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 10.0) -> None:
         """Start the broker and wait until it accepts connections."""
@@ -53,8 +83,19 @@ class Mosquitto:
             "max_queued_messages 100000\n"
             "max_inflight_messages 100\n"
             "set_tcp_nodelay true\n"
-            "log_dest none\n"
+            "log_dest stderr\n"
+            "log_type error\n"
+            # run as whoever started us: mosquitto started by root would otherwise become the
+            # "mosquitto" user and fail to read the test's private key and folders
+            f"user {getpass.getuser()}\n"
         )
+        if self.tls is not None:
+            # clients must present a certificate signed by the CA: mutual TLS, as in the field
+            with conf.open("a") as f:
+                f.write(
+                    f"cafile {self.tls.ca}\ncertfile {self.tls.cert}\nkeyfile {self.tls.key}\n"
+                    "require_certificate true\n"
+                )
         log = self._dir / "mosquitto.log"
         with log.open("ab") as sink:
             self.proc = subprocess.Popen(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from simulators.broker import Mosquitto
+from simulators.broker import Mosquitto, self_signed
 from tests.harness import (
     Proc,
     fix_event,
@@ -225,3 +225,39 @@ def test_two_hubs_share_the_load_through_a_shared_subscription(
         agent.stop()
         for h in hubs:
             h.stop()
+
+
+def test_mutual_tls_to_the_broker(tmp_path: Path) -> None:
+    tls = self_signed(tmp_path / "pki")
+    files = {"ca": str(tls.ca), "cert": str(tls.cert), "key": str(tls.key)}
+    with Mosquitto(tls=tls) as broker:
+        hub = Proc(
+            "hub_bridge",
+            write_hub_config(tmp_path, broker.url, broker={"tls": files}),
+            tmp_path / "hub.log",
+        )
+        hub.start()
+        cfg = write_agent_config(tmp_path, broker.url, broker={"tls": files})
+        agent = Proc("edge_agent", cfg, tmp_path / "agent.log")
+        agent.start()
+        try:
+            status, body = post(agent.api_port or 0, scan_event(1))
+            assert status == 201
+            db = tmp_path / "timeline.db"
+            wait_for(lambda: len(timeline_rows(db)) == 1, 20, "the event over TLS")
+            assert timeline_rows(db)[0][1] == body["id"]
+            # a client without a certificate is refused by the broker
+            bare = write_agent_config(tmp_path, broker.url, device="van-bare")
+            intruder = Proc("edge_agent", bare, tmp_path / "bare.log")
+            intruder.start()
+            wait_for(
+                lambda: (
+                    get(intruder.api_port or 0, "/v1/health")["broker"]["state"] == "disconnected"
+                ),
+                20,
+                "the broker to refuse a client without certificate",
+            )
+            intruder.stop()
+        finally:
+            agent.stop()
+            hub.stop()
