@@ -132,8 +132,11 @@ class Uplink:
                         await self._serve(client, state_topic)
                     finally:
                         self._client = None
-                        with contextlib.suppress(Exception):
-                            await asyncio.shield(self._say_offline(client, state_topic))
+                        task = asyncio.current_task()
+                        if task is not None and task.cancelling():
+                            # a clean stop: the broker sends the will only on a lost connection
+                            with contextlib.suppress(Exception):
+                                await asyncio.shield(self._say_offline(client, state_topic))
             except aiomqtt.MqttError as exc:
                 self.health.set_state("broker", "disconnected", error=str(exc))
             delay = backoff_delay(attempt, cap=self.cfg.backoff_max)
@@ -141,10 +144,6 @@ class Uplink:
             await asyncio.sleep(delay)
 
     async def _say_offline(self, client: aiomqtt.Client, state_topic: str) -> None:
-        # only reached on cancellation (shutdown) with the connection still up
-        task = asyncio.current_task()
-        if task is None or not task.cancelling():
-            return
         payload = {"state": "offline", "reason": "shutdown", "ts": round(time.time(), 3)}
         await asyncio.wait_for(
             client.publish(state_topic, json.dumps(payload), qos=1, retain=True), 2

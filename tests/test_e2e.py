@@ -64,6 +64,13 @@ def test_events_reach_the_timeline_once(tmp_path: Path, broker: Mosquitto) -> No
         devices = get(hub.api_port or 0, "/v1/devices")
         assert devices[0]["device"] == "van-042" and devices[0]["state"] == "online"
         assert devices[0]["watermark"] >= 51 and devices[0]["missing"] == []
+        # a clean stop says "offline" on the retained state topic (a crash leaves it to the will)
+        agent.stop()
+        wait_for(
+            lambda: get(hub.api_port or 0, "/v1/devices")[0]["state"] == "offline",
+            10,
+            "the device to be offline",
+        )
     finally:
         agent.stop()
         hub.stop()
