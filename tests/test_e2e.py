@@ -268,3 +268,23 @@ def test_mutual_tls_to_the_broker(tmp_path: Path) -> None:
         finally:
             agent.stop()
             hub.stop()
+
+
+def test_a_killed_agent_is_announced_offline_by_its_will(tmp_path: Path, broker: Mosquitto) -> None:
+    hub = Proc("hub_bridge", write_hub_config(tmp_path, broker.url), tmp_path / "hub.log")
+    hub.start()
+    cfg = write_agent_config(tmp_path, broker.url, broker={"keepalive": "1s"})
+    agent = Proc("edge_agent", cfg, tmp_path / "agent.log")
+    agent.start()
+    try:
+
+        def state() -> str | None:
+            devices = get(hub.api_port or 0, "/v1/devices")
+            return devices[0]["state"] if devices else None
+
+        wait_for(lambda: state() == "online", 10, "the birth message")
+        agent.kill()  # no clean shutdown: only the broker can tell
+        wait_for(lambda: state() == "offline", 15, "the will")
+    finally:
+        agent.stop()
+        hub.stop()
