@@ -116,7 +116,12 @@ class HubBridge:
         if check.dead_letter is not None:
             await self._dead(topic, check.dead_letter, payload)
             return
+        seen = await self.timeline.rejected_before(
+            name.fleet, name.device, [r.seq for r in check.rejects if r.seq is not None][:500]
+        )
         for reject in check.rejects:
+            if reject.seq is not None and reject.seq in seen:
+                continue  # the device resent what was rejected: recorded once is enough
             await self._dead(topic, reject.reason, json.dumps(reject.raw, default=str).encode())
         result = await self.timeline.store(
             name.fleet,

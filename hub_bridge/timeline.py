@@ -283,6 +283,18 @@ class Timeline:
             )
         return wm
 
+    async def rejected_before(self, fleet: str, device: str, seqs: list[int]) -> set[int]:
+        """Which of ``seqs`` were rejected already (a resend need not be dead-lettered again)."""
+        if not seqs:
+            return set()
+        marks = ",".join("?" * len(seqs))
+        async with self._db.execute(
+            "SELECT lo FROM accounted WHERE fleet=? AND device=? AND reason='rejected'"
+            f" AND lo = hi AND lo IN ({marks})",
+            (fleet, device, *seqs),
+        ) as cur:
+            return {int(r[0]) for r in await cur.fetchall()}
+
     async def dead_letter(
         self, topic: str, reason: str, payload: bytes, keep_bytes: int = 64 * 1024
     ) -> None:
