@@ -1,0 +1,352 @@
+"""The decode engine: barcodes in one image, with zxing-cpp first, ZBar second and
+preprocessing passes when those find nothing, all bounded by a time budget per frame.
+
+Pass order (the first pass that yields a code ends the frame):
+
+1. ``zxing``: zxing-cpp on the grey image, as a plain call would (rotation by quarter turns
+   and downscaling are zxing-cpp's own; inversion is left to pass 7, which keeps the common
+   case, a dark code on a light label, as cheap as one plain call);
+2. ``zbar``: ZBar on the same grey image (reads some damaged 1D codes zxing-cpp misses);
+3. ``unsharp``: an unsharp mask, for motion and focus blur (bars bleed into each other);
+4. ``upscale``: 2x (cubic), for codes whose modules are one or two pixels wide;
+5. ``contrast``: CLAHE, local contrast normalisation for glare and shadow;
+6. ``threshold``: adaptive (local mean) threshold;
+7. ``invert``: light-on-dark codes;
+8. ``rotate±N``: small rotations, since zxing-cpp's 1D readers only scan rows and columns;
+9. ``downscale``: half size, for very large, noisy codes.
+
+ZBar only looks at the unprocessed image: on sharpened or thresholded images it misreads 1D
+codes with a valid check digit (seen on the corpus), and a false read is worse than none.
+Positions are reported in the coordinates of the image given, whatever pass found them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import zxingcpp
+
+__all__ = ["Code", "DecodeEngine", "DecodeResult", "ImageError", "load_image", "to_grey"]
+
+GreyImage = npt.NDArray[np.uint8]
+Point = tuple[int, int]
+
+# ZBar's symbology names -> zxing-cpp's, so both engines report one vocabulary.
+_ZBAR_FORMATS = {
+    "CODE128": "Code128",
+    "CODE39": "Code39",
+    "CODE93": "Code93",
+    "EAN13": "EAN13",
+    "EAN8": "EAN8",
+    "UPCA": "UPCA",
+    "UPCE": "UPCE",
+    "I25": "ITF",
+    "CODABAR": "Codabar",
+    "QRCODE": "QRCode",
+    "PDF417": "PDF417",
+    "DATABAR": "DataBar",
+    "DATABAR_EXP": "DataBarExpanded",
+}
+# AIM symbology identifiers that mark GS1 content (ISO/IEC 15424).
+GS1_SYMBOLOGY_IDS = frozenset({"]C1", "]e0", "]d2", "]Q3", "]J1", "]Q5"})
+
+
+_WEBP_MIN = 32
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # errors are ours to report
+
+
+class ImageError(ValueError):
+    """An image file that cannot be read or decoded as an image."""
+
+
+@dataclass(frozen=True, slots=True)
+class Code:
+    """One barcode found in an image."""
+
+    format: str  # zxing-cpp's format name: "Code128", "QRCode", "DataMatrix", "EAN13", ...
+    text: str  # the content as encoded (GS1 separators as ASCII GS, no "(01)" decoration)
+    position: tuple[
+        Point, Point, Point, Point
+    ]  # corners: top-left, top-right, bottom-right, bottom-left
+    engine: str  # "zxing" or "zbar"
+    pass_name: str
+    symbology_id: str = ""  # AIM identifier, e.g. "]C1" for GS1-128, "" when unknown
+    gs1: bool = False  # the content is a GS1 element string
+
+
+@dataclass(slots=True)
+class DecodeResult:
+    """The codes of one image, with what it cost."""
+
+    codes: list[Code]
+    passes: list[str] = field(default_factory=list)  # the passes that ran, in order
+    elapsed_s: float = 0.0
+    out_of_time: bool = False  # passes were left untried because the budget was spent
+
+
+def load_image(path: str) -> GreyImage:
+    """Read an image file as 8-bit grey; ``ImageError`` naming the file and what is wrong."""
+    try:
+        raw = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    if raw.size == 0:
+        raise ImageError(f"{path}: empty file")
+    if raw.size < _WEBP_MIN and raw[:4].tobytes() == b"RIFF" and raw[8:12].tobytes() == b"WEBP":
+        # OpenCV wants 32 bytes of WebP header; a 1-pixel lossless WebP is complete in 30.
+        raw = np.concatenate([raw, np.zeros(_WEBP_MIN - raw.size, dtype=np.uint8)])
+    image = cv2.imdecode(raw, cv2.IMREAD_GRAYSCALE)
+    if image is None or image.size == 0:
+        raise ImageError(f"{path}: not a decodable image ({raw.size} bytes; truncated or garbage?)")
+    return np.ascontiguousarray(image, dtype=np.uint8)
+
+
+def to_grey(image: npt.NDArray[np.uint8]) -> GreyImage:
+    """A BGR (OpenCV order), BGRA or grey frame as one contiguous grey plane."""
+    if image.ndim == 2:
+        return image if image.flags.c_contiguous else np.ascontiguousarray(image)
+    if image.ndim == 3 and image.shape[2] == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)  # type: ignore[return-value]
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY)  # type: ignore[return-value]
+    raise ImageError(f"unsupported image shape {image.shape}")
+
+
+# A pass: grey image -> (image to decode, 2x3 affine from that image back to the original).
+_Prepared = tuple[GreyImage, npt.NDArray[np.float64] | None]
+_Prep = Callable[[GreyImage], _Prepared]
+
+
+def _scale(factor: float) -> _Prep:
+    def prep(g: GreyImage) -> _Prepared:
+        interp = cv2.INTER_CUBIC if factor > 1 else cv2.INTER_AREA
+        out = cv2.resize(g, None, fx=factor, fy=factor, interpolation=interp)
+        back = np.array([[1 / factor, 0, 0], [0, 1 / factor, 0]], dtype=np.float64)
+        return out, back  # type: ignore[return-value]
+
+    return prep
+
+
+def _unsharp(g: GreyImage) -> _Prepared:
+    blurred = cv2.GaussianBlur(g, (0, 0), 2.0)
+    return cv2.addWeighted(g, 2.5, blurred, -1.5, 0), None  # type: ignore[return-value]
+
+
+_CLAHE = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
+
+
+def _contrast(g: GreyImage) -> _Prepared:
+    return _CLAHE.apply(g), None  # type: ignore[return-value]
+
+
+def _threshold(g: GreyImage) -> _Prepared:
+    block = max(15, (min(g.shape) // 16) | 1)
+    out = cv2.adaptiveThreshold(g, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY, block, 5)
+    return out, None  # type: ignore[return-value]
+
+
+def _invert(g: GreyImage) -> _Prepared:
+    return cv2.bitwise_not(g), None  # type: ignore[return-value]
+
+
+def _rotate(degrees: float) -> _Prep:
+    def prep(g: GreyImage) -> _Prepared:
+        h, w = g.shape
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+        cos, sin = abs(m[0, 0]), abs(m[0, 1])
+        nw, nh = int(h * sin + w * cos), int(h * cos + w * sin)
+        m[0, 2] += nw / 2 - w / 2
+        m[1, 2] += nh / 2 - h / 2
+        out = cv2.warpAffine(g, m, (nw, nh), borderMode=cv2.BORDER_REPLICATE)
+        return out, cv2.invertAffineTransform(m)  # type: ignore[return-value]
+
+    return prep
+
+
+@dataclass(frozen=True, slots=True)
+class _Pass:
+    name: str
+    prep: _Prep
+    when: Callable[[GreyImage], bool] = lambda g: True
+
+
+_PASSES: tuple[_Pass, ...] = (
+    _Pass("unsharp", _unsharp),
+    _Pass("upscale", _scale(2.0), lambda g: max(g.shape) <= 1400),
+    _Pass("contrast", _contrast),
+    _Pass("threshold", _threshold),
+    _Pass("invert", _invert),
+    _Pass("rotate+15", _rotate(15)),
+    _Pass("rotate-15", _rotate(-15)),
+    _Pass("rotate+30", _rotate(30)),
+    _Pass("rotate-30", _rotate(-30)),
+    _Pass("rotate+45", _rotate(45)),
+    _Pass("downscale", _scale(0.5), lambda g: min(g.shape) >= 400),
+)
+
+
+def _map_points(
+    points: Sequence[tuple[float, float]], back: npt.NDArray[np.float64] | None
+) -> tuple[Point, Point, Point, Point]:
+    if back is not None:
+        pts = np.array(points, dtype=np.float64)
+        points = [(float(x), float(y)) for x, y in pts @ back[:, :2].T + back[:, 2]]
+    p = [(round(x), round(y)) for x, y in points]
+    return (p[0], p[1], p[2], p[3])
+
+
+def _zxing(
+    image: GreyImage, pass_name: str, back: npt.NDArray[np.float64] | None, *, invert: bool
+) -> list[Code]:
+    codes = []
+    for r in zxingcpp.read_barcodes(image, try_invert=invert, text_mode=zxingcpp.TextMode.Plain):
+        pos = r.position
+        corners = [
+            (pos.top_left.x, pos.top_left.y),
+            (pos.top_right.x, pos.top_right.y),
+            (pos.bottom_right.x, pos.bottom_right.y),
+            (pos.bottom_left.x, pos.bottom_left.y),
+        ]
+        sid = r.symbology_identifier
+        codes.append(
+            Code(
+                format=r.format.name,
+                text=r.text,
+                position=_map_points(corners, back),
+                engine="zxing",
+                pass_name=pass_name,
+                symbology_id=sid,
+                gs1=sid in GS1_SYMBOLOGY_IDS or r.content_type == zxingcpp.ContentType.GS1,
+            )
+        )
+    return codes
+
+
+def _zbar(image: GreyImage) -> list[Code]:
+    from pyzbar import pyzbar  # loads libzbar: only once a frame needs it
+
+    codes = []
+    for r in pyzbar.decode(image):
+        try:
+            text = r.data.decode("utf-8")
+        except UnicodeDecodeError:
+            continue  # ZBar guesses encodings badly; a mangled text is not a read
+        if not text:
+            continue
+        poly = [(float(p.x), float(p.y)) for p in r.polygon]
+        if len(poly) < 4:
+            left, top, width, height = r.rect
+            poly = [
+                (left, top),
+                (left + width, top),
+                (left + width, top + height),
+                (left, top + height),
+            ]
+        xs = [p[0] for p in poly]
+        ys = [p[1] for p in poly]
+        corners = [(min(xs), min(ys)), (max(xs), min(ys)), (max(xs), max(ys)), (min(xs), max(ys))]
+        fmt = _ZBAR_FORMATS.get(r.type, r.type)
+        codes.append(Code(fmt, text, _map_points(corners, None), "zbar", "zbar"))
+    return codes
+
+
+class DecodeEngine:
+    """Decodes every barcode in a frame within ``budget_s`` seconds of passes (module doc).
+
+    The first pass always runs; later passes start only while the budget lasts, so a frame
+    costs at most the budget plus one pass. ``use_zbar=False`` leaves ZBar out.
+    """
+
+    def __init__(
+        self,
+        budget_s: float = 0.25,
+        *,
+        use_zbar: bool = True,
+        timer: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.budget_s = budget_s
+        self.use_zbar = use_zbar
+        self._timer = timer
+
+    def decode(self, image: npt.NDArray[np.uint8]) -> DecodeResult:
+        """The codes in ``image`` (BGR or grey), from the first pass that finds any."""
+        start = self._timer()
+        grey = to_grey(image)
+        result = DecodeResult(codes=[])
+
+        def finish(codes: list[Code]) -> DecodeResult:
+            result.codes = _unique(codes)
+            result.elapsed_s = self._timer() - start
+            return result
+
+        result.passes.append("zxing")
+        codes = _zxing(grey, "zxing", None, invert=False)
+        if codes:
+            return finish(codes)
+        later: list[tuple[str, Callable[[], list[Code]]]] = []
+        if self.use_zbar:
+            later.append(("zbar", lambda: _zbar(grey)))
+        for p in _PASSES:
+            if p.when(grey):
+                later.append((p.name, _pass_runner(p, grey)))
+        for name, run in later:
+            if self._timer() - start >= self.budget_s:
+                result.out_of_time = True
+                break
+            result.passes.append(name)
+            codes = run()
+            if codes:
+                return finish(codes)
+        return finish([])
+
+
+def _pass_runner(p: _Pass, grey: GreyImage) -> Callable[[], list[Code]]:
+    def run() -> list[Code]:
+        image, back = p.prep(grey)
+        return _zxing(np.ascontiguousarray(image), p.name, back, invert=False)
+
+    return run
+
+
+def _unique(codes: list[Code]) -> list[Code]:
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for c in _plausible(codes):
+        if (c.format, c.text) not in seen:
+            seen.add((c.format, c.text))
+            out.append(c)
+    return out
+
+
+_LINEAR = frozenset(
+    {"Code128", "Code39", "Code93", "Codabar", "EAN8", "EAN13", "UPCA", "UPCE", "ITF", "DataBar"}
+)
+
+
+def _thickness(c: Code) -> tuple[float, float]:
+    """(across, along) the bars of a linear code's quadrilateral, in pixels."""
+    (x0, y0), (x1, y1), _, (x3, y3) = c.position
+    along = float(np.hypot(x1 - x0, y1 - y0))
+    across = float(np.hypot(x3 - x0, y3 - y0))
+    return across, along
+
+
+def _plausible(codes: list[Code]) -> list[Code]:
+    """Drops sliver reads: a linear code seen on a band a few pixels thin, next to a
+    well-supported read of the same kind (zxing-cpp misreads the edge of an EAN-13 this way
+    on the corpus, with a valid check digit)."""
+    linear = [c for c in codes if c.format in _LINEAR]
+    if len(linear) < 2:
+        return codes
+    best = max(_thickness(c)[0] for c in linear)
+
+    def sliver(c: Code) -> bool:
+        across, along = _thickness(c)
+        return across < max(4.0, 0.03 * along) and best >= 4 * max(across, 1.0)
+
+    return [c for c in codes if c.format not in _LINEAR or not sliver(c)]
