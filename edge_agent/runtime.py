@@ -154,6 +154,11 @@ class Agent:
             # Other components take every kept fix with self.gnss.add_listener/subscribe.
             self.gnss = GnssService(self.config.gnss, sink, self.health, self.clock)
             runners.append(("gnss", self.gnss.run))
+        if self.config.scan is not None:
+            from edge_agent.scan.service import ScanService  # loads OpenCV: only when used
+
+            scan = ScanService(self.config.scan, sink, self.health, self.clock)
+            runners.append(("scan", scan.run))
         if self.config.trips is not None:
             from edge_agent.trips.service import TripService  # loads shapely: only when used
 

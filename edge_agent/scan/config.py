@@ -1,13 +1,75 @@
-"""Configuration of the agent's `scan:` section (filled in by the scan work)."""
+"""Configuration of the agent's ``scan:`` section.
+
+Example (defaults shown; ``cameras`` and ``scanners`` may each be empty)::
+
+    scan:
+      dedup_window: 3s            # the same code again within this (sliding) is one scan
+      budget: 80ms                # decode time per camera frame before passes are given up
+      cameras:
+        - id: dock-1
+          source: /dev/video0     # or 0, rtsp://..., http://..., a video file, a folder of images
+          fps: 0                  # pace a file/folder replay at this rate (0: as fast as read)
+          loop: false             # replay a file/folder forever
+          reconnect_max: 30s      # reopen backoff cap after a failure
+      scanners:
+        - id: hand-1
+          kind: serial            # serial (a serial path or socket://host:port) or evdev
+          source: /dev/ttyACM0    # evdev: /dev/input/by-id/...-event-kbd
+          baud: 9600
+          prefix: ""              # stripped from every code when present
+          suffix: "\\r"           # ends a code (the scanner's terminator)
+          grab: true              # evdev: exclusive grab, keys never reach a console
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Literal
 
-__all__ = ["ScanConfig"]
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from edge_agent.units import Duration
+
+__all__ = ["CameraConfig", "ScanConfig", "ScannerConfig"]
 
 
-class ScanConfig(BaseModel):
-    """The `scan:` section; absent means the agent runs without scan."""
-
+class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class CameraConfig(_Section):
+    """One camera: an OpenCV capture source."""
+
+    id: str = Field(min_length=1, max_length=128)
+    source: str = Field(min_length=1)
+    fps: float = Field(default=0.0, ge=0)
+    loop: bool = False
+    reconnect_max: Duration = 30.0
+
+
+class ScannerConfig(_Section):
+    """One text-producing scanner: serial/socket byte source or an evdev keyboard wedge."""
+
+    id: str = Field(min_length=1, max_length=128)
+    kind: Literal["serial", "evdev"] = "serial"
+    source: str = Field(min_length=1)
+    baud: int = Field(default=9600, gt=0)
+    prefix: str = ""
+    suffix: str = "\r"
+    grab: bool = True
+    reconnect_max: Duration = 30.0
+
+    @field_validator("suffix")
+    @classmethod
+    def _suffix_not_empty(cls, v: str) -> str:
+        if not v:
+            raise ValueError("suffix must not be empty: it is what ends a code")
+        return v
+
+
+class ScanConfig(_Section):
+    """The ``scan:`` section; absent means the agent runs without scan."""
+
+    dedup_window: Duration = 3.0
+    budget: Duration = 0.08
+    cameras: list[CameraConfig] = Field(default_factory=list)
+    scanners: list[ScannerConfig] = Field(default_factory=list)

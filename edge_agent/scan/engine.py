@@ -49,8 +49,6 @@ _ZBAR_FORMATS = {
     "CODABAR": "Codabar",
     "QRCODE": "QRCode",
     "PDF417": "PDF417",
-    "DATABAR": "DataBar",
-    "DATABAR_EXP": "DataBarExpanded",
 }
 # AIM symbology identifiers that mark GS1 content (ISO/IEC 15424).
 GS1_SYMBOLOGY_IDS = frozenset({"]C1", "]e0", "]d2", "]Q3", "]J1", "]Q5"})
@@ -231,7 +229,8 @@ def _zbar(image: GreyImage) -> list[Code]:
     from pyzbar import pyzbar  # loads libzbar: only once a frame needs it
 
     codes = []
-    for r in pyzbar.decode(image):
+    symbols = [pyzbar.ZBarSymbol[name] for name in _ZBAR_FORMATS if not name.startswith("DATABAR")]
+    for r in pyzbar.decode(image, symbols=symbols):
         try:
             text = r.data.decode("utf-8")
         except UnicodeDecodeError:
