@@ -7,7 +7,12 @@ from typing import Any
 
 from edge_agent.scan.gs1 import Gs1Error, is_gs1_text, parcel_ref, parse_element_string
 
-__all__ = ["Read", "scan_event"]
+__all__ = ["Read", "read_from_scanner", "scan_event"]
+
+# AIM symbology identifiers (ISO/IEC 15424) a scanner may put before each code: "]" + letter.
+_AIM = {"C": "Code128", "d": "DataMatrix", "Q": "QRCode", "E": "EAN13", "L": "PDF417",
+        "A": "Code39", "G": "Code93", "I": "ITF", "F": "Codabar", "e": "DataBar",
+        "z": "Aztec", "U": "MaxiCode"}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,3 +50,15 @@ def scan_event(read: Read) -> tuple[dict[str, Any], dict[str, Any] | None]:
     if read.position is not None:
         data["position"] = [list(p) for p in read.position]
     return data, ref
+
+
+def read_from_scanner(text: str, source: str) -> Read:
+    """A text scanner's code: an AIM identifier ("]C1", "]Q3", ...) in front, when the
+    scanner sends one, gives the symbology and the GS1 flag and is removed from the text."""
+    if len(text) > 3 and text[0] == "]" and text[1] in _AIM and text[2].isdigit():
+        aim = text[:3]
+        return Read(text[3:], _AIM[text[1]], source, gs1=aim in _GS1_AIM)
+    return Read(text, "unknown", source)
+
+
+_GS1_AIM = frozenset({"]C1", "]e0", "]d2", "]Q3", "]J1"})

@@ -65,7 +65,9 @@ class ScanService:
             for cam in self.config.cameras:
                 tg.create_task(self._run_camera(cam), name=f"scan:{cam.id}")
             for scanner in self.config.scanners:
-                self.health.set_state(f"scan:{scanner.id}", "unsupported", kind=scanner.kind)
+                from edge_agent.scan.scanners import run_scanner
+
+                tg.create_task(run_scanner(self, scanner), name=f"scan:{scanner.id}")
 
     async def submit(self, read: Read) -> bool:
         """Dedup one read and emit it as a ``scan`` event if new; True if emitted."""
