@@ -175,7 +175,7 @@ class _Pass:
 
 _PASSES: tuple[_Pass, ...] = (
     _Pass("unsharp", _unsharp),
-    _Pass("upscale", _scale(2.0), lambda g: max(g.shape) <= 1400),
+    _Pass("upscale", _scale(2.0), lambda g: max(g.shape) <= 800),  # 2x of 720p costs 4 passes
     _Pass("contrast", _contrast),
     _Pass("threshold", _threshold),
     _Pass("invert", _invert),
