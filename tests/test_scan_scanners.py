@@ -134,22 +134,36 @@ async def test_socket_scanner_and_a_refused_connection_is_a_health_state(
     outbox: Outbox,
 ) -> None:
     writers: list[asyncio.StreamWriter] = []
+    opened = asyncio.Event()
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writers.append(writer)
+        # pyserial's socket:// empties the input buffer when it opens, as with a real port:
+        # a scanner's codes come after that, when someone scans
+        await opened.wait()
         writer.write(b"PARCEL-1\rPARCEL-2\r")
         await writer.drain()
         await reader.read()
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    svc, _ = service(outbox, f"socket://127.0.0.1:{port}")
+    svc, first_health = service(outbox, f"socket://127.0.0.1:{port}")
+
+    async def watch_open() -> None:
+        deadline = time.monotonic() + 10
+        while first_health.state("scan:hand-1") != "ok":
+            assert time.monotonic() < deadline, "the scanner never opened"
+            await asyncio.sleep(0.01)
+        opened.set()
+
+    watcher = asyncio.create_task(watch_open())
     task = asyncio.create_task(svc.run())
     try:
         events = await until(outbox, 2)
     finally:
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        watcher.cancel()
+        await asyncio.gather(task, watcher, return_exceptions=True)
         for w in writers:
             w.close()
         server.close()
