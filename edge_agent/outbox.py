@@ -60,6 +60,7 @@ from edge_agent.envelope import (
     new_event_id,
 )
 from edge_agent.sink import Accepted
+from edge_agent.sqlite_schema import NewerSchema, configure, migrate, schema_version
 
 __all__ = [
     "MAX_EVENT_BYTES",
@@ -85,7 +86,6 @@ PRIO_LOW = 0
 PRIO_KEPT = 1
 PRIO_LIFECYCLE = 2
 
-SCHEMA_VERSION = 1
 
 MAX_EVENT_BYTES = BATCH_MAX_BYTES - len(b'{"events":[]}')
 """The largest envelope that fits alone in one batch on the wire."""
@@ -177,6 +177,7 @@ _SCHEMA = [
         ('next_seq', 1), ('acked', 0), ('evicted', 0), ('refused', 0);
     """,
 ]
+SCHEMA_VERSION = len(_SCHEMA)
 
 
 def seq_ranges(seqs: Sequence[int]) -> list[tuple[int, int]]:
@@ -306,9 +307,7 @@ class Outbox:
     async def _connect_and_check(self) -> None:
         db = await aiosqlite.connect(self.path, isolation_level=None)
         self._db = db
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=FULL")
-        await db.execute("PRAGMA busy_timeout=5000")
+        await configure(db)
         async with db.execute("PRAGMA integrity_check") as cur:
             rows = [r[0] for r in await cur.fetchall()]
         if rows != ["ok"]:
@@ -319,34 +318,17 @@ class Outbox:
         self._reader = reader
 
     async def _migrate(self, db: aiosqlite.Connection) -> None:
-        async with db.execute("PRAGMA user_version") as cur:
-            row = await cur.fetchone()
-        version = int(row[0]) if row else 0
-        if version > SCHEMA_VERSION:
-            raise OutboxSchemaError(
-                f"{self.path}: schema version {version} is newer than this agent's"
-                f" ({SCHEMA_VERSION}); refusing to touch it",
-                str(self.path),
-            )
-        if version == SCHEMA_VERSION:
-            return
-        if version == 0:
+        if await schema_version(db) == 0:
             async with db.execute("SELECT count(*) FROM sqlite_master") as cur:
                 row = await cur.fetchone()
             if row and row[0]:
                 raise sqlite3.DatabaseError("not an outbox: unversioned file with tables")
-        # all migrations in one transaction: a power cut leaves the old version intact
-        await db.execute("BEGIN IMMEDIATE")
         try:
-            for step in _SCHEMA[version:]:
-                for statement in step.split(";"):
-                    if statement.strip():
-                        await db.execute(statement)
-            await db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            await db.execute("COMMIT")
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
+            await migrate(db, _SCHEMA)
+        except NewerSchema as exc:
+            raise OutboxSchemaError(
+                f"{self.path}: {exc}; refusing to touch it", str(self.path)
+            ) from None
 
     def _move_aside(self, reason: str) -> str:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self._wall()))

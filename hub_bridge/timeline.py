@@ -24,10 +24,9 @@ from typing import Any
 import aiosqlite
 
 from edge_agent.envelope import encode_checked
+from edge_agent.sqlite_schema import NewerSchema, configure, migrate
 
 __all__ = ["SCHEMA_VERSION", "StoreResult", "Timeline", "TimelineError"]
-
-SCHEMA_VERSION = 1
 
 _SCHEMA = [
     """
@@ -77,6 +76,7 @@ _SCHEMA = [
     );
     """,
 ]
+SCHEMA_VERSION = len(_SCHEMA)
 
 
 class TimelineError(Exception):
@@ -107,22 +107,12 @@ class Timeline:
         p.parent.mkdir(parents=True, exist_ok=True)
         db = await aiosqlite.connect(p, isolation_level=None)
         try:
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute("PRAGMA synchronous=FULL")
-            await db.execute("PRAGMA busy_timeout=10000")
-            async with db.execute("PRAGMA user_version") as cur:
-                row = await cur.fetchone()
-            version = int(row[0]) if row else 0
-            if version > SCHEMA_VERSION:
-                raise TimelineError(f"{p}: schema version {version} is newer than this hub's")
-            if version < SCHEMA_VERSION:
-                await db.execute("BEGIN IMMEDIATE")
-                for step in _SCHEMA[version:]:
-                    for stmt in step.split(";"):
-                        if stmt.strip():
-                            await db.execute(stmt)
-                await db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                await db.execute("COMMIT")
+            # several hub instances may share the file: wait longer for the write lock
+            await configure(db, busy_timeout_ms=10_000)
+            await migrate(db, _SCHEMA)
+        except NewerSchema as exc:
+            await db.close()
+            raise TimelineError(f"{p}: {exc}") from None
         except BaseException:
             await db.close()
             raise
