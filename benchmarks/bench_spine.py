@@ -68,7 +68,31 @@ def machine() -> dict[str, Any]:
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
 
 
-class Agent:
+class Service:
+    """``python -m MODULE run`` on a config written into ``work``; ready once it prints so."""
+
+    def __init__(self, module: str, work: Path, name: str, cfg: dict[str, Any]) -> None:
+        path = work / f"{name}.yaml"
+        path.write_text(json.dumps(cfg))
+        with (work / f"{name}.log").open("a") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", module, "run", "--config", str(path)],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                cwd=ROOT,
+            )
+        assert self.proc.stdout is not None
+        self.proc.stdout.readline()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(20)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+class Agent(Service):
     """An agent subprocess on a temp outbox."""
 
     def __init__(self, work: Path, broker_url: str, **uplink: Any) -> None:
@@ -81,24 +105,10 @@ class Agent:
             "uplink": {"ack_timeout": "30s", "backoff_max": "1s", **uplink},
             "log": {"level": "WARNING"},
         }
-        path = work / "agent.yaml"
-        path.write_text(json.dumps(cfg))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edge_agent", "run", "--config", str(path)],
-            stdout=subprocess.PIPE,
-            stderr=(work / "agent.log").open("a"),
-            text=True,
-            cwd=ROOT,
-        )
-        assert self.proc.stdout is not None
-        self.proc.stdout.readline()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(20)
+        super().__init__("edge_agent", work, "agent", cfg)
 
 
-class Hub:
+class Hub(Service):
     """A hub subprocess on a temp timeline."""
 
     def __init__(self, work: Path, broker_url: str) -> None:
@@ -108,21 +118,7 @@ class Hub:
             "api": {"listen": f"127.0.0.1:{free_port()}"},
             "log": {"level": "WARNING"},
         }
-        path = work / "hub.yaml"
-        path.write_text(json.dumps(cfg))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hub_bridge", "run", "--config", str(path)],
-            stdout=subprocess.PIPE,
-            stderr=(work / "hub.log").open("a"),
-            text=True,
-            cwd=ROOT,
-        )
-        assert self.proc.stdout is not None
-        self.proc.stdout.readline()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(20)
+        super().__init__("hub_bridge", work, "hub", cfg)
 
 
 async def hammer(url: str, body: Any, seconds: float, clients: int = CLIENTS) -> int:
