@@ -97,70 +97,80 @@ def test_invalid_posts_are_refused_with_the_reason(tmp_path: Path, broker: Mosqu
         hub.stop()
 
 
-def stream(port: int, stop: threading.Event, accepted: dict[str, int], errors: list[str]) -> None:
-    """Post scans one by one; record what the agent answered 201 to."""
-    i = 0
-    while not stop.is_set():
-        i += 1
-        try:
-            status, body = post(port, scan_event(i), timeout=2)
-        except OSError as exc:  # the agent is down: nothing was accepted
-            errors.append(repr(exc))
-            stop.wait(0.05)
-            continue
-        if status == 201:
-            accepted[body["id"]] = body["seq"]
+class Stream:
+    """Posts scans one by one from a thread; records what the agent answered 201 to."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.accepted: dict[str, int] = {}
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        i = 0
+        while not self._stop.is_set():
+            i += 1
+            try:
+                status, body = post(self.port, scan_event(i), timeout=2)
+            except OSError as exc:  # the agent is down: nothing was accepted
+                self.errors.append(repr(exc))
+                self._stop.wait(0.05)
+                continue
+            if status == 201:
+                self.accepted[body["id"]] = body["seq"]
+
+    def more(self, n: int, what: str) -> None:
+        """Wait until ``n`` more events than now were accepted."""
+        target = len(self.accepted) + n
+        wait_for(lambda: len(self.accepted) >= target, 30, what)
+
+    def __enter__(self) -> Stream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def wait_all_stored(db: Path, accepted: dict[str, int], timeout: float) -> None:
+    """Wait until every accepted id is in the timeline."""
+    wait_for(lambda: {i for _, i, _ in timeline_rows(db)} >= set(accepted), timeout, "all accepted")
 
 
 def test_agent_sigkill_mid_stream_loses_nothing(tmp_path: Path, broker: Mosquitto) -> None:
     agent, hub = start_pair(tmp_path, broker)
-    accepted: dict[str, int] = {}
-    errors: list[str] = []
-    stop = threading.Event()
     try:
-        port = agent.api_port or 0
-        t = threading.Thread(target=stream, args=(port, stop, accepted, errors))
-        t.start()
-        wait_for(lambda: len(accepted) >= 150, 30, "150 accepted events")
-        agent.kill()
-        n_at_kill = len(accepted)
-        agent.start()  # same config, same port: the streamer carries on
-        wait_for(lambda: len(accepted) >= n_at_kill + 150, 30, "150 more after restart")
-        stop.set()
-        t.join()
+        with Stream(agent.api_port or 0) as stream:
+            stream.more(150, "150 accepted events")
+            agent.kill()
+            agent.start()  # same config, same port: the streamer carries on
+            stream.more(150, "150 more after restart")
         db = tmp_path / "timeline.db"
-        wait_for(lambda: {i for _, i, _ in timeline_rows(db)} >= set(accepted), 30, "all accepted")
-        assert_exactly_once(db, accepted)
+        wait_all_stored(db, stream.accepted, 30)
+        assert_exactly_once(db, stream.accepted)
         seqs = [s for s, _, _ in timeline_rows(db)]
         assert seqs == list(range(1, len(seqs) + 1)), "seqs are contiguous across the crash"
     finally:
-        stop.set()
         agent.stop()
         hub.stop()
 
 
 def test_broker_killed_without_persistence_loses_nothing(tmp_path: Path, broker: Mosquitto) -> None:
     agent, hub = start_pair(tmp_path, broker)
-    accepted: dict[str, int] = {}
-    errors: list[str] = []
-    stop = threading.Event()
     try:
-        t = threading.Thread(target=stream, args=(agent.api_port, stop, accepted, errors))
-        t.start()
-        wait_for(lambda: len(accepted) >= 100, 30, "100 accepted events")
-        broker.kill()  # everything queued or in flight in the broker is gone
-        n = len(accepted)
-        wait_for(lambda: len(accepted) >= n + 100, 30, "the agent accepting while offline")
-        broker.start()
-        wait_for(lambda: len(accepted) >= n + 200, 30, "more events after the broker is back")
-        stop.set()
-        t.join()
+        with Stream(agent.api_port or 0) as stream:
+            stream.more(100, "100 accepted events")
+            broker.kill()  # everything queued or in flight in the broker is gone
+            stream.more(100, "the agent accepting while offline")
+            broker.start()
+            stream.more(100, "more events after the broker is back")
         db = tmp_path / "timeline.db"
-        wait_for(lambda: {i for _, i, _ in timeline_rows(db)} >= set(accepted), 60, "all accepted")
-        assert_exactly_once(db, accepted)
-        assert not errors  # the agent kept accepting while the broker was down
+        wait_all_stored(db, stream.accepted, 60)
+        assert_exactly_once(db, stream.accepted)
+        assert not stream.errors  # the agent kept accepting while the broker was down
     finally:
-        stop.set()
         agent.stop()
         hub.stop()
 
@@ -169,30 +179,22 @@ def test_hub_killed_and_restarted_loses_and_duplicates_nothing(
     tmp_path: Path, broker: Mosquitto
 ) -> None:
     agent, hub = start_pair(tmp_path, broker)
-    accepted: dict[str, int] = {}
-    errors: list[str] = []
-    stop = threading.Event()
     try:
-        t = threading.Thread(target=stream, args=(agent.api_port, stop, accepted, errors))
-        t.start()
-        wait_for(lambda: len(accepted) >= 100, 30, "100 accepted events")
-        hub.kill()
-        n = len(accepted)
-        wait_for(lambda: len(accepted) >= n + 100, 30, "events while the hub is down")
-        hub.start()
-        wait_for(lambda: len(accepted) >= n + 200, 30, "events after the hub is back")
-        stop.set()
-        t.join()
+        with Stream(agent.api_port or 0) as stream:
+            stream.more(100, "100 accepted events")
+            hub.kill()
+            stream.more(100, "events while the hub is down")
+            hub.start()
+            stream.more(100, "events after the hub is back")
         db = tmp_path / "timeline.db"
-        wait_for(lambda: {i for _, i, _ in timeline_rows(db)} >= set(accepted), 60, "all accepted")
-        assert_exactly_once(db, accepted)
+        wait_all_stored(db, stream.accepted, 60)
+        assert_exactly_once(db, stream.accepted)
         wait_for(
             lambda: get(agent.api_port or 0, "/v1/health")["queue"]["depth"] == 0,
             30,
             "the agent to see every event acked",
         )
     finally:
-        stop.set()
         agent.stop()
         hub.stop()
 
