@@ -239,8 +239,8 @@ class Outbox:
         self._lock = asyncio.Lock()
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
-        self.committed = asyncio.Event()
-        """Set after every commit that added events (the uplink waits on it)."""
+        self.commit_listeners: list[Callable[[], None]] = []
+        """Called after every commit that added events (the uplink wakes on it)."""
         self._next_seq = 1
         self._acked = 0
         self._ack_seen = 0  # the newest watermark heard, applied to the file within ack_flush_s
@@ -600,7 +600,8 @@ class Outbox:
             else:
                 sub.future.set_result(res)
         if rows:
-            self.committed.set()
+            for listener in self.commit_listeners:
+                listener()
 
     def _encode(self, d: Draft, event_id: str, seq: int) -> bytes:
         f, dev = self.fleet, self.device

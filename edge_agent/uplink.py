@@ -94,7 +94,9 @@ class Uplink:
         self.birth = birth
         self.on_command = on_command
         self._mono = monotonic
-        self._ack_seen = asyncio.Event()
+        # one event for everything the sender waits on: an ack, a commit, a reconnect
+        self._wake = asyncio.Event()
+        outbox.commit_listeners.append(self._wake.set)
         self._hub_watermark: int | None = None
         self._resync_announced = -1
         self.published_batches = 0
@@ -199,7 +201,7 @@ class Uplink:
             )
             await self.outbox.announce_acked_earlier(watermark + 1, self.outbox.acked)
         self.outbox.note_ack(watermark)
-        self._ack_seen.set()
+        self._wake.set()
 
     async def _send(self, client: aiomqtt.Client) -> None:
         events_topic = topics.events(self.fleet, self.device)
@@ -222,8 +224,10 @@ class Uplink:
             # with batches in flight, wait for half a batch before sending another: small
             # batches each cost the hub a commit, so latency and throughput both suffer
             linger = bool(inflight) and self.outbox.estimate_bytes_after(cursor) < max_body // 2
-            if len(inflight) < self.cfg.window and not linger:
-                self.outbox.committed.clear()
+            self._wake.clear()
+            # nothing above the cursor: no read (one database round trip saved per wake-up)
+            waiting = self.outbox.last_seq > cursor
+            if waiting and len(inflight) < self.cfg.window and not linger:
                 rows = await self.outbox.read_after(cursor, max_bytes=max_body)
                 if rows:
                     payload = encode_batch([body for _, body in rows])
@@ -235,13 +239,6 @@ class Uplink:
             wait = 1.0
             if inflight:
                 wait = max(0.01, min(wait, inflight[0].sent_at + self.cfg.ack_timeout - now))
-            self._ack_seen.clear()
-            waiters = [asyncio.ensure_future(self._ack_seen.wait())]
-            if len(inflight) < self.cfg.window:
-                self.outbox.committed.clear()
-                waiters.append(asyncio.ensure_future(self.outbox.committed.wait()))
-            try:
-                await asyncio.wait(waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for w in waiters:
-                    w.cancel()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
