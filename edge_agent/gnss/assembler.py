@@ -288,9 +288,12 @@ class FixAssembler:
         else:
             v = self._position_values(r, _mode_from(r))
             v["quality"] = quality
-            for key in ("sats", "hdop", "alt"):
-                if r[key] is not None:
-                    v[key] = r[key]
+            v.update({k: r[k] for k in ("sats", "hdop", "alt") if r[k] is not None})
+        return self._timed(tod, v)
+
+    def _timed(self, tod: int | None, v: dict[str, Any]) -> _Contribution:
+        """A moving contribution: the time of day merged into the epoch, and the full time
+        added to the values when the date is known."""
         if tod is not None:
             self._merge_tod(tod)
             t = self._full_time(tod)
@@ -311,15 +314,8 @@ class FixAssembler:
             q = max((_FAA_QUALITY.get(ch, 0) for ch in modes), default=0)
             if q:
                 v["quality"] = q
-            for key in ("sats", "hdop", "alt"):
-                if r[key] is not None:
-                    v[key] = r[key]
-        if tod is not None:
-            self._merge_tod(tod)
-            t = self._full_time(tod)
-            if t is not None:
-                v["time"] = t
-        return _Contribution(tod, v, moves=True)
+            v.update({k: r[k] for k in ("sats", "hdop", "alt") if r[k] is not None})
+        return self._timed(tod, v)
 
     def _rmc(self, r: dict[str, Any]) -> _Contribution:
         # Time and date count only when the receiver says the data are valid: some chips
@@ -349,13 +345,7 @@ class FixAssembler:
         if r["faa"] is not None:
             v["faa"] = r["faa"]
         tod = r["time"]
-        if tod is None:
-            return _Contribution(None, v, moves=True)
-        self._merge_tod(tod)
-        t = self._full_time(tod)
-        if t is not None:
-            v["time"] = t
-        return _Contribution(tod, v, moves=True)
+        return self._timed(tod, v)
 
     def _vtg(self, r: dict[str, Any]) -> _Contribution:
         if r.get("faa") == "N":
