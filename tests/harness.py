@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -11,9 +12,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
+
+import pytest
 
 from simulators.broker import free_port
 
@@ -175,3 +178,37 @@ def fix_event(i: int) -> dict[str, Any]:
         "type": "gnss.fix",
         "data": {"lat": 52.37 + i * 1e-5, "lon": 4.89, "mode": 3, "speed_mps": 8.0},
     }
+
+
+class _Runs(Protocol):
+    def run(self) -> Awaitable[None]: ...
+
+
+S = TypeVar("S", bound=_Runs)
+
+
+class Running(Generic[S]):
+    """A component's ``run()`` as a task for the block; cancelled and awaited on exit.
+
+    ``check_still_running`` also asserts that it was still running (components run until
+    cancelled)."""
+
+    def __init__(self, service: S, *, check_still_running: bool = False) -> None:
+        self.service = service
+        self.check = check_still_running
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> S:
+        async def run() -> None:
+            await self.service.run()
+
+        self.task = asyncio.create_task(run())
+        return self.service
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.task is not None
+        if self.check:
+            assert not self.task.done(), "the service must run until cancelled"
+        self.task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await self.task

@@ -31,6 +31,7 @@ from edge_agent.recorder import OutboxSink
 from edge_agent.sink import Accepted
 from simulators.gnss import Driver, GnssSimulator, PtyPort, TcpPort, Waypoint, run_simulation
 from simulators.nmea_out import fix_to_nmea
+from tests.harness import Running as RunningService
 
 FIXTURES = Path(__file__).parent / "fixtures" / "gpsd-nmea"
 ROUTE = [Waypoint(52.3731, 4.8922), Waypoint(52.3600, 4.8852), Waypoint(52.3500, 4.9000)]
@@ -82,23 +83,9 @@ async def outbox_events(ob: Outbox) -> list[dict[str, Any]]:
     return [json.loads(body) for _, body in await ob.read_after(0, max_bytes=10_000_000)]
 
 
-class Running:
-    """A service task, cancelled and awaited on exit."""
-
-    def __init__(self, service: GnssService) -> None:
-        self.service = service
-        self.task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> GnssService:
-        self.task = asyncio.create_task(self.service.run())
-        return self.service
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.task is not None
-        assert not self.task.done(), "the service must run until cancelled"
-        self.task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await self.task
+def Running(service: GnssService) -> RunningService[GnssService]:
+    """The GNSS service for the block; it must still run at the end."""
+    return RunningService(service, check_still_running=True)
 
 
 async def test_pty_unplug_replug_and_baud_change(tmp_path: Path, outbox: Outbox) -> None:

@@ -25,6 +25,7 @@ from edge_agent.trips.layout import build_zones
 from edge_agent.trips.manifest import parse_manifest
 from edge_agent.trips.service import TripService
 from simulators.fleet import VanRun, fleet_scenarios, run_van
+from tests.harness import Running
 
 DEADLINE_S = 30.0
 
@@ -74,24 +75,6 @@ async def until(cond: Callable[[], bool | Awaitable[bool]], what: str) -> None:
         if loop.time() > end:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.01)
-
-
-class Running:
-    """A TripService run as a task, stopped (cancelled) on exit."""
-
-    def __init__(self, service: TripService) -> None:
-        self.service = service
-        self.task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> TripService:
-        self.task = asyncio.create_task(self.service.run())
-        return self.service
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.task is not None
-        self.task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await self.task
 
 
 def make(
