@@ -28,6 +28,7 @@ Errors::
      ├── OutboxFull        the cap (and reserve) is reached; nothing of the submission was stored
      ├── OutboxSchemaError the file is of a newer schema version (never overwritten)
      ├── EventTooLarge     an envelope over the batch limit could never be sent: refused
+     ├── IdConflict        a client id reused for a different event: refused
      └── OutboxClosed      the outbox was closed before the submission was committed
 
 A file that fails to open or fails ``PRAGMA integrity_check`` is moved aside (kept for a
@@ -70,6 +71,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Draft",
     "EventTooLarge",
+    "IdConflict",
     "Outbox",
     "OutboxClosed",
     "OutboxError",
@@ -109,6 +111,10 @@ class OutboxSchemaError(OutboxError):
 
 class EventTooLarge(OutboxError):
     """An event whose envelope would not fit in one batch on the wire (256 KiB)."""
+
+
+class IdConflict(OutboxError):
+    """A client id accepted before with a different event: refused (HTTP 409), nothing stored."""
 
 
 class OutboxClosed(OutboxError):

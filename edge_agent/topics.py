@@ -6,7 +6,17 @@ from typing import NamedTuple
 
 from edge_agent.envelope import EnvelopeError, validate_identity
 
-__all__ = ["PREFIX", "TopicName", "ack", "cmd", "events", "parse", "state"]
+__all__ = [
+    "HUB_STATE_FILTER",
+    "PREFIX",
+    "TopicName",
+    "ack",
+    "cmd",
+    "events",
+    "hub_state",
+    "parse",
+    "state",
+]
 
 PREFIX = "lm/v1"
 
@@ -38,6 +48,15 @@ def ack(fleet: str, device: str) -> str:
 def cmd(fleet: str, device: str, name: str) -> str:
     """Hub to edge: a command (``manifest``, ``config``, ``report``...)."""
     return f"{PREFIX}/{fleet}/{device}/cmd/{name}"
+
+
+def hub_state(hub_id: str) -> str:
+    """Hub to all, retained: a hub instance's birth and will (Sparkplug's primary host STATE)."""
+    return f"{PREFIX}/_hub/{hub_id}/state"
+
+
+HUB_STATE_FILTER = f"{PREFIX}/_hub/+/state"
+"""What agents subscribe to: every hub instance's state (DESIGN §2)."""
 
 
 def parse(topic: str) -> TopicName:
