@@ -24,6 +24,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_config(args: argparse.Namespace) -> int:
     from edge_agent.config import load_agent_config
+    from edge_agent.redact import redact_data
     from edge_agent.yamlconf import ConfigError, mask_secrets
 
     try:
@@ -31,7 +32,9 @@ def _cmd_config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    dump = mask_secrets(config.model_dump(mode="json"))
+    # secret keys masked, and the password and secret parameters of every URL (broker, GNSS
+    # source, cameras); tls.key is a file path and stays readable
+    dump = redact_data(mask_secrets(config.model_dump(mode="json")), mask_keys=False)
     print(json.dumps(dump, indent=2))
     return 0
 

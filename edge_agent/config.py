@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge_agent.envelope import IDENT_RE
 from edge_agent.gnss.config import GnssConfig
+from edge_agent.redact import redact_url
 from edge_agent.scan.config import ScanConfig
 from edge_agent.trips.config import TripsConfig
 from edge_agent.units import ByteSize, Duration
@@ -72,20 +73,29 @@ class BrokerConfig(_Section):
     @classmethod
     def _scheme(cls, url: str) -> str:
         parts = urlsplit(url)
+        shown = redact_url(url)  # the message is printed: never with the password
         if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
-            raise ValueError(f"{url!r}: the scheme must be mqtt:// or mqtts://")
+            raise ValueError(f"{shown!r}: the scheme must be mqtt:// or mqtts://")
         if not parts.hostname:
-            raise ValueError(f"{url!r}: no host")
+            raise ValueError(f"{shown!r}: no host")
         try:
             _ = parts.port
         except ValueError:
-            raise ValueError(f"{url!r}: bad port") from None
+            raise ValueError(f"{shown!r}: bad port") from None
         return url
 
     @property
     def host(self) -> str:
         """The broker's host name."""
         return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def credentials(self) -> tuple[str | None, str | None]:
+        """(username, password): the keys when set, else the URL's userinfo (percent-decoded)."""
+        parts = urlsplit(self.url)
+        username = self.username if self.username is not None else _unquote(parts.username)
+        password = self.password if self.password is not None else _unquote(parts.password)
+        return username, password
 
     @property
     def use_tls(self) -> bool:
@@ -162,6 +172,10 @@ class AgentConfig(_Section):
     gnss: GnssConfig | None = None
     scan: ScanConfig | None = None
     trips: TripsConfig | None = None
+
+
+def _unquote(text: str | None) -> str | None:
+    return None if text is None else unquote(text)
 
 
 def parse_listen(listen: str) -> tuple[str, int]:

@@ -43,6 +43,7 @@ def make_client(
     **kwargs: Any,
 ) -> aiomqtt.Client:
     """An MQTT 5 client for ``broker`` with a persistent session named ``identifier``."""
+    username, password = broker.credentials
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     if persistent:
         props.SessionExpiryInterval = int(broker.session_expiry)
@@ -50,8 +51,8 @@ def make_client(
         broker.host,
         broker.port,
         identifier=broker.client_id or identifier,
-        username=broker.username,
-        password=broker.password,
+        username=username,
+        password=password,
         protocol=aiomqtt.ProtocolVersion.V5,
         clean_start=not persistent,
         keepalive=int(broker.keepalive),

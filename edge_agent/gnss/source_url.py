@@ -8,7 +8,8 @@
 ``file://log.nmea?rate=10``         replay of a log, ``rate`` epochs per second (0: at once)
 ==================================  ========================================================
 
-``parse_source_url`` is pure and raises ``ValueError`` naming what is wrong.
+``parse_source_url`` is pure and raises ``ValueError`` naming what is wrong (with any credentials
+in the URL masked: the message is printed and logged).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from edge_agent.redact import redact_text
 
 __all__ = ["STANDARD_BAUDS", "SourceSpec", "parse_source_url"]
 
@@ -81,6 +84,13 @@ def _baud(text: str | None, url: str) -> int | None:
 
 def parse_source_url(url: str) -> SourceSpec:
     """Parse a source URL (see the module docstring)."""
+    try:
+        return _parse(url)
+    except ValueError as exc:
+        raise ValueError(redact_text(str(exc))) from None
+
+
+def _parse(url: str) -> SourceSpec:
     if not isinstance(url, str) or not url.strip():
         raise ValueError("empty source URL")
     url = url.strip()

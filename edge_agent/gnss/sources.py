@@ -27,6 +27,7 @@ import serial
 from edge_agent.gnss.baud import BaudProbe
 from edge_agent.gnss.nmea import checksum
 from edge_agent.gnss.source_url import STANDARD_BAUDS, SourceSpec
+from edge_agent.redact import redact_url
 
 __all__ = [
     "ByteSource",
@@ -299,4 +300,4 @@ def make_source(spec: SourceSpec, *, bauds: Sequence[int], init: Sequence[str]) 
         return SocketSource(spec.host, spec.port)
     if spec.kind == "file":
         return FileSource(spec.path, spec.rate)
-    raise ValueError(f"{spec.url}: not a byte source")
+    raise ValueError(f"{redact_url(spec.url)}: not a byte source")

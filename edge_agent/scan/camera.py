@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from edge_agent.redact import redact_url
+
 __all__ = [
     "CameraError",
     "FolderSource",
@@ -88,7 +90,7 @@ class VideoSource:
         self.cap = cv2.VideoCapture(target)
         if not self.cap.isOpened():
             self.cap.release()
-            raise CameraError(f"{source}: cannot open camera or video")
+            raise CameraError(f"{redact_url(source)}: cannot open camera or video")
 
     def read(self) -> Frame | None:
         """The next frame; None at the end of a video file; CameraError when a device fails."""
@@ -101,7 +103,9 @@ class VideoSource:
                 if ok and frame is not None:
                     return frame  # type: ignore[return-value]
             return None
-        raise CameraError(f"{self.source}: no frame (device unplugged or stream dropped?)")
+        raise CameraError(
+            f"{redact_url(self.source)}: no frame (device unplugged or stream dropped?)"
+        )
 
     def close(self) -> None:
         """Release the capture."""
@@ -114,7 +118,7 @@ def open_source(source: str, *, loop: bool = False) -> FrameSource:
     if path.is_dir():
         return FolderSource(path, loop=loop)
     if "://" not in source and not source.isdigit() and not path.exists():
-        raise CameraError(f"{source}: no such device, file or folder")
+        raise CameraError(f"{redact_url(source)}: no such device, file or folder")
     return VideoSource(source, loop=loop)
 
 
