@@ -3,28 +3,40 @@
 ``POST /v1/events`` takes one event ``{"type", "data", "ts"?, "ref"?, "id"?}`` or a JSON array of
 them (a driver app coming out of a dead zone posts its backlog at once; all or nothing) and answers
 ``201`` only after the outbox committed them; ``400 {"error"}`` names what is wrong and where;
-``507`` when the outbox is full. A client-supplied ``id`` makes the POST idempotent. A ``ts`` from
-the client is taken as network time (``clock: "ntp"``): phones keep their clocks synchronised.
+``507`` when the outbox is full. A client-supplied ``id`` makes the POST idempotent; the same id
+with another event is ``409``. A ``ts`` from the client is taken as network time
+(``clock: "ntp"``): phones keep their clocks synchronised.
 
 ``GET /v1/health`` reports queue depth, the age of the oldest unacked event, broker state and
-every component's state and counters.
+every component's state and counters. ``GET /v1/openapi.json`` describes the API.
+
+Every input is bounded here, at the first boundary it crosses (``edge_agent.jsonbounds``, the
+same bounds the hub holds): the body's size (``max_body``: 413), the time to receive it
+(``body_timeout``: 408, the connection closed), the time a connection may sit idle or trickle its
+request line and headers (``idle_timeout``, aiohttp's keep-alive timer, armed from the connection's
+start: closed), the events in one POST (``max_batch``), and every value: nesting, number range,
+``NaN``/``Infinity``, lone surrogates (400 naming the path). No input gives a 500: an outbox that
+cannot store answers 507 (full) or 503 (closing, or storage failing).
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from edge_agent.clock import Clock
-from edge_agent.envelope import EnvelopeError, format_ts, parse_ts
+from edge_agent.envelope import TS_RE, EnvelopeError, format_ts, parse_ts, registered_types
 from edge_agent.health import HealthRegistry
+from edge_agent.jsonbounds import JsonBoundsError, join_path, loads
 from edge_agent.outbox import (
     Draft,
     EventTooLarge,
+    IdConflict,
     Outbox,
     OutboxClosed,
     OutboxError,
@@ -32,10 +44,11 @@ from edge_agent.outbox import (
 )
 from edge_agent.recorder import make_draft
 
-__all__ = ["build_app", "parse_submission"]
+__all__ = ["build_app", "openapi_document", "parse_submission"]
 
 _EVENT_KEYS = frozenset({"type", "data", "ts", "ref", "id"})
 _ID_MAX = 128
+_TYPE_MAX = 128
 
 
 def _one(clock: Clock, obj: Any, where: str, now: tuple[str, str]) -> Draft:
@@ -43,10 +56,12 @@ def _one(clock: Clock, obj: Any, where: str, now: tuple[str, str]) -> Draft:
         raise EnvelopeError(where, f"an event must be an object, not {type(obj).__name__}")
     unknown = sorted(set(obj) - _EVENT_KEYS)
     if unknown:
-        raise EnvelopeError(f"{where}.{unknown[0]}".lstrip("."), "unknown field")
+        raise EnvelopeError(join_path(where, [unknown[0]]), "unknown field")
     type_ = obj.get("type")
-    if not isinstance(type_, str):
-        raise EnvelopeError(f"{where}.type".lstrip("."), "missing or not a string")
+    if not isinstance(type_, str) or not 0 < len(type_) <= _TYPE_MAX:
+        raise EnvelopeError(
+            f"{where}.type".lstrip("."), f"missing or not a string of 1 to {_TYPE_MAX} characters"
+        )
     if "data" not in obj:
         raise EnvelopeError(f"{where}.data".lstrip("."), "missing")
     event_id = obj.get("id")
@@ -102,6 +117,174 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
+def _schema_error() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {"type": "string"}},
+    }
+
+
+def openapi_document(max_body: int = 4 * 1024 * 1024, max_batch: int = 10_000) -> dict[str, Any]:
+    """The OpenAPI 3.1 description of the local API (served at ``GET /v1/openapi.json``)."""
+    exact = [t for t in registered_types() if not t.endswith("*")]
+    event = {
+        "type": "object",
+        "description": "One event; data is checked against the registry of its type (DESIGN §2)"
+        " and bounded: at most 32 nested containers, 64-bit integers, finite numbers, no lone"
+        " surrogates.",
+        "required": ["type", "data"],
+        "additionalProperties": False,
+        "properties": {
+            "type": {
+                "anyOf": [
+                    {"enum": exact},
+                    {"type": "string", "pattern": r"^exception(\.[a-z][a-z0-9_]*)+$"},
+                ],
+                "description": "a registered type: " + ", ".join(registered_types()),
+            },
+            "data": {"type": "object"},
+            "ts": {
+                "type": "string",
+                "pattern": TS_RE,
+                "description": "network time of the event, UTC with milliseconds",
+            },
+            "ref": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "parcel": {
+                        "anyOf": [
+                            {"type": "string", "minLength": 1, "maxLength": 256},
+                            {
+                                "type": "array",
+                                "items": {"type": "string", "minLength": 1, "maxLength": 256},
+                            },
+                        ]
+                    },
+                    **{
+                        k: {"type": "string", "minLength": 1, "maxLength": 256}
+                        for k in ("shipment", "stop", "route", "vehicle", "dock")
+                    },
+                },
+            },
+            "id": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": _ID_MAX,
+                "pattern": "^[\\x21-\\x7e]+$",
+                "description": "a client id: the same id answers the same seq (idempotent)",
+            },
+        },
+    }
+    accepted = {
+        "type": "object",
+        "required": ["id", "seq"],
+        "properties": {"id": {"type": "string"}, "seq": {"type": "integer", "minimum": 1}},
+    }
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+    def answer(text: str) -> dict[str, Any]:
+        return {"description": text, **error}
+
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "edge-agent local API", "version": "1"},
+        "paths": {
+            "/v1/events": {
+                "post": {
+                    "summary": "accept one event, or an array of them (all or nothing)",
+                    "requestBody": {
+                        "required": True,
+                        "description": f"at most {max_body} bytes, {max_batch} events",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "oneOf": [
+                                        {"$ref": "#/components/schemas/Event"},
+                                        {
+                                            "type": "array",
+                                            "minItems": 1,
+                                            "maxItems": max_batch,
+                                            "items": {"$ref": "#/components/schemas/Event"},
+                                        },
+                                    ]
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "201": {
+                            "description": "committed to the outbox with fsync: the id and seq"
+                            " of the event, or of each event of the array in order",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "oneOf": [
+                                            {"$ref": "#/components/schemas/Accepted"},
+                                            {
+                                                "type": "array",
+                                                "items": {"$ref": "#/components/schemas/Accepted"},
+                                            },
+                                        ]
+                                    }
+                                }
+                            },
+                        },
+                        "400": answer("invalid: the error names the path (events[3].data.lat)"),
+                        "408": answer("the body did not arrive in time (the connection closes)"),
+                        "409": answer("a client id accepted before for another event"),
+                        "413": answer("the body, or one event, is too large"),
+                        "503": answer("the agent is shutting down, or its storage fails"),
+                        "507": answer("the outbox is full (kept events only, reserve used up)"),
+                    },
+                }
+            },
+            "/v1/health": {
+                "get": {
+                    "summary": "queue, broker, clock and every component's state and counters",
+                    "responses": {
+                        "200": {
+                            "description": "the agent's health",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["queue", "broker", "clock", "components"],
+                                        "properties": {
+                                            "queue": {
+                                                "type": "object",
+                                                "required": ["depth", "bytes", "last_seq"],
+                                            },
+                                            "broker": {"type": "object"},
+                                            "clock": {"type": "object"},
+                                            "components": {"type": "object"},
+                                        },
+                                    }
+                                }
+                            },
+                        }
+                    },
+                }
+            },
+            "/v1/openapi.json": {
+                "get": {
+                    "summary": "this document",
+                    "responses": {
+                        "200": {
+                            "description": "OpenAPI 3.1",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
+                }
+            },
+        },
+        "components": {
+            "schemas": {"Event": event, "Accepted": accepted, "Error": _schema_error()},
+        },
+    }
+
+
 def build_app(
     outbox: Outbox,
     clock: Clock,
@@ -110,19 +293,38 @@ def build_app(
     device: dict[str, str],
     max_body: int = 4 * 1024 * 1024,
     max_batch: int = 10_000,
+    body_timeout: float = 30.0,
+    idle_timeout: float = 30.0,
     extra_health: Callable[[], Awaitable[dict[str, Any]]] | None = None,
 ) -> web.Application:
-    """The aiohttp application of the local API, bound to one outbox."""
+    """The aiohttp application of the local API, bound to one outbox.
+
+    ``body_timeout``: seconds to receive a POST body once its headers arrived (else 408).
+    ``idle_timeout``: seconds a connection may stay without a complete request (idle between
+    requests, or trickling its request line and headers) before it is closed.
+    """
+    document = openapi_document(max_body, max_batch)
 
     async def post_events(request: web.Request) -> web.Response:
         try:
-            raw = await request.read()
+            async with asyncio.timeout(body_timeout):
+                raw = await request.read()
+        except TimeoutError:
+            health.count("api", "slow-body")
+            response = _error(408, f"the body did not arrive within {body_timeout:g} s")
+            response.force_close()  # what is left of the body would be read as a next request
+            return response
         except web.HTTPRequestEntityTooLarge:
             return _error(413, f"body over {max_body} bytes")
+        except HttpProcessingError as exc:  # a broken chunked or compressed body
+            response = _error(400, f"body: {exc.message}")
+            response.force_close()
+            return response
         try:
-            body = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return _error(400, f"body is not JSON: {exc}")
+            body = loads(raw)
+        except JsonBoundsError as exc:
+            health.count("api", "invalid")
+            return _error(400, f"body: {exc}")
         try:
             drafts, is_batch = parse_submission(clock, body, max_batch)
         except EnvelopeError as exc:
@@ -137,8 +339,13 @@ def build_app(
             return _error(503, "the agent is shutting down")
         except EventTooLarge as exc:
             return _error(413, str(exc))
+        except IdConflict as exc:
+            health.count("api", "id-conflict")
+            return _error(409, str(exc))
         except OutboxError as exc:
-            return _error(500, str(exc))
+            # the storage failed (not the input): the client may retry later
+            health.count("api", "storage-error")
+            return _error(503, f"the outbox cannot store events: {exc}")
         health.count("api", "accepted", len(accepted))
         out = [{"id": a.id, "seq": a.seq} for a in accepted]
         return web.json_response(out if is_batch else out[0], status=201)
@@ -172,7 +379,15 @@ def build_app(
             payload.update(await extra_health())
         return web.json_response(payload)
 
-    app = web.Application(client_max_size=max_body)
+    async def get_openapi(_: web.Request) -> web.Response:
+        return web.json_response(document)
+
+    # keepalive_timeout is armed when a connection opens and re-armed after each request: a
+    # client that sends nothing, or trickles its headers, is closed after idle_timeout
+    app = web.Application(
+        client_max_size=max_body, handler_args={"keepalive_timeout": idle_timeout}
+    )
     app.router.add_post("/v1/events", post_events)
     app.router.add_get("/v1/health", get_health)
+    app.router.add_get("/v1/openapi.json", get_openapi)
     return app

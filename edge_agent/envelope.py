@@ -11,6 +11,11 @@ Errors::
     EnvelopeError (ValueError)      an envelope or its data does not match the contract;
                                     ``path`` names the field ("data.lat"), ``reason`` says why
 
+Bounds (``edge_agent.jsonbounds``), the same on both ends: ``data`` nests at most 32 containers,
+its integers are 64-bit, its floats finite, its strings and keys hold no lone surrogate; ``seq``
+(and every seq an ``outbox.evicted`` notice names) is at most ``SEQ_MAX`` = 2**53 - 1, which every
+JSON reader holds exactly and SQLite stores.
+
 The envelope itself is closed (an unknown top-level field is an error: a new field means a new
 contract version); the ``data`` of each type is open (the contract lets types grow fields), but
 every field the registry knows is checked for type and range.
@@ -38,11 +43,14 @@ from pydantic import (
     field_validator,
 )
 
+from edge_agent.jsonbounds import MAX_DEPTH, JsonBoundsError, Unrepresentable, check, show_key
+
 __all__ = [
     "BATCH_MAX_BYTES",
     "CLOCKS",
     "HIGH_VALUE_PREFIXES",
     "LOW_VALUE_TYPES",
+    "SEQ_MAX",
     "Envelope",
     "EnvelopeError",
     "encode_batch",
@@ -53,6 +61,7 @@ __all__ = [
     "is_low_value",
     "new_event_id",
     "parse_ts",
+    "registered_types",
     "validate_data",
     "validate_envelope",
     "validate_identity",
@@ -62,6 +71,9 @@ BATCH_MAX_BYTES = 256 * 1024
 """Largest payload of one events batch on the wire (DESIGN §2)."""
 
 CLOCKS = ("gnss", "ntp", "rtc", "unsynced")
+
+SEQ_MAX = 2**53 - 1
+"""Highest seq of the contract: exact in every JSON reader (IEEE doubles), well inside SQLite."""
 
 IDENT_RE = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 _IDENT = re.compile(IDENT_RE)
@@ -154,9 +166,9 @@ class EvictedData(_Open):
     """Seqs the outbox gave up (size cap), or that an earlier hub acked and then lost."""
 
     ranges: list[
-        Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)]
+        Annotated[list[Annotated[int, Field(ge=1, le=SEQ_MAX)]], Field(min_length=2, max_length=2)]
     ] = Field(min_length=1)
-    count: int = Field(ge=1)
+    count: int = Field(ge=1, le=SEQ_MAX)
     reason: Literal["size-cap", "corrupt", "acked-earlier"]
 
     @field_validator("ranges")
@@ -204,6 +216,11 @@ def _schema_for(type_: str) -> type[_Open] | None:
     return schema
 
 
+def registered_types() -> list[str]:
+    """Every registered type name, and each family as its prefix followed by ``*``."""
+    return sorted(_REGISTRY) + [f"{prefix}*" for prefix in _FAMILIES]
+
+
 def is_known_type(type_: str) -> bool:
     """Whether ``type_`` is in the registry (exact name or a registered family)."""
     return _schema_for(type_) is not None
@@ -231,7 +248,7 @@ class Envelope(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     id: EventId
-    seq: int = Field(ge=1)
+    seq: int = Field(ge=1, le=SEQ_MAX)
     fleet: Ident
     device: Ident
     type: str = Field(min_length=1, max_length=128)
@@ -278,29 +295,41 @@ _TYPED: dict[type[_Open], TypeAdapter[Any]] = {
 
 def _first_error(exc: ValidationError, prefix: str = "") -> EnvelopeError:
     err = exc.errors(include_url=False)[0]
-    path = ".".join(str(p) for p in err["loc"])
+    # keys come from the sender: shown escaped when they hold what a log or UTF-8 cannot carry
+    path = ".".join(str(p) if isinstance(p, int) else show_key(p) for p in err["loc"])
     if prefix:
         path = f"{prefix}.{path}" if path else prefix
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
-    if err["type"] == "extra_forbidden":
+    if isinstance(err.get("input"), Unrepresentable):
+        msg = err["input"].reason  # NaN, 1e400, a 5000-digit integer: say that, not "not an int"
+    elif err["type"] == "extra_forbidden":
         msg = "unknown field"
     elif err["type"] == "missing":
         msg = "missing"
     return EnvelopeError(path, msg)
 
 
+def _bounded(data: Any) -> None:
+    try:
+        check(data, MAX_DEPTH, "data")
+    except JsonBoundsError as exc:
+        raise EnvelopeError(exc.path, exc.reason) from None
+
+
 def validate_data(type_: str, data: Any) -> dict[str, Any]:
-    """Check ``data`` against the schema of ``type_``; return it unchanged (a plain dict).
+    """Check ``data`` against the bounds and the schema of ``type_``; return it unchanged (a
+    plain dict).
 
     Raises EnvelopeError with a path under ``data``.
     """
     schema = _schema_for(type_)
     if schema is None:
-        raise EnvelopeError("type", f"unknown event type {type_!r}")
+        raise EnvelopeError("type", f"unknown event type {type_[:128]!r}")
     if not isinstance(data, Mapping):
         raise EnvelopeError("data", f"must be an object, not {type(data).__name__}")
+    _bounded(data if type(data) is dict else dict(data))
     try:
         schema.model_validate(data)
     except ValidationError as exc:
@@ -312,10 +341,14 @@ def validate_envelope(obj: Any) -> dict[str, Any]:
     """Validate one envelope as it travels on the wire; return it as a plain dict.
 
     The returned dict is the input (not a re-serialisation), so what is stored is byte-for-byte
-    what was sent, apart from JSON formatting.
+    what was sent, apart from JSON formatting. ``data`` is held to the bounds of
+    ``edge_agent.jsonbounds`` first (one walk), then every field to its schema.
     """
     if not isinstance(obj, Mapping):
         raise EnvelopeError("", f"an envelope must be an object, not {type(obj).__name__}")
+    data = obj.get("data")
+    if isinstance(data, dict):  # anything else is refused by the schema below
+        _bounded(data)
     type_ = obj.get("type")
     schema = _schema_for(type_) if isinstance(type_, str) else None
     adapter = _ENVELOPE if schema is None else _TYPED[schema]

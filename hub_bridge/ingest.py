@@ -9,18 +9,30 @@ reasons; a message that cannot be read at all becomes one dead letter. Rules (is
   dead-lettered, nothing of it is stored or acknowledged);
 - a ``ts`` further than ``future_tolerance`` ahead of the hub's clock is kept but flagged.
 
-An invalid envelope from the right device is rejected alone; its seq (when readable) is still
-accounted for, so the device's watermark does not stall on an event that will never be valid.
+An invalid envelope from the right device is rejected alone; its seq (when readable: an int
+from 1 to ``SEQ_MAX``) is still accounted for, so the device's watermark does not stall on an
+event that will never be valid. The payload is parsed by ``edge_agent.jsonbounds.loads``, which
+never raises on a bad value: ``NaN``, ``1e400``, a 5000-digit integer, a lone surrogate or data
+nested deeper than 32 fail only the envelope that holds them (the same bounds as the agent's API).
+Only a payload that is not JSON at all (or nests past the parser's own limit, about 990 levels)
+is one dead letter. Nothing here raises, whatever the payload; what a reject carries (reason,
+``raw``) is safe to log, to encode as UTF-8 and to ``json.dumps``.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from edge_agent.envelope import BATCH_MAX_BYTES, EnvelopeError, format_ts, validate_envelope
+from edge_agent.envelope import (
+    BATCH_MAX_BYTES,
+    SEQ_MAX,
+    EnvelopeError,
+    format_ts,
+    validate_envelope,
+)
+from edge_agent.jsonbounds import MAX_DEPTH, JsonBoundsError, Unrepresentable, loads
 from edge_agent.topics import TopicName
 
 __all__ = ["BatchCheck", "Reject", "check_events"]
@@ -28,7 +40,10 @@ __all__ = ["BatchCheck", "Reject", "check_events"]
 
 @dataclass(frozen=True, slots=True)
 class Reject:
-    """One envelope of a batch that is not stored: why, and its seq when it has one."""
+    """One envelope of a batch that is not stored: why, and its seq when it has one.
+
+    ``raw`` is the envelope cut to a few levels, its unrepresentable numbers as their text: it
+    can be ``json.dumps``-ed whatever was sent."""
 
     reason: str
     seq: int | None
@@ -59,13 +74,9 @@ def check_events(
         out.dead_letter = f"oversize: {len(payload)} bytes > {max_bytes}"
         return out
     try:
-        # decode first: json.loads(bytes) would also accept UTF-16/32, which the contract does not
-        doc = json.loads(payload.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        out.dead_letter = f"not UTF-8: {exc.reason} at byte {exc.start}"
-        return out
-    except json.JSONDecodeError as exc:
-        out.dead_letter = f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        doc = loads(payload)  # UTF-8 only: json.loads(bytes) would also take UTF-16/32
+    except JsonBoundsError as exc:
+        out.dead_letter = str(exc)
         return out
     if not isinstance(doc, dict) or not isinstance(doc.get("events"), list):
         out.dead_letter = 'not a batch: expected {"events": [...]}'
@@ -80,7 +91,7 @@ def check_events(
             env.get("fleet") != topic.fleet or env.get("device") != topic.device
         ):
             out.dead_letter = (
-                f"forged: events[{i}] says {env.get('fleet')!r}/{env.get('device')!r},"
+                f"forged: events[{i}] says {_shown(env.get('fleet'))}/{_shown(env.get('device'))},"
                 f" the topic {topic.fleet!r}/{topic.device!r}"
             )
             return out
@@ -90,8 +101,10 @@ def check_events(
             checked = validate_envelope(env)
         except EnvelopeError as exc:
             seq = env.get("seq") if isinstance(env, dict) else None
-            ok_seq = isinstance(seq, int) and not isinstance(seq, bool) and seq >= 1
-            out.rejects.append(Reject(f"events[{i}]: {exc}", seq if ok_seq else None, env))
+            ok_seq = type(seq) is int and 1 <= seq <= SEQ_MAX
+            out.rejects.append(
+                Reject(_safe_text(f"events[{i}]: {exc}"), seq if ok_seq else None, _pruned(env))
+            )
             continue
         flags: list[str] = []
         # contract timestamps share one fixed layout, so they compare as strings
@@ -100,3 +113,32 @@ def check_events(
         out.events.append(checked)
         out.flags.append(flags)
     return out
+
+
+def _shown(value: Any) -> str:
+    """A sender's value in a message: a short repr of a str, else only its type (a deep or huge
+    value must not be repr-ed whole)."""
+    if isinstance(value, str):
+        return repr(value[:64])
+    return f"<{type(value).__name__}>"
+
+
+def _safe_text(text: str) -> str:
+    # a lone surrogate cannot be logged to a UTF-8 file nor stored in a TEXT column
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _pruned(value: Any, room: int = MAX_DEPTH + 4) -> Any:
+    """A copy that ``json.dumps`` can always encode: containers below ``room`` levels and
+    unrepresentable numbers replaced by strings saying what they were."""
+    if isinstance(value, Unrepresentable):
+        return f"<{value.text[:40]}: {value.reason}>"
+    if isinstance(value, dict | list):
+        if room <= 0:
+            return "<deeper: cut>"
+        if isinstance(value, dict):
+            return {_safe_text(str(k)): _pruned(v, room - 1) for k, v in value.items()}
+        return [_pruned(v, room - 1) for v in value]
+    if isinstance(value, str):
+        return _safe_text(value)
+    return value
