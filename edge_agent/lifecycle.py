@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import json
 import logging
 import os
@@ -26,6 +27,15 @@ def announce_ready(api_port: int | None) -> None:
     print(json.dumps({"ready": True, "api_port": api_port}), flush=True)
 
 
+def log_tasks() -> None:
+    """Log where every task of the running loop waits (SIGUSR1: what is this service doing?)."""
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        out.write(f"task {task.get_name()}:\n")
+        task.print_stack(limit=12, file=out)
+    logging.getLogger(__name__).warning("tasks on SIGUSR1:\n%s", out.getvalue())
+
+
 def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]], log_level: str) -> None:
     """Configure logging and run ``main(stop)``; SIGTERM or SIGINT sets ``stop``."""
     logging.basicConfig(level=log_level, format=LOG_FORMAT)
@@ -36,6 +46,8 @@ def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]], log_le
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signal.SIGUSR1, log_tasks)
         await main(stop)
 
     asyncio.run(runner())

@@ -26,6 +26,7 @@ Errors::
 
     OutboxError
      ├── OutboxFull        the cap (and reserve) is reached; nothing of the submission was stored
+     │    └── DiskFull     the file system is full; nothing stored; recovers when room returns
      ├── OutboxSchemaError the file is of a newer schema version (never overwritten)
      ├── EventTooLarge     an envelope over the batch limit could never be sent: refused
      ├── IdConflict        a client id reused for a different event: refused
@@ -41,6 +42,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import hashlib
+import json
 import logging
 import os
 import sqlite3
@@ -54,12 +58,13 @@ from typing import Any
 import aiosqlite
 
 from edge_agent.envelope import (
-    BATCH_MAX_BYTES,
     encode_checked,
+    encode_envelope,
     format_ts,
     is_low_value,
     new_event_id,
 )
+from edge_agent.limits import NOTICE_MAX_RANGES, batch_body_limit
 from edge_agent.sink import Accepted
 from edge_agent.sqlite_schema import NewerSchema, configure, migrate, schema_version
 
@@ -69,6 +74,7 @@ __all__ = [
     "PRIO_LIFECYCLE",
     "PRIO_LOW",
     "SCHEMA_VERSION",
+    "DiskFull",
     "Draft",
     "EventTooLarge",
     "IdConflict",
@@ -89,8 +95,25 @@ PRIO_KEPT = 1
 PRIO_LIFECYCLE = 2
 
 
-MAX_EVENT_BYTES = BATCH_MAX_BYTES - len(b'{"events":[]}')
+MAX_EVENT_BYTES = batch_body_limit()
 """The largest envelope that fits alone in one batch on the wire."""
+
+SEQ_FLOOR_BLOCK = 100_000
+"""Seqs reserved ahead in the floor file: one small fsynced write per this many events."""
+
+DISK_RESERVE_BYTES = 4 * 1024 * 1024
+"""Default size of the spare file released when the disk fills (room to apply acks)."""
+
+# SQLite primary result codes (sqlite3.Error.sqlite_errorcode & 0xFF) that mean "no room" or
+# "the storage failed", not "the file is damaged": such a file is never moved aside
+_NO_ROOM = frozenset({13, 10})  # SQLITE_FULL, SQLITE_IOERR
+
+
+def _is_no_room(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and (code & 0xFF) in _NO_ROOM
 
 
 class OutboxError(Exception):
@@ -103,6 +126,10 @@ class OutboxError(Exception):
 
 class OutboxFull(OutboxError):
     """The size cap (and, for kept events, the reserve) is reached: nothing was stored."""
+
+
+class DiskFull(OutboxFull):
+    """The file system has no room for the commit: nothing was stored (HTTP 507 as well)."""
 
 
 class OutboxSchemaError(OutboxError):
@@ -162,6 +189,26 @@ class _Submission:
     future: asyncio.Future[list[Accepted]]
 
 
+@dataclass(slots=True)
+class _GroupPlan:
+    """What one group commit will write, built up submission by submission."""
+
+    next_seq: int
+    total: int
+    now: float
+    rows: list[tuple[int, str, str, int, float, bytes]] = field(default_factory=list)
+    client_rows: list[tuple[str, int, float, bytes]] = field(default_factory=list)
+    results: list[tuple[_Submission, list[Accepted] | OutboxError]] = field(default_factory=list)
+    evicted: list[int] = field(default_factory=list)
+    refused: int = 0
+
+
+def _digest(type_: str, body: bytes) -> bytes:
+    """What a client id stands for: the type, data and ref of its event (not its seq or ts)."""
+    content = body[body.index(b',"data":') :]
+    return hashlib.blake2b(type_.encode() + content, digest_size=16).digest()
+
+
 _SCHEMA = [
     # version 1
     """
@@ -181,6 +228,10 @@ _SCHEMA = [
     CREATE INDEX client_ids_age ON client_ids (accepted);
     INSERT INTO meta (key, value) VALUES
         ('next_seq', 1), ('acked', 0), ('evicted', 0), ('refused', 0);
+    """,
+    # version 2: what a client id was accepted for, so a reuse with another event is refused
+    """
+    ALTER TABLE client_ids ADD COLUMN digest BLOB;
     """,
 ]
 SCHEMA_VERSION = len(_SCHEMA)
@@ -229,6 +280,8 @@ class Outbox:
         max_bytes: int,
         reserve_bytes: int,
         id_retention_s: float,
+        max_event_bytes: int = MAX_EVENT_BYTES,
+        disk_reserve_bytes: int = DISK_RESERVE_BYTES,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.path = path
@@ -237,6 +290,12 @@ class Outbox:
         self.max_bytes = max_bytes
         self.reserve_bytes = reserve_bytes
         self.id_retention_s = id_retention_s
+        self.max_event_bytes = min(max_event_bytes, MAX_EVENT_BYTES)
+        self.disk_reserve_bytes = disk_reserve_bytes
+        self.reserve_path = Path(f"{path}.reserve")
+        self._disk_full = False
+        self._notices: list[int] = []  # unacked life-cycle seqs, ascending: sent ahead of the rest
+        self._seq_floor = 0
         self._wall = wall
         self._db: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
@@ -276,9 +335,16 @@ class Outbox:
         max_bytes: int = 256 * 1024 * 1024,
         reserve_bytes: int | None = None,
         id_retention_s: float = 7 * 86400.0,
+        max_event_bytes: int = MAX_EVENT_BYTES,
+        disk_reserve_bytes: int = DISK_RESERVE_BYTES,
         wall: Callable[[], float] = time.time,
     ) -> Outbox:
-        """Open (or create, migrate, or replace a corrupt) outbox file and start its writer."""
+        """Open (or create, migrate, or replace a corrupt) outbox file and start its writer.
+
+        ``max_event_bytes`` is the largest envelope accepted (it must fit alone in one batch of
+        the uplink's size); ``disk_reserve_bytes`` the spare file kept next to the outbox and
+        released when the file system fills, so acks can still be applied.
+        """
         ob = cls(
             Path(path),
             fleet,
@@ -286,6 +352,8 @@ class Outbox:
             max_bytes=max_bytes,
             reserve_bytes=max_bytes // 4 if reserve_bytes is None else reserve_bytes,
             id_retention_s=id_retention_s,
+            max_event_bytes=max_event_bytes,
+            disk_reserve_bytes=disk_reserve_bytes,
             wall=wall,
         )
         await ob._start()
@@ -296,19 +364,75 @@ class Outbox:
         salvaged: tuple[int, int] | None = None
         moved: str | None = None
         try:
-            await self._connect_and_check()
+            await self._connect_no_room_retry()
         except OutboxSchemaError:
             await self._disconnect()
             raise
         except sqlite3.DatabaseError as exc:
             await self._disconnect()
+            if _is_no_room(exc):
+                raise DiskFull(f"{self.path}: cannot open: {exc}", str(self.path)) from None
             salvaged = _salvage_counters(self.path)
             moved = self._move_aside(str(exc))
             await self._connect_and_check()
-        await self._load_counters()
+        fresh = await self._load_counters()
+        self._make_reserve()
+        self._seq_floor = self._read_seq_floor()
         if moved is not None:
             await self._after_corruption(moved, salvaged)
+        elif fresh and self._seq_floor > 0:
+            await self._after_replacement(self._seq_floor)
         self._writer = asyncio.create_task(self._write_loop(), name=f"outbox-writer:{self.path}")
+
+    async def _connect_no_room_retry(self) -> None:
+        """Open; on a full disk, give up the spare file and try once more (never move aside)."""
+        try:
+            await self._connect_and_check()
+        except (sqlite3.DatabaseError, OSError) as exc:
+            if not _is_no_room(exc) or not self._release_reserve():
+                raise
+            await self._disconnect()
+            await self._connect_and_check()
+
+    def _make_reserve(self) -> bool:
+        """Keep a spare file of ``disk_reserve_bytes`` next to the outbox; True if it exists."""
+        if self.disk_reserve_bytes <= 0:
+            return False
+        try:
+            if self.reserve_path.exists():
+                return True
+            tmp = self.reserve_path.with_name(self.reserve_path.name + ".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                # real blocks (not a sparse file): the space must be there to give back
+                chunk = b"\0" * 65536
+                left = self.disk_reserve_bytes
+                while left > 0:
+                    left -= os.write(fd, chunk[: min(left, len(chunk))])
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.reserve_path)
+            return True
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(self.reserve_path.with_name(self.reserve_path.name + ".tmp"))
+            log.warning(
+                "outbox: no room for the %d-byte spare file: %s", self.disk_reserve_bytes, exc
+            )
+            return False
+
+    def _release_reserve(self) -> bool:
+        """Delete the spare file (the disk is full); True if there was one to delete."""
+        try:
+            os.unlink(self.reserve_path)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            log.warning("outbox: cannot delete the spare file %s: %s", self.reserve_path, exc)
+            return False
+        log.warning("outbox: the disk is full: released the spare file %s", self.reserve_path)
+        return True
 
     async def _connect_and_check(self) -> None:
         db = await aiosqlite.connect(self.path, isolation_level=None)
@@ -352,28 +476,85 @@ class Outbox:
         return str(target)
 
     async def _after_corruption(self, moved: str, salvaged: tuple[int, int] | None) -> None:
-        # seqs must never be reused: continue after the old counter, or jump ahead by the clock
-        # (milliseconds since the epoch exceed any count of events a device can have made)
-        if salvaged is not None:
-            next_seq, acked = salvaged
+        # seqs must never be reused: continue after the old counter or the seq floor file, or
+        # jump ahead by the clock (milliseconds since the epoch exceed any count of events a
+        # device can make; a clock that is behind is caught later by the hub's ack check)
+        floor = self._read_seq_floor()
+        if salvaged is not None or floor:
+            next_seq, acked = salvaged or (1, 0)
+            next_seq = max(next_seq, floor + 1)
         else:
             next_seq, acked = int(self._wall() * 1000), 0
+        await self._restart_seqs(next_seq, acked)
+        alarm: dict[str, Any] = {"alarm": "outbox-corrupt", "moved_to": moved}
+        await self._announce_restart(alarm, acked, next_seq)
+
+    async def _after_replacement(self, floor: int) -> None:
+        """A new, empty file where this device had assigned seqs up to ``floor`` before."""
+        log.error(
+            "outbox %s is new but this device used seqs up to %d: continuing after them",
+            self.path,
+            floor,
+        )
+        await self._restart_seqs(floor + 1, 0)
+        alarm: dict[str, Any] = {"alarm": "outbox-replaced", "seq_floor": floor}
+        await self._announce_restart(alarm, 0, floor + 1)
+
+    async def _announce_restart(self, alarm: dict[str, Any], acked: int, next_seq: int) -> None:
+        drafts = [self._lifecycle_draft("device.health", alarm)]
+        if next_seq - 1 > acked:
+            drafts.extend(self._eviction_drafts([(acked + 1, next_seq - 1)], "corrupt"))
+        await self._commit_now(drafts)
+        if self.on_alarm is not None:
+            self.on_alarm(str(alarm["alarm"]), alarm)
+
+    # -- the seq floor: a sidecar file reserving seqs ahead, the device's own record -----------
+
+    @property
+    def seq_floor_path(self) -> Path:
+        """``outbox.db.seq``: the highest seq this device may have assigned (reserved ahead)."""
+        return Path(f"{self.path}.seq")
+
+    def _read_seq_floor(self) -> int:
+        try:
+            text = self.seq_floor_path.read_text(encoding="ascii").strip()
+            value = int(text) if text.isascii() and text.isdigit() else 0
+        except (OSError, ValueError):
+            return 0
+        return value if 0 < value < 2**62 else 0
+
+    def _reserve_seqs(self, upto: int) -> None:
+        """Record (fsynced) that seqs up to ``upto`` may be assigned, before assigning them."""
+        if upto <= self._seq_floor:
+            return
+        value = upto + SEQ_FLOOR_BLOCK
+        tmp = self.seq_floor_path.with_name(self.seq_floor_path.name + ".tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, f"{value}\n".encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.seq_floor_path)
+        except OSError as exc:
+            # the outbox file itself stays the first record: a missing floor only weakens the
+            # recovery from a lost file (the hub's ack check still catches it)
+            log.warning("outbox: cannot record the seq floor in %s: %s", self.seq_floor_path, exc)
+            self._seq_floor = upto
+            return
+        self._seq_floor = value
+
+    async def _restart_seqs(self, next_seq: int, acked: int) -> None:
         db = self._require_db()
         await db.execute("BEGIN IMMEDIATE")
         await db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (next_seq,))
         await db.execute("UPDATE meta SET value=? WHERE key='acked'", (acked,))
         await db.execute("COMMIT")
         self._next_seq, self._acked = next_seq, acked
-        alarm: dict[str, Any] = {"alarm": "outbox-corrupt", "moved_to": moved}
-        drafts = [self._lifecycle_draft("device.health", alarm)]
-        if next_seq - 1 > acked:
-            lost = [(acked + 1, next_seq - 1)]
-            drafts.append(self._eviction_draft(lost, next_seq - 1 - acked, "corrupt"))
-        await self._commit_now(drafts)
-        if self.on_alarm is not None:
-            self.on_alarm("outbox-corrupt", alarm)
 
-    async def _load_counters(self) -> None:
+    async def _load_counters(self) -> bool:
+        """Load the counters; True when the file has never assigned a seq (a new file)."""
         db = self._require_db()
         async with db.execute("SELECT key, value FROM meta") as cur:
             meta = {k: int(v) for k, v in await cur.fetchall()}
@@ -388,6 +569,12 @@ class Outbox:
         self._acked = meta.get("acked", 0)
         self._evicted = meta.get("evicted", 0)
         self._refused = meta.get("refused", 0)
+        async with db.execute(
+            "SELECT seq FROM events WHERE prio = ? AND seq > ? ORDER BY seq",
+            (PRIO_LIFECYCLE, self._acked),
+        ) as cur:
+            self._notices = [int(r[0]) for r in await cur.fetchall()]
+        return self._next_seq == 1
 
     async def _disconnect(self) -> None:
         for con in (self._reader, self._db):
@@ -453,15 +640,56 @@ class Outbox:
                 group, self._queue = self._queue, []
                 try:
                     async with self._lock:
-                        await self._commit_group(group)
+                        await self._commit_with_room(group)
                 except Exception as exc:  # a failed commit fails its submissions, not the agent
-                    log.exception("outbox commit failed")
-                    err = OutboxError(f"commit failed: {exc}", str(self.path))
+                    if isinstance(exc, DiskFull):
+                        err: OutboxError = exc
+                    else:
+                        log.exception("outbox commit failed")
+                        err = OutboxError(f"commit failed: {exc}", str(self.path))
                     for sub in group:
                         if not sub.future.done():
                             sub.future.set_exception(err)
             if self._closing:
                 return
+
+    async def _commit_with_room(self, group: list[_Submission]) -> None:
+        """Commit a group; a full disk gives DiskFull (507), an alarm, and frees the spare file.
+
+        The spare file's room goes to applying acks (deletes need room in the WAL too) and to
+        the alarm itself; while the disk stays full every submission gets DiskFull, and the
+        first commit after room returns clears the alarm and makes a new spare file.
+        """
+        try:
+            await self._commit_group(group)
+        except (sqlite3.DatabaseError, OSError) as exc:
+            if not _is_no_room(exc):
+                raise
+            await self._on_disk_full(str(exc))
+            raise DiskFull(f"the disk is full: {exc}", str(self.path)) from None
+        if self._disk_full and self._make_reserve():
+            self._disk_full = False
+            log.info("outbox %s: room on the disk again", self.path)
+            if self.on_alarm is not None:
+                self.on_alarm("ok", {})
+
+    async def _on_disk_full(self, reason: str) -> None:
+        first = not self._disk_full
+        self._disk_full = True
+        self._release_reserve()
+        if self._ack_seen > self._acked:
+            with contextlib.suppress(Exception):
+                await self._apply_ack_locked(self._ack_seen)
+        if first:
+            log.error("outbox %s: the disk is full (%s): refusing events", self.path, reason)
+            alarm = {"alarm": "disk-full", "error": reason[:200]}
+            with contextlib.suppress(Exception):  # recorded if the freed room allows
+                fut: asyncio.Future[list[Accepted]] = asyncio.get_running_loop().create_future()
+                await self._commit_group(
+                    [_Submission([self._lifecycle_draft("device.health", alarm)], fut)]
+                )
+            if self.on_alarm is not None:
+                self.on_alarm("disk-full", {"error": reason[:200]})
 
     async def _commit_now(self, drafts: Sequence[Draft]) -> list[Accepted]:
         """Commit outside the writer loop (start-up, before the writer exists)."""
@@ -477,137 +705,174 @@ class Outbox:
             when, source = datetime.fromtimestamp(self._wall(), UTC), "unsynced"
         return Draft(type_, data, format_ts(when), source, prio=PRIO_LIFECYCLE)
 
-    def _eviction_draft(self, ranges: list[tuple[int, int]], count: int, reason: str) -> Draft:
-        data = {"ranges": [list(r) for r in ranges], "count": count, "reason": reason}
-        return self._lifecycle_draft("outbox.evicted", data)
+    def _eviction_drafts(self, ranges: list[tuple[int, int]], reason: str) -> list[Draft]:
+        """``outbox.evicted`` notices for ``ranges``, split so each fits easily in one batch."""
+        out = []
+        for i in range(0, len(ranges), NOTICE_MAX_RANGES):
+            part = ranges[i : i + NOTICE_MAX_RANGES]
+            count = sum(hi - lo + 1 for lo, hi in part)
+            data = {"ranges": [list(r) for r in part], "count": count, "reason": reason}
+            out.append(self._lifecycle_draft("outbox.evicted", data))
+        return out
 
     async def _commit_group(self, group: list[_Submission]) -> None:
         db = self._require_db()
         now = self._wall()
-        next_seq, total = self._next_seq, self._bytes
-        rows: list[tuple[int, str, str, int, float, bytes]] = []
-        client_rows: list[tuple[str, int, float]] = []
-        results: list[tuple[_Submission, list[Accepted] | OutboxError]] = []
-        evicted: list[int] = []
-        refused = 0
-
+        # the floor file is written before seqs beyond it are given (life-cycle notices: margin)
+        self._reserve_seqs(self._next_seq + sum(len(sub.drafts) for sub in group) + 10_000)
+        plan = _GroupPlan(self._next_seq, self._bytes, now)
         await db.execute("BEGIN IMMEDIATE")
         try:
             known = await self._known_client_ids(db, group)
             for sub in group:
-                # which drafts are new: a client id seen before keeps its earlier seq
-                fresh: list[tuple[str, Draft]] = []
-                fresh_ids: set[str] = set()
-                ids_for: list[str] = []
-                for d in sub.drafts:
-                    eid = d.id or new_event_id()
-                    if d.id is None or (d.id not in known and d.id not in fresh_ids):
-                        fresh.append((eid, d))
-                        fresh_ids.add(eid)
-                    ids_for.append(eid)
-                # encoded once with the seqs they get if the submission fits
-                bodies = [self._encode(d, eid, next_seq + k) for k, (eid, d) in enumerate(fresh)]
-                too_big = [k for k, body in enumerate(bodies) if len(body) > MAX_EVENT_BYTES]
-                if too_big:
-                    size = len(bodies[too_big[0]])
-                    results.append(
-                        (sub, EventTooLarge(f"an event of {size} bytes is over {MAX_EVENT_BYTES}"))
-                    )
-                    continue
-                need_low = need_kept = 0
-                for body, (_, d) in zip(bodies, fresh, strict=True):
-                    prio = d.priority
-                    if prio == PRIO_LOW:
-                        need_low += len(body)
-                    elif prio == PRIO_KEPT:
-                        need_kept += len(body)
-                if total + need_low + need_kept > self.max_bytes and (need_low or need_kept):
-                    # free a twentieth of the cap at least, so notices of eviction stay rare
-                    over = max(total + need_low + need_kept - self.max_bytes, self.max_bytes // 20)
-                    freed, gone = await self._thin(db, over, exclude=set(evicted))
-                    evicted.extend(gone)
-                    total -= freed
-                after = total + need_low + need_kept
-                if (need_low and after > self.max_bytes) or (
-                    need_kept and after > self.max_bytes + self.reserve_bytes
-                ):
-                    refused += len(sub.drafts)
-                    results.append(
-                        (sub, OutboxFull(f"outbox full ({total} of {self.max_bytes} bytes)"))
-                    )
-                    continue
-                seq_by_id: dict[str, int] = {}
-                for (eid, d), body in zip(fresh, bodies, strict=True):
-                    rows.append((next_seq, eid, d.type, d.priority, now, body))
-                    total += len(body)
-                    seq_by_id[eid] = next_seq
-                    if d.id is not None:
-                        known[d.id] = next_seq
-                        client_rows.append((d.id, next_seq, now))
-                    next_seq += 1
-                accepted = [Accepted(e, seq_by_id.get(e) or known[e]) for e in ids_for]
-                results.append((sub, accepted))
+                await self._plan_submission(db, plan, sub, known)
             extra: list[Draft] = []
-            if evicted:
-                evicted = sorted(set(evicted))
-                extra.append(self._eviction_draft(seq_ranges(evicted), len(evicted), "size-cap"))
-            full_now = refused > 0
+            if plan.evicted:
+                plan.evicted = sorted(set(plan.evicted))
+                extra.extend(self._eviction_drafts(seq_ranges(plan.evicted), "size-cap"))
+            full_now = plan.refused > 0
             if full_now and not self._full:
-                alarm = {"alarm": "outbox-full", "bytes": total, "max_bytes": self.max_bytes}
+                alarm = {"alarm": "outbox-full", "bytes": plan.total, "max_bytes": self.max_bytes}
                 extra.append(self._lifecycle_draft("device.health", alarm))
             for d in extra:  # life-cycle events: exempt from the cap, not counted in it
                 eid = new_event_id()
-                body = self._encode(d, eid, next_seq)
-                rows.append((next_seq, eid, d.type, d.priority, now, body))
-                next_seq += 1
-            if rows:
+                body = self._encode(d, eid, plan.next_seq)
+                plan.rows.append((plan.next_seq, eid, d.type, d.priority, now, body))
+                plan.next_seq += 1
+            if plan.rows:
                 await db.executemany(
                     "INSERT INTO events (seq, id, type, prio, accepted, body)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
-                    rows,
+                    plan.rows,
                 )
-            if client_rows:
+            if plan.client_rows:
                 await db.executemany(
-                    "INSERT OR REPLACE INTO client_ids (id, seq, accepted) VALUES (?, ?, ?)",
-                    client_rows,
+                    "INSERT OR REPLACE INTO client_ids (id, seq, accepted, digest)"
+                    " VALUES (?, ?, ?, ?)",
+                    plan.client_rows,
                 )
             await db.execute(
                 "UPDATE meta SET value = CASE key"
                 " WHEN 'next_seq' THEN ? WHEN 'evicted' THEN value + ?"
                 " WHEN 'refused' THEN value + ? ELSE value END"
                 " WHERE key IN ('next_seq', 'evicted', 'refused')",
-                (next_seq, len(evicted), refused),
+                (plan.next_seq, len(plan.evicted), plan.refused),
             )
             await db.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(Exception):
                 await db.execute("ROLLBACK")
             raise
-        self._next_seq = next_seq
-        self._bytes = total
-        self._depth += len(rows) - len(evicted)
-        self._evicted += len(evicted)
-        self._refused += refused
-        if self._full != full_now:
-            self._full = full_now
-            if full_now:
-                log.warning("outbox %s is full: refusing events", self.path)
-                if self.on_alarm is not None:
-                    self.on_alarm("outbox-full", {"bytes": total, "max_bytes": self.max_bytes})
-            else:
-                log.info("outbox %s accepts events again", self.path)
-        if evicted:
-            log.info("outbox thinned %d low-value events to stay under its cap", len(evicted))
-        for sub, res in results:
+        self._after_commit(plan, full_now)
+        for sub, res in plan.results:
             if sub.future.done():
                 continue
             if isinstance(res, OutboxError):
                 sub.future.set_exception(res)
             else:
                 sub.future.set_result(res)
-        if rows:
+        if plan.rows:
             for listener in self.commit_listeners:
                 listener()
+
+    def _after_commit(self, plan: _GroupPlan, full_now: bool) -> None:
+        self._next_seq = plan.next_seq
+        self._bytes = plan.total
+        self._depth += len(plan.rows) - len(plan.evicted)
+        self._evicted += len(plan.evicted)
+        self._refused += plan.refused
+        self._notices.extend(r[0] for r in plan.rows if r[3] == PRIO_LIFECYCLE)
+        if self._full != full_now:
+            self._full = full_now
+            if full_now:
+                log.warning("outbox %s is full: refusing events", self.path)
+                if self.on_alarm is not None:
+                    self.on_alarm("outbox-full", {"bytes": plan.total, "max_bytes": self.max_bytes})
+            else:
+                log.info("outbox %s accepts events again", self.path)
+                if self.on_alarm is not None and not self._disk_full:
+                    self.on_alarm("ok", {})
+        if plan.evicted:
+            log.info("outbox thinned %d low-value events to stay under its cap", len(plan.evicted))
+
+    async def _plan_submission(
+        self,
+        db: aiosqlite.Connection,
+        plan: _GroupPlan,
+        sub: _Submission,
+        known: dict[str, tuple[int, bytes | None]],
+    ) -> None:
+        """Give one submission its seqs (or its refusal) within the group's transaction."""
+        # which drafts are new: a client id seen before keeps its earlier seq
+        fresh: list[tuple[str, Draft]] = []
+        fresh_ids: set[str] = set()
+        ids_for: list[str] = []
+        for d in sub.drafts:
+            eid = d.id or new_event_id()
+            if d.id is None or (d.id not in known and d.id not in fresh_ids):
+                fresh.append((eid, d))
+                fresh_ids.add(eid)
+            ids_for.append(eid)
+        # encoded once with the seqs they get if the submission fits
+        bodies = [self._encode(d, eid, plan.next_seq + k) for k, (eid, d) in enumerate(fresh)]
+        too_big = [k for k, body in enumerate(bodies) if len(body) > self.max_event_bytes]
+        if too_big:
+            size = len(bodies[too_big[0]])
+            plan.results.append(
+                (sub, EventTooLarge(f"an event of {size} bytes is over {self.max_event_bytes}"))
+            )
+            return
+        digests = {eid: _digest(d.type, body) for (eid, d), body in zip(fresh, bodies, strict=True)}
+        # a client id reused for another event is refused, never answered with the old seq
+        first_use: set[str] = set()
+        for d in sub.drafts:
+            if d.id is None:
+                continue
+            if d.id in fresh_ids and d.id not in first_use:
+                first_use.add(d.id)  # this draft is the one the id stands for
+                continue
+            old = digests.get(d.id) if d.id in fresh_ids else known[d.id][1]
+            if old is not None and old != _digest(d.type, self._encode(d, d.id, 0)):
+                plan.results.append(
+                    (sub, IdConflict(f"id {d.id!r} was accepted before for another event"))
+                )
+                return
+        need_low = need_kept = 0
+        for body, (_, d) in zip(bodies, fresh, strict=True):
+            prio = d.priority
+            if prio == PRIO_LOW:
+                need_low += len(body)
+            elif prio == PRIO_KEPT:
+                need_kept += len(body)
+        total = plan.total
+        if total + need_low + need_kept > self.max_bytes and (need_low or need_kept):
+            # free a twentieth of the cap at least, so notices of eviction stay rare
+            over = max(total + need_low + need_kept - self.max_bytes, self.max_bytes // 20)
+            freed, gone = await self._thin(db, over, exclude=set(plan.evicted))
+            plan.evicted.extend(gone)
+            plan.total -= freed
+            total = plan.total
+        after = total + need_low + need_kept
+        if (need_low and after > self.max_bytes) or (
+            need_kept and after > self.max_bytes + self.reserve_bytes
+        ):
+            plan.refused += len(sub.drafts)
+            plan.results.append(
+                (sub, OutboxFull(f"outbox full ({total} of {self.max_bytes} bytes)"))
+            )
+            return
+        seq_by_id: dict[str, int] = {}
+        for (eid, d), body in zip(fresh, bodies, strict=True):
+            seq = plan.next_seq
+            plan.rows.append((seq, eid, d.type, d.priority, plan.now, body))
+            plan.total += len(body)
+            seq_by_id[eid] = seq
+            if d.id is not None:
+                known[d.id] = (seq, digests[eid])
+                plan.client_rows.append((d.id, seq, plan.now, digests[eid]))
+            plan.next_seq += 1
+        accepted = [Accepted(e, seq_by_id.get(e) or known[e][0]) for e in ids_for]
+        plan.results.append((sub, accepted))
 
     def _encode(self, d: Draft, event_id: str, seq: int) -> bytes:
         f, dev = self.fleet, self.device
@@ -615,16 +880,21 @@ class Outbox:
 
     async def _known_client_ids(
         self, db: aiosqlite.Connection, group: list[_Submission]
-    ) -> dict[str, int]:
+    ) -> dict[str, tuple[int, bytes | None]]:
         ids = list({d.id for sub in group for d in sub.drafts if d.id is not None})
-        known: dict[str, int] = {}
+        known: dict[str, tuple[int, bytes | None]] = {}
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
             marks = ",".join("?" * len(chunk))
             async with db.execute(
-                f"SELECT id, seq FROM client_ids WHERE id IN ({marks})", chunk
+                f"SELECT id, seq, digest FROM client_ids WHERE id IN ({marks})", chunk
             ) as cur:
-                known.update({k: int(v) for k, v in await cur.fetchall()})
+                known.update(
+                    {
+                        k: (int(v), None if g is None else bytes(g))
+                        for k, v, g in await cur.fetchall()
+                    }
+                )
         return known
 
     async def _thin(
@@ -660,28 +930,119 @@ class Outbox:
         """Tell the hub that seqs ``lo..hi`` were acked by it before (it lost its store)."""
         if lo > hi:
             return
-        draft = self._eviction_draft([(lo, hi)], hi - lo + 1, "acked-earlier")
-        await self.append([draft])
+        await self.append(self._eviction_drafts([(lo, hi)], "acked-earlier"))
 
     # -- the uplink's side -------------------------------------------------------------------
 
     async def read_after(
         self, seq: int, *, max_bytes: int, max_events: int = 10_000
     ) -> list[tuple[int, bytes]]:
-        """Committed events with seq > ``seq`` in seq order, up to ``max_bytes`` of bodies."""
+        """Committed events with seq > ``seq`` in seq order, up to ``max_bytes`` of bodies.
+
+        The first event is returned even when it alone is larger than ``max_bytes`` (accepted
+        under a larger batch size): no event may block the queue behind it.
+        """
         reader = self._reader
         if reader is None:
             raise OutboxClosed("outbox is not open", str(self.path))
         # one round trip: the running size is summed by SQLite, not row by row in Python
         async with reader.execute(
             "SELECT seq, body FROM (SELECT seq, body,"
-            " sum(length(body) + 1) OVER (ORDER BY seq) AS run"
+            " sum(length(body) + 1) OVER (ORDER BY seq) AS run,"
+            " row_number() OVER (ORDER BY seq) AS n"
             " FROM events WHERE seq > ? ORDER BY seq LIMIT ?)"
-            " WHERE run <= ? ORDER BY seq",
+            " WHERE run <= ? OR n = 1 ORDER BY seq",
             (seq, max_events, max_bytes),
         ) as cur:
             rows = await cur.fetchall()
         return [(int(s), bytes(body)) for s, body in rows]
+
+    def notices_after(self, seq: int) -> list[int]:
+        """Seqs of unacked life-cycle events (eviction notices, alarms) above ``seq``.
+
+        The uplink sends these ahead of the window: the hub's watermark may be waiting on seqs
+        that only such a notice accounts for.
+        """
+        acked = self.acked
+        if self._notices and self._notices[0] <= acked:
+            self._notices = [n for n in self._notices if n > acked]
+        return [n for n in self._notices if n > seq]
+
+    async def read_seqs(self, seqs: Sequence[int]) -> list[tuple[int, bytes]]:
+        """The committed events of the given seqs that are still in the outbox, in seq order."""
+        reader = self._reader
+        if reader is None:
+            raise OutboxClosed("outbox is not open", str(self.path))
+        out: list[tuple[int, bytes]] = []
+        for i in range(0, len(seqs), 500):
+            chunk = list(seqs[i : i + 500])
+            marks = ",".join("?" * len(chunk))
+            async with reader.execute(
+                f"SELECT seq, body FROM events WHERE seq IN ({marks}) ORDER BY seq", chunk
+            ) as cur:
+                out.extend((int(s), bytes(b)) for s, b in await cur.fetchall())
+        return out
+
+    async def rebase(self, above: int) -> int:
+        """Renumber every unacked event to follow ``above``; return the new last seq.
+
+        Used when the hub proves that this device's seqs up to ``above`` are taken by events
+        this file does not hold (the file was lost, replaced, or restarted from a clock that
+        was behind). Ids stay; the vacated seqs are announced as ``outbox.evicted`` (reason
+        ``corrupt``) so the hub's watermark does not wait on them. Nothing is deleted.
+        """
+        db = self._require_db()
+        async with self._lock:
+            above = max(above, self._next_seq - 1)
+            acked = self._acked
+            self._reserve_seqs(above + self._depth + 10_000)
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                async with db.execute(
+                    "SELECT seq, id, type, prio, accepted, body FROM events WHERE seq > ?"
+                    " ORDER BY seq",
+                    (acked,),
+                ) as cur:
+                    old = list(await cur.fetchall())
+                renumbered: list[tuple[int, str, str, int, float, bytes]] = []
+                moved: list[tuple[int, int]] = []
+                nxt = above + 1
+                for seq, eid, type_, prio, accepted, body in old:
+                    env = json.loads(body)
+                    env["seq"] = nxt
+                    renumbered.append((nxt, eid, type_, prio, accepted, encode_envelope(env)))
+                    moved.append((nxt, int(seq)))
+                    nxt += 1
+                await db.execute("DELETE FROM events WHERE seq > ?", (acked,))
+                await db.executemany(
+                    "INSERT INTO events (seq, id, type, prio, accepted, body)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    renumbered,
+                )
+                await db.executemany("UPDATE client_ids SET seq = ? WHERE seq = ?", moved)
+                await db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (nxt,))
+                await db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await db.execute("ROLLBACK")
+                raise
+            self._next_seq = nxt
+            self._bytes += sum(len(r[5]) for r in renumbered if r[3] < PRIO_LIFECYCLE) - sum(
+                len(r[5]) for r in old if r[3] < PRIO_LIFECYCLE
+            )
+            self._notices = [r[0] for r in renumbered if r[3] == PRIO_LIFECYCLE]
+            notices = self._eviction_drafts([(acked + 1, above)], "corrupt")
+            fut: asyncio.Future[list[Accepted]] = asyncio.get_running_loop().create_future()
+            await self._commit_group([_Submission(notices, fut)])
+        log.error(
+            "outbox: the hub holds seqs up to %d that are not this file's: %d unacked events"
+            " renumbered after them",
+            above,
+            len(old),
+        )
+        if self.on_alarm is not None:
+            self.on_alarm("seqs-rebased", {"above": above, "events": len(old)})
+        return self._next_seq - 1
 
     def note_ack(self, watermark: int) -> None:
         """Take the hub's watermark now; delete what it covers within ``ack_flush_s``.
@@ -713,42 +1074,72 @@ class Outbox:
         """Delete every event with seq ≤ ``watermark``; return how many were deleted.
 
         A watermark at or below the current one changes nothing; one beyond the last assigned
-        seq is clamped (a hub cannot have stored what was never accepted).
+        seq is clamped (a hub cannot have stored what was never accepted). On a full disk the
+        spare file is given up so the delete can be written, and once room is back the alarm
+        clears.
         """
+        async with self._lock:
+            try:
+                n = await self._apply_ack_locked(watermark)
+            except (sqlite3.DatabaseError, OSError) as exc:
+                if not _is_no_room(exc):
+                    raise
+                self._disk_full = True
+                if not self._release_reserve():
+                    raise DiskFull(f"cannot apply the ack: {exc}", str(self.path)) from None
+                n = await self._apply_ack_locked(watermark)
+            if self._disk_full and n:
+                await self._recover_room()
+            return n
+
+    async def _recover_room(self) -> None:
+        """After deletes on a full disk: give the WAL back, make a spare file, clear the alarm."""
+        db = self._require_db()
+        with contextlib.suppress(sqlite3.Error):
+            await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if self._make_reserve():
+            self._disk_full = False
+            log.info("outbox %s: room on the disk again", self.path)
+            if self.on_alarm is not None:
+                self.on_alarm("outbox-full" if self._full else "ok", {})
+
+    async def _apply_ack_locked(self, watermark: int) -> int:
         watermark = min(watermark, self._next_seq - 1)
         if watermark <= self._acked:
             return 0
         db = self._require_db()
-        async with self._lock:
-            cutoff = self._wall() - self.id_retention_s
-            # forgetting acked events needs no fsync of its own: lost in a power cut, the delete
-            # only means a resend the hub de-duplicates; the next accepting commit (FULL) syncs
-            # the WAL with it anyway. Half the fsyncs of a trickle of events, and less SD wear.
-            await db.execute("PRAGMA synchronous=NORMAL")
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                async with db.execute(
-                    "SELECT count(*), coalesce(sum(CASE WHEN prio < 2 THEN length(body) END), 0)"
-                    " FROM events WHERE seq <= ?",
-                    (watermark,),
-                ) as cur:
-                    row = await cur.fetchone()
-                assert row is not None
-                await db.execute("DELETE FROM events WHERE seq <= ?", (watermark,))
-                await db.execute("DELETE FROM client_ids WHERE accepted < ?", (cutoff,))
-                await db.execute("UPDATE meta SET value = ? WHERE key = 'acked'", (watermark,))
-                await db.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await db.execute("ROLLBACK")
-                raise
-            finally:
+        cutoff = self._wall() - self.id_retention_s
+        # forgetting acked events needs no fsync of its own: lost in a power cut, the delete
+        # only means a resend the hub de-duplicates; the next accepting commit (FULL) syncs
+        # the WAL with it anyway. Half the fsyncs of a trickle of events, and less SD wear.
+        await db.execute("PRAGMA synchronous=NORMAL")
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            async with db.execute(
+                "SELECT count(*), coalesce(sum(CASE WHEN prio < 2 THEN length(body) END), 0)"
+                " FROM events WHERE seq <= ?",
+                (watermark,),
+            ) as cur:
+                row = await cur.fetchone()
+            assert row is not None
+            await db.execute("DELETE FROM events WHERE seq <= ?", (watermark,))
+            await db.execute("DELETE FROM client_ids WHERE accepted < ?", (cutoff,))
+            await db.execute("UPDATE meta SET value = ? WHERE key = 'acked'", (watermark,))
+            await db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await db.execute("ROLLBACK")
+            raise
+        finally:
+            with contextlib.suppress(sqlite3.Error):
                 await db.execute("PRAGMA synchronous=FULL")
-            self._acked = watermark
-            self._ack_seen = max(self._ack_seen, watermark)
-            self._depth -= int(row[0])
-            self._bytes -= int(row[1])
-            return int(row[0])
+        self._acked = watermark
+        self._ack_seen = max(self._ack_seen, watermark)
+        self._depth -= int(row[0])
+        self._bytes -= int(row[1])
+        if self._notices and self._notices[0] <= watermark:
+            self._notices = [n for n in self._notices if n > watermark]
+        return int(row[0])
 
     def estimate_bytes_after(self, seq: int) -> int:
         """Roughly how many bytes of events wait above ``seq`` (count times average size)."""

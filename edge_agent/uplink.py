@@ -37,30 +37,94 @@ from edge_agent.backoff import backoff_delay
 from edge_agent.config import BrokerConfig, UplinkConfig
 from edge_agent.envelope import encode_batch
 from edge_agent.health import HealthRegistry
+from edge_agent.limits import BATCH_OVERHEAD
 from edge_agent.mqtt import make_client
 from edge_agent.outbox import Outbox
 
-__all__ = ["Uplink", "parse_ack"]
+__all__ = ["MAX_SEQ", "Ack", "Uplink", "parse_ack", "parse_hub_state"]
 
 log = logging.getLogger(__name__)
 
 CommandHandler = Callable[[str, bytes], Awaitable[None]]
 
-_BATCH_OVERHEAD = len(b'{"events":[]}')
+MAX_SEQ = 2**53 - 1
+"""No device assigns a seq above this (JSON-safe integers): an ack beyond it is impossible."""
+
+NOTICE_BATCH = 64
+"""Most notices read ahead of the window at once."""
+
+_HUB_STATE_PREFIX = f"{topics.PREFIX}/_hub/"
+_ACK_MAX_BYTES = 4096
 
 
-def parse_ack(payload: bytes) -> int | None:
-    """The watermark of an ack payload ``{"seq": N}``, or None if it is not one."""
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The hub's ack: watermark ``seq``; optionally the highest seq it holds of this device
+    (``top``) and the id of its stored event at one seq (``check``) so a device can tell
+    whether those seqs are its own events."""
+
+    seq: int
+    top: int | None = None
+    check: tuple[int, str] | None = None
+
+
+def _nonneg_int(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
+def parse_ack(payload: bytes) -> Ack | None:
+    """The ack payload ``{"seq": N, "top"?: M, "check"?: [S, ID]}``, or None if not one."""
+    if len(payload) > _ACK_MAX_BYTES:
+        return None
     try:
-        obj = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        obj = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return None
     if not isinstance(obj, dict):
         return None
-    seq = obj.get("seq")
-    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+    seq = _nonneg_int(obj.get("seq"))
+    if seq is None:
         return None
-    return seq
+    top = _nonneg_int(obj.get("top"))
+    check = obj.get("check")
+    pair: tuple[int, str] | None = None
+    if (
+        isinstance(check, list)
+        and len(check) == 2
+        and _nonneg_int(check[0]) is not None
+        and isinstance(check[1], str)
+    ):
+        pair = (int(check[0]), check[1])
+    return Ack(seq, top, pair)
+
+
+def parse_hub_state(payload: bytes) -> str | None:
+    """``online`` or ``offline`` from a hub's state message; None if it is not one."""
+    if not payload or len(payload) > _ACK_MAX_BYTES:
+        return None
+    try:
+        obj = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    state = obj.get("state") if isinstance(obj, dict) else None
+    return state if state in ("online", "offline") else None
+
+
+def _body_id(body: bytes) -> str | None:
+    """The ``id`` of a stored envelope (the outbox writes it first)."""
+    try:
+        env = json.loads(body)
+    except ValueError:
+        return None
+    eid = env.get("id") if isinstance(env, dict) else None
+    return eid if isinstance(eid, str) else None
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 @dataclass(slots=True)
@@ -99,6 +163,9 @@ class Uplink:
         outbox.commit_listeners.append(self._wake.set)
         self._hub_watermark: int | None = None
         self._resync_announced = -1
+        self._resend = True
+        self._hubs: dict[str, str] = {}
+        self._published_hi = 0
         self.published_batches = 0
         self.resends = 0
         self._client: aiomqtt.Client | None = None
@@ -134,12 +201,15 @@ class Uplink:
                         await self._serve(client, state_topic)
                     finally:
                         self._client = None
-                        task = asyncio.current_task()
-                        if task is not None and task.cancelling():
+                        if _cancelling():
                             # a clean stop: the broker sends the will only on a lost connection
                             with contextlib.suppress(Exception):
                                 await asyncio.shield(self._say_offline(client, state_topic))
             except aiomqtt.MqttError as exc:
+                # a connection lost while the task is being cancelled must not swallow the
+                # cancellation (the agent would never stop): stop now
+                if _cancelling():
+                    raise asyncio.CancelledError from exc
                 self.health.set_state("broker", "disconnected", error=str(exc))
             delay = backoff_delay(attempt, cap=self.cfg.backoff_max)
             attempt += 1
@@ -152,23 +222,29 @@ class Uplink:
         )
 
     async def _serve(self, client: aiomqtt.Client, state_topic: str) -> None:
+        self._resend = True  # after a (re)connect, everything not acked is sent again
         await client.subscribe(topics.ack(self.fleet, self.device), qos=1)
         await client.subscribe(topics.cmd(self.fleet, self.device, "+"), qos=1)
+        await client.subscribe(topics.HUB_STATE_FILTER, qos=1)
         birth = {**self.birth, "state": "online", "ts": round(time.time(), 3)}
         await client.publish(state_topic, json.dumps(birth), qos=1, retain=True)
+        # not a TaskGroup with an empty body: Python 3.11's TaskGroup leaves its parent task
+        # cancelled for good when a child fails while it waits in __aexit__, and the agent could
+        # then neither tell a stop from a lost connection nor stop at all
+        tasks = [
+            asyncio.create_task(self._receive(client), name="uplink-receive"),
+            asyncio.create_task(self._send(client), name="uplink-send"),
+        ]
         try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._receive(client), name="uplink-receive")
-                tg.create_task(self._send(client), name="uplink-send")
-        except ExceptionGroup as group:
-            # a lost connection fails both tasks: surface one MqttError to the reconnect loop
-            lost = group.subgroup(lambda e: isinstance(e, aiomqtt.MqttError))
-            if lost is None:
-                raise
-            first: BaseException = lost
-            while isinstance(first, BaseExceptionGroup):
-                first = first.exceptions[0]
-            raise first from None
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        raise aiomqtt.MqttError("the uplink stopped serving")
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         ack_topic = topics.ack(self.fleet, self.device)
@@ -177,6 +253,8 @@ class Uplink:
             payload = message.payload if isinstance(message.payload, bytes) else b""
             if topic == ack_topic:
                 await self._on_ack(payload)
+            elif topic.startswith(_HUB_STATE_PREFIX):
+                self._on_hub_state(topic, payload)
             elif self.on_command is not None:
                 try:
                     name = topics.parse(topic).name or ""
@@ -185,31 +263,91 @@ class Uplink:
                     log.exception("command on %s failed", topic)
                     self.health.count("uplink", "command-failed")
 
+    def _on_hub_state(self, topic: str, payload: bytes) -> None:
+        """A hub instance's birth or will: when one comes online, resend what is unacked now.
+
+        After a broker restart without persistence the agent may be back before the hub and
+        publish to no subscriber; without this it would wait a whole ``ack_timeout``.
+        """
+        hub = topic[len(_HUB_STATE_PREFIX) :].split("/", 1)[0][:64]
+        state = parse_hub_state(payload)
+        if state is None:
+            self.health.count("uplink", "bad-hub-state")
+            return
+        before = self._hubs.get(hub)
+        if before is None and len(self._hubs) >= 64:
+            return  # no topic flood can grow this table
+        self._hubs[hub] = state
+        if state == "online" and before != "online":
+            if before is not None:
+                log.info("hub %s is online: resending what is unacked", hub)
+            self._resend = True
+            self._wake.set()
+
     async def _on_ack(self, payload: bytes) -> None:
-        watermark = parse_ack(payload)
-        if watermark is None:
+        ack = parse_ack(payload)
+        if ack is None:
             self.health.count("uplink", "bad-ack")
             return
+        outbox = self.outbox
+        watermark = ack.seq
+        hub_top = max(watermark, ack.top or 0)
+        if hub_top >= MAX_SEQ:
+            self.health.count("uplink", "impossible-ack")
+            log.warning("ack %d is beyond any seq a device can assign: ignored", hub_top)
+            return
+        conflict = ack.check is not None and await self._check_differs(*ack.check)
+        if hub_top > outbox.last_seq or conflict:
+            # the hub holds seqs of this device that this outbox never assigned (or assigned
+            # to other events): the file was lost, replaced, or restarted from a clock that is
+            # behind. Never delete on such an ack; continue the seqs after the hub's.
+            self.health.count("uplink", "seqs-rebased")
+            await outbox.rebase(hub_top)
+            self._resend = True
+            self._wake.set()
+            return
         self._hub_watermark = watermark
-        if watermark < self.outbox.acked and self._resync_announced != self.outbox.acked:
+        if watermark < outbox.acked and self._resync_announced != outbox.acked:
             # the hub lost what it had acked: account for those seqs instead of waiting forever
-            self._resync_announced = self.outbox.acked
+            self._resync_announced = outbox.acked
             log.warning(
                 "hub watermark %d is below the %d it acked before: announcing the gap",
                 watermark,
-                self.outbox.acked,
+                outbox.acked,
             )
-            await self.outbox.announce_acked_earlier(watermark + 1, self.outbox.acked)
-        self.outbox.note_ack(watermark)
+            await outbox.announce_acked_earlier(watermark + 1, outbox.acked)
+        # believed only as far as this device has published: an ack cannot cover an event the
+        # hub was never sent (a forged or stale retained ack deletes nothing unsent)
+        believed = min(watermark, max(self._published_hi, outbox.acked))
+        if believed < watermark:
+            self.health.count("uplink", "ack-beyond-published")
+        outbox.note_ack(believed)
         self._wake.set()
+
+    async def _check_differs(self, seq: int, event_id: str) -> bool:
+        """Whether this outbox holds an unacked event ``seq`` whose id is not ``event_id``."""
+        if seq <= self.outbox.acked or seq > self.outbox.last_seq:
+            return False
+        rows = await self.outbox.read_seqs([seq])
+        if not rows:
+            return False
+        held = _body_id(rows[0][1])
+        return held is not None and held != event_id
 
     async def _send(self, client: aiomqtt.Client) -> None:
         events_topic = topics.events(self.fleet, self.device)
-        cursor = self.outbox.acked  # after a (re)connect, resend everything not acked
+        cursor = self.outbox.acked
         inflight: deque[_InFlight] = deque()
-        max_body = self.cfg.batch_max_bytes - _BATCH_OVERHEAD
+        notices_sent: set[int] = set()
+        max_body = self.cfg.batch_max_bytes - BATCH_OVERHEAD
         while True:
             acked = self.outbox.acked
+            if self._resend:
+                # a (re)connect, a hub that came online, or renumbered seqs: start over
+                self._resend = False
+                inflight.clear()
+                notices_sent.clear()
+                cursor = acked
             cursor = max(cursor, acked)
             while inflight and inflight[0].last_seq <= acked:
                 inflight.popleft()
@@ -220,7 +358,17 @@ class Uplink:
                 )
                 self.resends += 1
                 inflight.clear()
+                notices_sent.clear()
                 cursor = acked
+            # notices (evictions, alarms) go ahead of the window: the hub's watermark may wait
+            # on seqs only they account for, and they are few and small
+            ahead = [n for n in self.outbox.notices_after(cursor) if n not in notices_sent]
+            if ahead:
+                rows = await self.outbox.read_seqs(ahead[:NOTICE_BATCH])
+                notices_sent.update(ahead[:NOTICE_BATCH])
+                if rows:
+                    await self._publish(client, events_topic, rows, max_body)
+                    continue
             # with batches in flight, wait for half a batch before sending another: small
             # batches each cost the hub a commit, so latency and throughput both suffer
             linger = bool(inflight) and self.outbox.estimate_bytes_after(cursor) < max_body // 2
@@ -230,9 +378,7 @@ class Uplink:
             if waiting and len(inflight) < self.cfg.window and not linger:
                 rows = await self.outbox.read_after(cursor, max_bytes=max_body)
                 if rows:
-                    payload = encode_batch([body for _, body in rows])
-                    await client.publish(events_topic, payload, qos=1)
-                    self.published_batches += 1
+                    await self._publish(client, events_topic, rows, max_body)
                     inflight.append(_InFlight(rows[-1][0], self._mono()))
                     cursor = rows[-1][0]
                     continue
@@ -242,3 +388,27 @@ class Uplink:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
+
+    async def _publish(
+        self,
+        client: aiomqtt.Client,
+        topic: str,
+        rows: list[tuple[int, bytes]],
+        max_body: int,
+    ) -> None:
+        """Publish rows as one batch (several when notices exceed one); note what was sent."""
+        batch: list[bytes] = []
+        size = hi = 0
+        for seq, body in rows:
+            if batch and size + len(body) + 1 > max_body:
+                await client.publish(topic, encode_batch(batch), qos=1)
+                self.published_batches += 1
+                self._published_hi = max(self._published_hi, hi)
+                batch, size = [], 0
+            batch.append(body)
+            size += len(body) + 1
+            hi = max(hi, seq)
+        if batch:
+            await client.publish(topic, encode_batch(batch), qos=1)
+            self.published_batches += 1
+            self._published_hi = max(self._published_hi, hi)

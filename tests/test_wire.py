@@ -20,7 +20,7 @@ from edge_agent.envelope import (
     parse_ts,
     validate_envelope,
 )
-from edge_agent.uplink import parse_ack
+from edge_agent.uplink import Ack, parse_ack
 from hub_bridge.ingest import check_events
 
 NOW = parse_ts("2026-11-21T08:00:00.000Z").timestamp()
@@ -146,8 +146,14 @@ def test_check_events_never_raises_on_mutated_envelopes(items: list[dict[str, An
 
 
 def test_parse_ack() -> None:
-    assert parse_ack(b'{"seq": 42}') == 42
-    for bad in (b"", b"{", b'{"seq": -1}', b'{"seq": true}', b'{"seq": "4"}', b"[1]", b"\xff"):
+    assert parse_ack(b'{"seq": 42}') == Ack(42)
+    both = parse_ack(b'{"seq": 42, "top": 50, "check": [42, "abc"]}')
+    assert both == Ack(42, 50, (42, "abc"))
+    # a malformed optional part is ignored, the watermark still read
+    assert parse_ack(b'{"seq": 42, "top": -3, "check": [1]}') == Ack(42)
+    deep = b'{"seq": 1, "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    bad_acks = (b"", b"{", b'{"seq": -1}', b'{"seq": true}', b'{"seq": "4"}', b"[1]", b"\xff")
+    for bad in (*bad_acks, deep, b'{"seq": 1' + b" " * 5000 + b"}"):
         assert parse_ack(bad) is None
 
 
