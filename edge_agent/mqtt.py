@@ -1,14 +1,28 @@
 """The one place that builds MQTT clients (aiomqtt over paho), for the uplink and the hub.
 
 MQTT 5, a persistent session (clean start off, a session expiry), QoS 1 everywhere, and TLS from
-``mqtts://`` or a ``tls:`` section (CA, client certificate and key).
+``mqtts://`` or a ``tls:`` section (CA, client certificate and key). Credentials come from
+``broker.username``/``password``, else from the URL's userinfo (``mqtt://user:pass@host``).
+
+Two fixes over aiomqtt 2 on a lost connection (``Client``):
+
+- a publish or subscribe waiting for the broker's answer when the connection drops fails at once
+  with ``MqttError`` instead of waiting out its whole timeout (10 s without ingest at the hub, or
+  without sending at an agent, after every broker restart);
+- the exception of an unexpected disconnection is always retrieved, so asyncio never logs
+  ``Future exception was never retrieved ... MqttCodeError('Unexpected disconnection')`` (it
+  did whenever the connection dropped outside message iteration, e.g. during a publish).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 import ssl
-from typing import Any
+from collections.abc import Awaitable
+from types import TracebackType
+from typing import Any, TypeVar
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -16,7 +30,54 @@ from paho.mqtt.properties import Properties
 
 from edge_agent.config import BrokerConfig
 
-__all__ = ["make_client", "tls_context"]
+__all__ = ["Client", "make_client", "tls_context"]
+
+T = TypeVar("T")
+
+
+class Client(aiomqtt.Client):
+    """``aiomqtt.Client`` that fails pending operations on a lost connection at once and never
+    leaves the disconnection's exception unretrieved (see the module docstring)."""
+
+    # aiomqtt funnels every wait for the broker (publish, subscribe, connect, disconnect)
+    # through _wait_for and records the connection's end in the _disconnected future: the two
+    # private names this class relies on (aiomqtt is pinned below 3; tests/test_hub_state.py
+    # fails if either changes meaning).
+
+    async def _wait_for(
+        self,
+        fut: Awaitable[T],
+        timeout: float | None,  # noqa: ASYNC109 (aiomqtt's signature, overridden)
+    ) -> T:
+        lost = self._disconnected
+        if fut is lost or fut is self._connected or lost.done():
+            return await super()._wait_for(fut, timeout)
+        op = asyncio.ensure_future(super()._wait_for(fut, timeout))
+        try:
+            await asyncio.wait((op, lost), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            op.cancel()
+            raise
+        if op.done():
+            return op.result()
+        op.cancel()
+        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+            await op
+        cause = lost.exception()
+        raise aiomqtt.MqttError("Disconnected while waiting for the broker") from cause
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await super().__aexit__(exc_type, exc, tb)
+        finally:
+            lost = self._disconnected
+            if lost.done() and not lost.cancelled():
+                lost.exception()  # marks it retrieved; the caller has its own MqttError
 
 
 def tls_context(broker: BrokerConfig) -> ssl.SSLContext | None:
@@ -47,7 +108,7 @@ def make_client(
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     if persistent:
         props.SessionExpiryInterval = int(broker.session_expiry)
-    return aiomqtt.Client(
+    return Client(
         broker.host,
         broker.port,
         identifier=broker.client_id or identifier,

@@ -3,15 +3,37 @@
 WAL journal, ``synchronous=FULL``, a busy timeout, and ``PRAGMA user_version`` migrations applied
 in one transaction (a power cut leaves the old version intact). A file whose version is newer than
 the code is refused and never touched.
+
+The stores hold personal data (names, addresses, positions), so they are private to the service's
+user: ``prepare_private(path)`` creates a missing directory 0700 and the file 0600 before SQLite
+opens it, and ``configure`` takes the group and other bits off the file and its ``-wal`` and
+``-shm`` (SQLite gives those the main file's mode when it creates them again), which also
+tightens files left world-readable by older versions.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import stat
 from collections.abc import Sequence
+from pathlib import Path
 
 import aiosqlite
 
-__all__ = ["NewerSchema", "configure", "migrate", "schema_version"]
+__all__ = [
+    "NewerSchema",
+    "configure",
+    "make_private",
+    "migrate",
+    "prepare_private",
+    "schema_version",
+]
+
+log = logging.getLogger(__name__)
+
+_SIDE_FILES = ("", "-wal", "-shm", "-journal")
 
 
 class NewerSchema(Exception):
@@ -23,11 +45,50 @@ class NewerSchema(Exception):
         self.known = known
 
 
+def prepare_private(path: str | Path) -> None:
+    """Before SQLite opens ``path``: create its missing directories 0700 and the file 0600.
+
+    SQLite would create the file with the process umask (usually world-readable) and the
+    directory is created here rather than by ``mkdir`` defaults for the same reason. Existing
+    directories are left as they are (they may be shared, like ``/var/lib``).
+    """
+    p = Path(path)
+    missing = []
+    parent = p.parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+            folder.mkdir(mode=0o700)
+        os.chmod(folder, 0o700)  # mkdir's mode is masked by the umask
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def make_private(path: str | Path) -> None:
+    """Take the group and other permission bits off a database file and its side files."""
+    for suffix in _SIDE_FILES:
+        name = f"{path}{suffix}"
+        try:
+            mode = stat.S_IMODE(os.stat(name).st_mode)
+            if mode & 0o077:
+                os.chmod(name, mode & ~0o077)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:  # not our file (another user's copy): say so, go on
+            log.warning("%s: cannot make it private: %s", name, exc)
+
+
 async def configure(db: aiosqlite.Connection, busy_timeout_ms: int = 5000) -> None:
-    """WAL, synchronous=FULL and a busy timeout on a fresh connection."""
+    """WAL, synchronous=FULL and a busy timeout on a fresh connection; the file made private."""
     await db.execute("PRAGMA journal_mode=WAL")
     await db.execute("PRAGMA synchronous=FULL")
     await db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+    async with db.execute("PRAGMA database_list") as cur:
+        files = [str(row[2]) for row in await cur.fetchall() if row[1] == "main" and row[2]]
+    for name in files:
+        make_private(name)
 
 
 async def schema_version(db: aiosqlite.Connection) -> int:

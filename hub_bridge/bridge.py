@@ -7,13 +7,22 @@ the rest with the reason, and publish the device's ack watermark, retained. The 
 after every batch, even when it did not move, so a device whose broker lost the retained ack
 learns it again from its resends. On every (re)connect all known watermarks are published again.
 
-Nothing a device sends can stop the hub: every failure of one message is recorded and the loop
-goes on.
+The hub announces itself like Sparkplug's primary host (DESIGN §2): once subscribed it publishes
+``{"state": "online", "ts"}`` retained on ``lm/v1/_hub/{hub_id}/state``; its MQTT will says
+``offline`` when the connection is lost, and a clean stop publishes ``offline`` itself. Agents
+resend what is unacked as soon as a hub comes online, instead of waiting for their ack timeout.
+
+Nothing a device sends can stop the hub or fill its disk: every failure of one message is
+recorded (bounded: see ``Timeline``) and the loop goes on. A state message larger than
+``ingest.max_state_bytes`` is dead-lettered, not stored. Dead-letter warnings are logged the
+first time a (topic, reason) is seen, and at most ``_LOG_BURST`` per ``_LOG_WINDOW`` seconds
+(the rest are summed up in one line): a flood must not fill the log either.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -26,6 +35,7 @@ from edge_agent.backoff import backoff_delay
 from edge_agent.envelope import EnvelopeError
 from edge_agent.health import HealthRegistry
 from edge_agent.mqtt import make_client
+from edge_agent.redact import redact_url
 from hub_bridge.config import HubConfig
 from hub_bridge.ingest import check_events
 from hub_bridge.timeline import Timeline
@@ -33,6 +43,41 @@ from hub_bridge.timeline import Timeline
 __all__ = ["HubBridge"]
 
 log = logging.getLogger(__name__)
+
+_LOG_WINDOW = 60.0
+_LOG_BURST = 20
+_HUB_PREFIX = f"{topics.PREFIX}/_hub/"
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+class _LogBudget:
+    """At most ``burst`` lines per ``window`` seconds; says how many it held back."""
+
+    def __init__(self, burst: int = _LOG_BURST, window: float = _LOG_WINDOW) -> None:
+        self.burst = burst
+        self.window = window
+        self._start = -window
+        self._used = 0
+        self._held = 0
+
+    def allow(self, now: float) -> bool:
+        """Whether one more line may be logged at ``now`` (monotonic seconds)."""
+        if now - self._start >= self.window:
+            if self._held:
+                log.warning(
+                    "%d more dead letters in the last %.0fs (not logged)",
+                    self._held,
+                    now - self._start,
+                )
+            self._start, self._used, self._held = now, 0, 0
+        if self._used < self.burst:
+            self._used += 1
+            return True
+        self._held += 1
+        return False
 
 
 class HubBridge:
@@ -45,32 +90,61 @@ class HubBridge:
         self.batches = 0
         self.subscribed = asyncio.Event()
         """Set once the first subscriptions are in place (the hub is ready for devices)."""
+        self.state_topic = topics.hub_state(config.hub_id)
+        self._log_budget = _LogBudget()
 
     def _events_filter(self) -> str:
         base = f"{topics.PREFIX}/+/+/events"
         group = self.config.ingest.share_group
         return f"$share/{group}/{base}" if group else base
 
+    def _hub_state(self, state: str, **extra: Any) -> str:
+        return json.dumps({"state": state, "ts": round(time.time(), 3), **extra})
+
     async def run(self) -> None:
         """Serve forever, reconnecting with backoff; returns only when cancelled."""
         attempt = 0
         while True:
-            client = make_client(self.config.broker, f"hub-{self.config.hub_id}", max_inflight=100)
+            # the will is made per connection: its ts says when this connection began
+            will = aiomqtt.Will(
+                self.state_topic, self._hub_state("offline", reason="lost"), qos=1, retain=True
+            )
+            client = make_client(
+                self.config.broker, f"hub-{self.config.hub_id}", will=will, max_inflight=100
+            )
             try:
                 async with client:
                     attempt = 0
-                    self.health.set_state("broker", "connected", url=self.config.broker.url)
-                    await client.subscribe(self._events_filter(), qos=1)
-                    await client.subscribe(f"{topics.PREFIX}/+/+/state", qos=1)
-                    for fleet, device, wm in await self.timeline.watermarks():
-                        await self._publish_ack(client, fleet, device, wm)
-                    self.subscribed.set()
-                    async for message in client.messages:
-                        await self._handle(client, message)
+                    self.health.set_state(
+                        "broker", "connected", url=redact_url(self.config.broker.url)
+                    )
+                    try:
+                        await self._serve(client)
+                    finally:
+                        task = asyncio.current_task()
+                        if task is not None and task.cancelling():
+                            # a clean stop: the broker sends the will only on a lost connection
+                            with contextlib.suppress(Exception):
+                                await asyncio.shield(self._say_offline(client))
             except aiomqtt.MqttError as exc:
                 self.health.set_state("broker", "disconnected", error=str(exc))
             await asyncio.sleep(backoff_delay(attempt, cap=30.0))
             attempt += 1
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        await client.subscribe(self._events_filter(), qos=1)
+        await client.subscribe(f"{topics.PREFIX}/+/+/state", qos=1)
+        for fleet, device, wm in await self.timeline.watermarks():
+            await self._publish_ack(client, fleet, device, wm)
+        # online only once subscribed: an agent resending at once must find us listening
+        await client.publish(self.state_topic, self._hub_state("online"), qos=1, retain=True)
+        self.subscribed.set()
+        async for message in client.messages:
+            await self._handle(client, message)
+
+    async def _say_offline(self, client: aiomqtt.Client) -> None:
+        payload = self._hub_state("offline", reason="shutdown")
+        await asyncio.wait_for(client.publish(self.state_topic, payload, qos=1, retain=True), 2)
 
     async def _publish_ack(self, client: aiomqtt.Client, fleet: str, device: str, wm: int) -> None:
         payload = json.dumps({"seq": wm})
@@ -79,6 +153,8 @@ class HubBridge:
     async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         topic = str(message.topic)
         payload = message.payload if isinstance(message.payload, bytes) else b""
+        if topic.startswith(_HUB_PREFIX):
+            return  # hub instances' own state (ours too) matches lm/v1/+/+/state: not a device
         try:
             name = topics.parse(topic)
         except EnvelopeError as exc:
@@ -98,10 +174,9 @@ class HubBridge:
 
     async def _dead(self, topic: str, reason: str, payload: bytes) -> None:
         self.health.count("ingest", "dead-letter")
-        log.warning("dead letter on %s: %s", topic, reason)
-        await self.timeline.dead_letter(
-            topic, reason, payload, self.config.ingest.dead_letter_keep_bytes
-        )
+        seen = await self.timeline.dead_letter(topic, reason, payload)
+        if seen == 1 and self._log_budget.allow(time.monotonic()):
+            log.warning("dead letter on %.200s: %.300s", topic, reason)
 
     async def _on_events(
         self, client: aiomqtt.Client, topic: str, name: topics.TopicName, payload: bytes
@@ -142,14 +217,22 @@ class HubBridge:
     async def _on_state(self, topic: str, name: topics.TopicName, payload: bytes) -> None:
         if not payload:
             return  # a cleared retained message
+        limit = self.config.ingest.max_state_bytes
+        if len(payload) > limit:
+            await self._dead(topic, f"state: oversize: {len(payload)} bytes > {limit}", payload)
+            return
         try:
-            doc: Any = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+            text = payload.decode("utf-8")
+            doc: Any = json.loads(text, parse_constant=_reject_constant)
+        except UnicodeDecodeError:
+            await self._dead(topic, "state: not UTF-8", payload)
+            return
+        except (ValueError, RecursionError):  # JSONDecodeError is a ValueError; deep nesting
             await self._dead(topic, "state: not JSON", payload)
             return
         state = doc.get("state") if isinstance(doc, dict) else None
         if state not in ("online", "offline"):
             await self._dead(topic, 'state: "state" must be "online" or "offline"', payload)
             return
-        if await self.timeline.set_state(name.fleet, name.device, state, payload.decode()):
+        if await self.timeline.set_state(name.fleet, name.device, state, text):
             log.info("%s/%s is %s", name.fleet, name.device, state)

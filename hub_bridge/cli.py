@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 async def run_hub(config: HubConfig, stop: asyncio.Event, *, announce: bool = False) -> None:
     """Run the bridge and its API until ``stop`` is set."""
-    timeline = await Timeline.open(config.timeline.path)
+    timeline = await Timeline.open(config.timeline.path, config.ingest.limits)
     health = HealthRegistry()
     runner = web.AppRunner(build_app(timeline, health), access_log=None, handle_signals=False)
     await runner.setup()

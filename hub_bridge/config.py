@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from edge_agent.config import BrokerConfig, parse_listen
 from edge_agent.units import ByteSize, Duration
 from edge_agent.yamlconf import load_model
+from hub_bridge.timeline import TimelineLimits
 
 __all__ = ["HubConfig", "load_hub_config"]
 
@@ -66,8 +67,24 @@ class ApiConfig(_Section):
 class IngestConfig(_Section):
     max_batch_bytes: ByteSize = 256 * 1024
     future_tolerance: Duration = 600.0
-    dead_letter_keep_bytes: ByteSize = 64 * 1024
+    dead_letter_keep_bytes: ByteSize = Field(default=1024, le=256 * 1024)
+    """The sample of a rejected payload that is kept."""
+    dead_letter_max_rows: int = Field(default=10_000, ge=1, le=10_000_000)
+    """Distinct dead letters kept (per topic and reason); the least recently seen go first."""
+    max_state_bytes: ByteSize = Field(default=8 * 1024, ge=64, le=256 * 1024)
+    """A larger state message is dead-lettered, not stored."""
+    state_history: int = Field(default=100, ge=1, le=100_000)
+    """State transitions kept per device."""
     share_group: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+
+    @property
+    def limits(self) -> TimelineLimits:
+        """What the timeline keeps besides the timeline (dead letters, state history)."""
+        return TimelineLimits(
+            dead_letter_keep_bytes=self.dead_letter_keep_bytes,
+            dead_letter_max_rows=self.dead_letter_max_rows,
+            state_history=self.state_history,
+        )
 
 
 class LogConfig(_Section):

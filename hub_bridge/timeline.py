@@ -7,14 +7,25 @@ computed from the database inside the storing transaction, so several hub instan
 database need no coordination (DESIGN §5).
 
 Tables: ``events`` (ingest order in ``ingest``), ``accounted`` (seq ranges given up by a device,
-or rejected), ``devices`` (watermark, online state), ``dead_letters`` (every rejected message with
-its reason).
+or rejected), ``devices`` (watermark, online state), ``device_states`` (each device's last state
+transitions), ``dead_letters`` (rejected messages with their reasons).
+
+What a misbehaving client sends cannot fill the disk (``TimelineLimits``): a dead letter keeps a
+small sample of its payload; the same reason from the same topic again only counts (``count``,
+``first_seen``, ``received`` = last seen), with numbers in the reason ignored so "column 7" and
+"column 9" are one reason; at most ``dead_letter_max_rows`` rows are kept, the least recently seen
+deleted first; each device keeps its last ``state_history`` state transitions. Dead letters are
+committed without an fsync of their own (the next batch's commit syncs them): a flood of garbage
+costs no disk flush per message, and a crash can lose only the last few dead letters.
+
+The file and its ``-wal``/``-shm`` are private to the hub's user (0600, ``sqlite_schema``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
@@ -24,9 +35,13 @@ from typing import Any
 import aiosqlite
 
 from edge_agent.envelope import encode_checked
-from edge_agent.sqlite_schema import NewerSchema, configure, migrate
+from edge_agent.sqlite_schema import NewerSchema, configure, migrate, prepare_private
 
-__all__ = ["SCHEMA_VERSION", "StoreResult", "Timeline", "TimelineError"]
+__all__ = ["SCHEMA_VERSION", "StoreResult", "Timeline", "TimelineError", "TimelineLimits"]
+
+# what of a dead letter is kept, whatever the configuration: topics and reasons are cut
+_TOPIC_CHARS = 256
+_REASON_CHARS = 1024
 
 _SCHEMA = [
     """
@@ -75,12 +90,53 @@ _SCHEMA = [
         payload BLOB
     );
     """,
+    # 2: dead letters counted per (topic, reason kind) with a small sample; history indexes
+    """
+    CREATE TABLE dead_letters_v2 (
+        id INTEGER PRIMARY KEY,
+        first_seen REAL NOT NULL,
+        received REAL NOT NULL,
+        topic TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        payload BLOB
+    );
+    INSERT INTO dead_letters_v2 (first_seen, received, topic, kind, reason, size, count, payload)
+        SELECT min(received), max(received), substr(topic, 1, 256), substr(reason, 1, 1024),
+               substr(reason, 1, 1024), max(size), count(*), substr(payload, 1, 1024)
+        FROM dead_letters GROUP BY substr(topic, 1, 256), substr(reason, 1, 1024)
+        ORDER BY max(id);
+    DROP TABLE dead_letters;
+    ALTER TABLE dead_letters_v2 RENAME TO dead_letters;
+    CREATE UNIQUE INDEX dead_letters_key ON dead_letters (topic, kind);
+    CREATE INDEX dead_letters_seen ON dead_letters (received);
+    CREATE INDEX device_states_device ON device_states (fleet, device);
+    """,
 ]
 SCHEMA_VERSION = len(_SCHEMA)
 
 
 class TimelineError(Exception):
     """The timeline file cannot be used (newer schema, unreadable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineLimits:
+    """How much the timeline keeps of what is not the timeline itself (hub ``ingest.*`` keys)."""
+
+    dead_letter_keep_bytes: int = 1024
+    """The sample of a rejected payload that is kept."""
+    dead_letter_max_rows: int = 10_000
+    """Distinct dead letters kept; the least recently seen go first."""
+    state_history: int = 100
+    """State transitions kept per device."""
+
+
+def reason_kind(reason: str) -> str:
+    """The reason with every number as ``N``: what repeats when a client repeats a mistake."""
+    return re.sub(r"\d+", "N", reason[:_REASON_CHARS])
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,15 +152,19 @@ class StoreResult:
 class Timeline:
     """The hub's store. ``await Timeline.open(path)``, then ``close()``."""
 
-    def __init__(self, path: Path, db: aiosqlite.Connection) -> None:
+    def __init__(
+        self, path: Path, db: aiosqlite.Connection, limits: TimelineLimits | None = None
+    ) -> None:
         self.path = path
         self._db = db
+        self.limits = limits or TimelineLimits()
+        self._synced = True  # synchronous=FULL in force (dead letters switch it off: see below)
 
     @classmethod
-    async def open(cls, path: str | Path) -> Timeline:
-        """Open or create the timeline (WAL, synchronous=FULL) and migrate it."""
+    async def open(cls, path: str | Path, limits: TimelineLimits | None = None) -> Timeline:
+        """Open or create the timeline (WAL, synchronous=FULL, private) and migrate it."""
         p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
+        prepare_private(p)
         db = await aiosqlite.connect(p, isolation_level=None)
         try:
             # several hub instances may share the file: wait longer for the write lock
@@ -116,7 +176,14 @@ class Timeline:
         except BaseException:
             await db.close()
             raise
-        return cls(p, db)
+        return cls(p, db, limits)
+
+    async def _durable(self, on: bool) -> None:
+        # One PRAGMA per switch, not per message: a flood of dead letters runs unsynced and the
+        # first batch after it syncs everything (WAL frames are flushed in order).
+        if self._synced != on:
+            await self._db.execute(f"PRAGMA synchronous={'FULL' if on else 'NORMAL'}")
+            self._synced = on
 
     async def close(self) -> None:
         """Close the database."""
@@ -141,6 +208,7 @@ class Timeline:
         """
         received = time.time() if received is None else received
         db = self._db
+        await self._durable(True)
         await db.execute("BEGIN IMMEDIATE")
         try:
             seqs = [int(e["seq"]) for e in events]
@@ -285,15 +353,54 @@ class Timeline:
         ) as cur:
             return {int(r[0]) for r in await cur.fetchall()}
 
-    async def dead_letter(
-        self, topic: str, reason: str, payload: bytes, keep_bytes: int = 64 * 1024
-    ) -> None:
-        """Record a rejected message with its reason (the payload truncated to ``keep_bytes``)."""
-        await self._db.execute(
-            "INSERT INTO dead_letters (received, topic, reason, size, payload)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (time.time(), topic[:1024], reason[:4096], len(payload), payload[:keep_bytes]),
-        )
+    async def dead_letter(self, topic: str, reason: str, payload: bytes) -> int:
+        """Record a rejected message; return how often its (topic, reason kind) was seen.
+
+        The first time a row is made with a sample of ``limits.dead_letter_keep_bytes``; again,
+        the row counts it and keeps the latest reason and sample. Past
+        ``limits.dead_letter_max_rows`` rows the least recently seen are deleted.
+        """
+        now = time.time()
+        topic = topic[:_TOPIC_CHARS]
+        reason = reason[:_REASON_CHARS]
+        sample = payload[: self.limits.dead_letter_keep_bytes]
+        db = self._db
+        await self._durable(False)
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            async with db.execute(
+                "INSERT INTO dead_letters"
+                " (first_seen, received, topic, kind, reason, size, count, payload)"
+                " VALUES (?, ?, ?, ?, ?, ?, 1, ?) ON CONFLICT (topic, kind) DO UPDATE SET"
+                " received=excluded.received, reason=excluded.reason, size=excluded.size,"
+                " count=count + 1, payload=excluded.payload RETURNING count",
+                (now, now, topic, reason_kind(reason), reason, len(payload), sample),
+            ) as cur:
+                row = await cur.fetchone()
+            count = int(row[0]) if row else 1
+            if count == 1:
+                await self._trim_dead_letters()
+            await db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await db.execute("ROLLBACK")
+            raise
+        return count
+
+    async def _trim_dead_letters(self) -> None:
+        keep = self.limits.dead_letter_max_rows
+        # the cutoff row is found through the index on received: cheap at 10,000 rows
+        async with self._db.execute(
+            "SELECT received, id FROM dead_letters ORDER BY received DESC, id DESC"
+            " LIMIT 1 OFFSET ?",
+            (keep,),
+        ) as cur:
+            cutoff = await cur.fetchone()
+        if cutoff is not None:
+            await self._db.execute(
+                "DELETE FROM dead_letters WHERE received < ? OR (received = ? AND id <= ?)",
+                (cutoff[0], cutoff[0], cutoff[1]),
+            )
 
     async def set_state(self, fleet: str, device: str, state: str, payload: str) -> bool:
         """Record a device's state message; return True when it changed the state."""
@@ -304,6 +411,7 @@ class Timeline:
             row = await cur.fetchone()
         if row is not None and row[0] == state:
             return False
+        await self._durable(True)
         await self._db.execute("BEGIN IMMEDIATE")
         try:
             await self._db.execute(
@@ -317,6 +425,13 @@ class Timeline:
                 "INSERT INTO device_states (fleet, device, at, state, payload)"
                 " VALUES (?, ?, ?, ?, ?)",
                 (fleet, device, now, state, payload),
+            )
+            # the history is bounded per device: the oldest transitions beyond it go
+            await self._db.execute(
+                "DELETE FROM device_states WHERE fleet=? AND device=? AND rowid <= ("
+                " SELECT rowid FROM device_states WHERE fleet=? AND device=?"
+                " ORDER BY rowid DESC LIMIT 1 OFFSET ?)",
+                (fleet, device, fleet, device, self.limits.state_history),
             )
             await self._db.execute("COMMIT")
         except BaseException:
@@ -416,19 +531,36 @@ class Timeline:
                 yield env
 
     async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
-        """The most recent dead letters, newest first."""
+        """The most recently seen dead letters first: when (last), topic, reason, size (of the
+        last), how many times, and since when."""
         async with self._db.execute(
-            "SELECT received, topic, reason, size FROM dead_letters ORDER BY id DESC LIMIT ?",
+            "SELECT received, topic, reason, size, count, first_seen FROM dead_letters"
+            " ORDER BY received DESC, id DESC LIMIT ?",
             (limit,),
         ) as cur:
             return [
-                {"received": r, "topic": t, "reason": why, "size": n}
-                for r, t, why, n in await cur.fetchall()
+                {
+                    "received": r,
+                    "topic": t,
+                    "reason": why,
+                    "size": n,
+                    "count": c,
+                    "first_seen": first,
+                }
+                for r, t, why, n, c, first in await cur.fetchall()
             ]
 
+    async def state_history(self, fleet: str, device: str) -> list[dict[str, Any]]:
+        """A device's kept state transitions, oldest first: ``{"at", "state"}``."""
+        async with self._db.execute(
+            "SELECT at, state FROM device_states WHERE fleet=? AND device=? ORDER BY rowid",
+            (fleet, device),
+        ) as cur:
+            return [{"at": at, "state": st} for at, st in await cur.fetchall()]
+
     async def count(self, table: str = "events") -> int:
-        """Rows of ``events`` or ``dead_letters``."""
-        if table not in ("events", "dead_letters"):
+        """Rows of ``events``, ``dead_letters`` or ``device_states``."""
+        if table not in ("events", "dead_letters", "device_states"):
             raise ValueError(table)
         async with self._db.execute(f"SELECT count(*) FROM {table}") as cur:
             row = await cur.fetchone()
