@@ -1,4 +1,4 @@
-"""``hub-bridge``: run the hub, or print its timeline (DESIGN §4)."""
+"""``hub-bridge``: run the hub, print its timeline, or its effective configuration (DESIGN §4)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from aiohttp import web
 from edge_agent.config import parse_listen
 from edge_agent.health import HealthRegistry
 from edge_agent.lifecycle import announce_ready, cli_main, run_until_signalled
-from edge_agent.yamlconf import ConfigError
+from edge_agent.redact import redact_data
+from edge_agent.yamlconf import ConfigError, mask_secrets
 from hub_bridge.api import build_app
 from hub_bridge.bridge import HubBridge
 from hub_bridge.config import HubConfig, load_hub_config
@@ -71,6 +72,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_config(args: argparse.Namespace) -> int:
+    try:
+        config = load_hub_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    # secret keys masked, and the password and secret parameters of every URL
+    dump = redact_data(mask_secrets(config.model_dump(mode="json")), mask_keys=False)
+    print(json.dumps(dump, indent=2))
+    return 0
+
+
 def _cmd_events(args: argparse.Namespace) -> int:
     try:
         config = load_hub_config(args.config)
@@ -105,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the hub")
     run.add_argument("--config", required=True)
     run.set_defaults(func=_cmd_run)
+    cfg = sub.add_parser("config", help="print the effective configuration, secrets masked")
+    cfg.add_argument("--config", required=True)
+    cfg.set_defaults(func=_cmd_config)
     ev = sub.add_parser("events", help="print the stored timeline, one JSON envelope per line")
     ev.add_argument("--config", required=True)
     ev.add_argument("--fleet")

@@ -137,6 +137,23 @@ def test_config_printer_hides_every_credential(tmp_path: Path) -> None:
     assert dump["scan"]["cameras"][0]["source"] == "rtsp://admin:***@cam/1?token=***"
 
 
+def test_hub_config_printer_hides_credentials(tmp_path: Path) -> None:
+    cfg = tmp_path / "hub.yaml"
+    url = f"mqtt://hub:{SECRET}@127.0.0.1:1883"
+    cfg.write_text(json.dumps({"broker": {"url": url, "password": SECRET}}))
+    out = subprocess.run(
+        [sys.executable, "-m", "hub_bridge", "config", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    ).stdout
+    assert SECRET not in out
+    dump = json.loads(out)
+    assert dump["broker"]["url"] == "mqtt://hub:***@127.0.0.1:1883"
+    assert dump["ingest"]["dead_letter_max_rows"] == 10_000  # the limits are shown too
+
+
 def test_config_errors_do_not_print_credentials(tmp_path: Path) -> None:
     for section in (
         {"broker": {"url": f"http://user:{SECRET}@h:1883"}},  # bad scheme
@@ -219,3 +236,12 @@ def test_a_running_agent_leaks_no_credential(tmp_path: Path, broker: Mosquitto) 
     log = (tmp_path / "agent.log").read_text()
     assert "cam-1" in log or "scan" in log  # the failures were logged...
     assert SECRET not in log  # ...without the password
+
+
+def test_broker_credentials_come_from_the_keys_else_from_the_url() -> None:
+    from edge_agent.config import BrokerConfig
+
+    assert BrokerConfig(url="mqtt://u%40x:p%3Aw@h").credentials == ("u@x", "p:w")
+    keys = BrokerConfig(url="mqtt://u:p@h", username="k", password="kp")
+    assert keys.credentials == ("k", "kp")
+    assert BrokerConfig(url="mqtt://h").credentials == (None, None)
