@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edge_agent.config import BrokerConfig
 from edge_agent.health import HealthRegistry
 from edge_agent.redact import RedactingFilter, redact_data, redact_text, redact_url
 from simulators.broker import Mosquitto, free_port
@@ -239,8 +240,6 @@ def test_a_running_agent_leaks_no_credential(tmp_path: Path, broker: Mosquitto) 
 
 
 def test_broker_credentials_come_from_the_keys_else_from_the_url() -> None:
-    from edge_agent.config import BrokerConfig
-
     assert BrokerConfig(url="mqtt://u%40x:p%3Aw@h").credentials == ("u@x", "p:w")
     keys = BrokerConfig(url="mqtt://u:p@h", username="k", password="kp")
     assert keys.credentials == ("k", "kp")
