@@ -32,12 +32,14 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from typing import Any
 
 __all__ = [
     "INT_MAX",
     "INT_MIN",
     "MAX_DEPTH",
+    "PARSE_ROOM",
     "JsonBoundsError",
     "Unrepresentable",
     "check",
@@ -52,6 +54,9 @@ MAX_DEPTH = 32
 INT_MIN = -(2**63)
 INT_MAX = 2**63 - 1
 """Integers are bounded to the signed 64-bit range (what SQLite and most readers hold)."""
+
+PARSE_ROOM = 1500
+"""Levels of nesting the parser may go beyond the interpreter's recursion limit (see ``loads``)."""
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _KEY_SHOWN = 64  # a key longer than this is cut in error paths
@@ -107,6 +112,12 @@ def loads(text: bytes | str) -> Any:
     Raises JsonBoundsError when the text is not UTF-8 or not JSON. Values out of bounds stay in
     the tree (``Unrepresentable``, a float ``inf``, a str with a surrogate, deep nesting) for
     ``check`` to refuse with their path.
+
+    Nesting: the C parser stops at the interpreter's recursion limit, which also counts the
+    caller's frames, so how deep it gets depended on where it was called from. A text it cannot
+    parse there is parsed again with ``PARSE_ROOM`` more levels allowed: an agent of an earlier
+    version accepted events nested about 990 deep, and the hub must refuse each of them alone
+    (its seq accounted) rather than the whole batch. Deeper than that is one error.
     """
     if isinstance(text, bytes | bytearray):
         try:
@@ -116,19 +127,32 @@ def loads(text: bytes | str) -> Any:
             raise JsonBoundsError("", f"not UTF-8: {exc.reason} at byte {exc.start}") from None
     try:
         try:
-            # the fast path: ints in C; parse_constant is called only for NaN/Infinity
-            return json.loads(text, parse_constant=_constant)
-        except json.JSONDecodeError:
-            raise
-        except ValueError:
-            # an integer past Python's 4300-digit limit: parse again, every int through the hook
-            return json.loads(text, parse_constant=_constant, parse_int=_int)
+            return _parse(text)
+        except RecursionError:
+            limit = sys.getrecursionlimit()
+            # only this synchronous call runs meanwhile (other threads merely get more room)
+            sys.setrecursionlimit(limit + PARSE_ROOM)
+            try:
+                return _parse(text)
+            finally:
+                sys.setrecursionlimit(limit)
     except json.JSONDecodeError as exc:
         raise JsonBoundsError(
             "", f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
     except RecursionError:
         raise JsonBoundsError("", f"nesting deeper than {MAX_DEPTH}") from None
+
+
+def _parse(text: str) -> Any:
+    try:
+        # the fast path: ints in C; parse_constant is called only for NaN/Infinity
+        return json.loads(text, parse_constant=_constant)
+    except json.JSONDecodeError:
+        raise
+    except ValueError:
+        # an integer past Python's 4300-digit limit: parse again, every int through the hook
+        return json.loads(text, parse_constant=_constant, parse_int=_int)
 
 
 class _Found(Exception):

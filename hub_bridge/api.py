@@ -208,7 +208,7 @@ class QueryError(Exception):
 def _params(query: Mapping[str, str], allowed: Mapping[str, Any]) -> dict[str, Any]:
     """Parse ``query`` strictly against ``allowed`` (name -> (lo, hi, default) for integers,
     ``None`` for identifiers); raise QueryError naming the parameter."""
-    keys = list(query.keys())
+    keys = [k for k, _ in query.items()]  # multidict dedups keys(): items() has them all
     for name in keys:
         if name not in allowed:
             shown = name if name.isprintable() and len(name) <= 64 else repr(name[:64])

@@ -9,9 +9,15 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from edge_agent.api import build_app as agent_app
+from edge_agent.clock import Clock
+from edge_agent.health import HealthRegistry
+from edge_agent.outbox import Outbox
 
 Factory = Callable[[], Awaitable[tuple[web.Application, Callable[[], Awaitable[None]]]]]
 """Makes the app (in the server's loop) and returns it with the coroutine that closes its stores."""
@@ -69,3 +75,20 @@ class Served:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
             self._loop.close()
+
+
+def agent_factory(path: Path, **options: Any) -> Factory:
+    """The agent's API on a fresh outbox at ``path`` (``options`` go to ``build_app``)."""
+
+    async def make() -> tuple[web.Application, Callable[[], Awaitable[None]]]:
+        outbox = await Outbox.open(path, "acme", "van-042")
+        app = agent_app(
+            outbox,
+            Clock("system"),
+            HealthRegistry(),
+            device={"fleet": "acme", "device": "van-042"},
+            **options,
+        )
+        return app, outbox.close
+
+    return make

@@ -13,7 +13,6 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,15 +27,12 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from edge_agent.api import build_app as agent_app
 from edge_agent.api import openapi_document
-from edge_agent.clock import Clock
 from edge_agent.health import HealthRegistry
-from edge_agent.outbox import Outbox
 from hub_bridge.api import OPENAPI
 from hub_bridge.api import build_app as hub_app
 from hub_bridge.timeline import Timeline
-from tests.inproc import Factory, Served
+from tests.inproc import Served, agent_factory
 
 MAX_BODY = 64 * 1024
 MAX_BATCH = 20
@@ -55,23 +51,6 @@ hub_schema = schemathesis.openapi.from_dict(OPENAPI)
 hub_schema.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 
 
-def agent_factory(path: Path, **options: Any) -> Factory:
-    """The agent's API on a fresh outbox at ``path`` (``options`` go to ``build_app``)."""
-
-    async def make() -> tuple[web.Application, Callable[[], Awaitable[None]]]:
-        outbox = await Outbox.open(path, "acme", "van-042")
-        app = agent_app(
-            outbox,
-            Clock("system"),
-            HealthRegistry(),
-            device={"fleet": "acme", "device": "van-042"},
-            **{"max_body": MAX_BODY, "max_batch": MAX_BATCH, **options},
-        )
-        return app, outbox.close
-
-    return make
-
-
 def stored(seq: int, device: str = "van-1") -> dict[str, Any]:
     """A valid envelope as the hub stores it."""
     return {
@@ -88,7 +67,8 @@ def stored(seq: int, device: str = "van-1") -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def agent_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with Served(agent_factory(tmp_path_factory.mktemp("agent") / "outbox.db")) as served:
+    path = tmp_path_factory.mktemp("agent") / "outbox.db"
+    with Served(agent_factory(path, max_body=MAX_BODY, max_batch=MAX_BATCH)) as served:
         yield served.url
 
 
