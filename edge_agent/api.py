@@ -12,11 +12,12 @@ every component's state and counters. ``GET /v1/openapi.json`` describes the API
 
 Every input is bounded here, at the first boundary it crosses (``edge_agent.jsonbounds``, the
 same bounds the hub holds): the body's size (``max_body``: 413), the time to receive it
-(``body_timeout``: 408, the connection closed at most a second later), the time a connection may sit idle or trickle its
-request line and headers (``idle_timeout``, aiohttp's keep-alive timer, armed from the connection's
-start: closed), the events in one POST (``max_batch``), and every value: nesting, number range,
-``NaN``/``Infinity``, lone surrogates (400 naming the path). No input gives a 500: an outbox that
-cannot store answers 507 (full) or 503 (closing, or storage failing).
+(``body_timeout``: 408, the connection closed at most a second later), the time a connection may
+sit idle or trickle its request line and headers (``idle_timeout``, aiohttp's keep-alive timer,
+armed from the connection's start: closed), the events in one POST (``max_batch``), and every
+value: nesting, number range, ``NaN``/``Infinity``, lone surrogates (400 naming the path). No
+input gives a 500: an outbox that cannot store answers 507 (full) or 503 (closing, or storage
+failing).
 """
 
 from __future__ import annotations
@@ -146,12 +147,12 @@ def openapi_document(max_body: int = 4 * 1024 * 1024, max_batch: int = 10_000) -
             },
             "data": {"type": "object"},
             "ts": {
-                "type": "string",
+                "type": ["string", "null"],
                 "pattern": TS_RE,
-                "description": "network time of the event, UTC with milliseconds",
+                "description": "network time of the event, UTC with milliseconds (null: absent)",
             },
             "ref": {
-                "type": "object",
+                "type": ["object", "null"],
                 "additionalProperties": False,
                 "properties": {
                     "parcel": {
@@ -170,11 +171,12 @@ def openapi_document(max_body: int = 4 * 1024 * 1024, max_batch: int = 10_000) -
                 },
             },
             "id": {
-                "type": "string",
+                "type": ["string", "null"],
                 "minLength": 1,
                 "maxLength": _ID_MAX,
                 "pattern": "^[\\x21-\\x7e]+$",
-                "description": "a client id: the same id answers the same seq (idempotent)",
+                "description": "a client id: the same id answers the same seq (idempotent);"
+                " null: absent",
             },
         },
     }

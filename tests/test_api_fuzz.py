@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import (
     content_type_conformance,
+    negative_data_rejection,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -37,7 +38,12 @@ from tests.inproc import Served, agent_factory
 MAX_BODY = 64 * 1024
 MAX_BATCH = 20
 DOCUMENTED_5XX = {503, 507}
-CHECKS = [status_code_conformance, content_type_conformance, response_schema_conformance]
+CHECKS = [
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    negative_data_rejection,  # a request the document says is invalid gets a 4xx
+]
 FUZZ = settings(
     max_examples=40,
     deadline=None,
