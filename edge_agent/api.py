@@ -33,7 +33,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from edge_agent.clock import Clock
 from edge_agent.envelope import TS_RE, EnvelopeError, format_ts, parse_ts, registered_types
 from edge_agent.health import HealthRegistry
-from edge_agent.jsonbounds import JsonBoundsError, join_path, loads
+from edge_agent.jsonbounds import JsonBoundsError, Unrepresentable, join_path, loads
 from edge_agent.outbox import (
     Draft,
     EventTooLarge,
@@ -55,6 +55,8 @@ _LINGER_S = 1.0
 
 def _one(clock: Clock, obj: Any, where: str, now: tuple[str, str]) -> Draft:
     if not isinstance(obj, dict):
+        if isinstance(obj, Unrepresentable):  # NaN, 1e400, a 5000-digit integer: say so
+            raise EnvelopeError(where, obj.reason)
         raise EnvelopeError(where, f"an event must be an object, not {type(obj).__name__}")
     unknown = sorted(set(obj) - _EVENT_KEYS)
     if unknown:
