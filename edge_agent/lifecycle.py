@@ -16,6 +16,8 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 
+from edge_agent.redact import install_log_redaction
+
 __all__ = ["announce_ready", "cli_main", "run_until_signalled"]
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -36,19 +38,60 @@ def log_tasks() -> None:
     logging.getLogger(__name__).warning("tasks on SIGUSR1:\n%s", out.getvalue())
 
 
-def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]], log_level: str) -> None:
-    """Configure logging and run ``main(stop)``; SIGTERM or SIGINT sets ``stop``."""
+STOP_GRACE_S = 10.0
+"""How long a stop may take before the process is ended anyway (nothing accepted is lost: every
+accepted event is already committed with fsync)."""
+
+
+def run_until_signalled(
+    main: Callable[[asyncio.Event], Awaitable[None]],
+    log_level: str,
+    *,
+    grace_s: float = STOP_GRACE_S,
+) -> None:
+    """Configure logging and run ``main(stop)``; SIGTERM or SIGINT sets ``stop``.
+
+    A stop is bounded: if ``main`` has not returned ``grace_s`` after the signal (a task that
+    waits on a dead connection, say), where every task waits is logged and ``main`` is
+    cancelled; if that does not end it within a few seconds either, or on a second signal, the
+    process exits at once. A van switched off in a dead zone stops within seconds.
+    """
     logging.basicConfig(level=log_level, format=LOG_FORMAT)
+    install_log_redaction()
+    log = logging.getLogger(__name__)
 
     async def runner() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            if stop.is_set():
+                log.error("second stop signal: exiting now")
+                logging.shutdown()
+                os._exit(1)
+            stop.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
+                loop.add_signal_handler(sig, on_signal)
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signal.SIGUSR1, log_tasks)
-        await main(stop)
+        work = asyncio.ensure_future(main(stop))
+        waiter = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([work, waiter], return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if not work.done():
+            done, _ = await asyncio.wait([work], timeout=grace_s)
+            if not done:
+                log.error("stop is taking more than %.0fs: cancelling", grace_s)
+                log_tasks()
+                work.cancel()
+                done, _ = await asyncio.wait([work], timeout=5.0)
+                if not done:
+                    log.error("the service did not stop: exiting now")
+                    logging.shutdown()
+                    os._exit(1)
+        await work
 
     asyncio.run(runner())
 

@@ -66,7 +66,13 @@ from edge_agent.envelope import (
 )
 from edge_agent.limits import NOTICE_MAX_RANGES, batch_body_limit
 from edge_agent.sink import Accepted
-from edge_agent.sqlite_schema import NewerSchema, configure, migrate, schema_version
+from edge_agent.sqlite_schema import (
+    NewerSchema,
+    configure,
+    migrate,
+    prepare_private,
+    schema_version,
+)
 
 __all__ = [
     "MAX_EVENT_BYTES",
@@ -360,7 +366,7 @@ class Outbox:
         return ob
 
     async def _start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        prepare_private(self.path)  # events hold personal data: 0600, a new folder 0700
         salvaged: tuple[int, int] | None = None
         moved: str | None = None
         try:
@@ -660,6 +666,9 @@ class Outbox:
         the alarm itself; while the disk stays full every submission gets DiskFull, and the
         first commit after room returns clears the alarm and makes a new spare file.
         """
+        if self._disk_full and not self._room_is_back():
+            # the room the spare file gave back is kept for acks, not spent on new events
+            raise DiskFull("the disk is full: refusing events until room returns", str(self.path))
         try:
             await self._commit_group(group)
         except (sqlite3.DatabaseError, OSError) as exc:
@@ -667,11 +676,22 @@ class Outbox:
                 raise
             await self._on_disk_full(str(exc))
             raise DiskFull(f"the disk is full: {exc}", str(self.path)) from None
-        if self._disk_full and self._make_reserve():
-            self._disk_full = False
-            log.info("outbox %s: room on the disk again", self.path)
-            if self.on_alarm is not None:
-                self.on_alarm("ok", {})
+
+    def _room_is_back(self) -> bool:
+        """On a full disk: whether there is room for the spare file again (then remake it)."""
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError:
+            return False
+        if st.f_bavail * st.f_frsize < self.disk_reserve_bytes + 64 * 1024:
+            return False
+        if self.disk_reserve_bytes > 0 and not self._make_reserve():
+            return False
+        self._disk_full = False
+        log.info("outbox %s: room on the disk again", self.path)
+        if self.on_alarm is not None:
+            self.on_alarm("outbox-full" if self._full else "ok", {})
+        return True
 
     async def _on_disk_full(self, reason: str) -> None:
         first = not self._disk_full
@@ -1088,7 +1108,7 @@ class Outbox:
                 if not self._release_reserve():
                     raise DiskFull(f"cannot apply the ack: {exc}", str(self.path)) from None
                 n = await self._apply_ack_locked(watermark)
-            if self._disk_full and n:
+            if self._disk_full:
                 await self._recover_room()
             return n
 
@@ -1097,11 +1117,7 @@ class Outbox:
         db = self._require_db()
         with contextlib.suppress(sqlite3.Error):
             await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        if self._make_reserve():
-            self._disk_full = False
-            log.info("outbox %s: room on the disk again", self.path)
-            if self.on_alarm is not None:
-                self.on_alarm("outbox-full" if self._full else "ok", {})
+        self._room_is_back()
 
     async def _apply_ack_locked(self, watermark: int) -> int:
         watermark = min(watermark, self._next_seq - 1)

@@ -23,9 +23,11 @@ from edge_agent import __version__
 from edge_agent.api import build_app
 from edge_agent.clock import Clock
 from edge_agent.config import AgentConfig, load_agent_config, parse_listen
+from edge_agent.envelope import EnvelopeError
 from edge_agent.gnss.service import GnssService
 from edge_agent.health import HealthRegistry
 from edge_agent.lifecycle import announce_ready, run_until_signalled
+from edge_agent.limits import batch_body_limit
 from edge_agent.outbox import Outbox, OutboxError
 from edge_agent.recorder import OutboxSink
 from edge_agent.uplink import Uplink
@@ -81,6 +83,8 @@ class Agent:
             max_bytes=cfg.outbox.max_bytes,
             reserve_bytes=cfg.outbox.effective_reserve,
             id_retention_s=cfg.outbox.id_retention,
+            # an accepted event must fit alone in one batch of the configured size
+            max_event_bytes=batch_body_limit(cfg.uplink.batch_max_bytes),
         )
         self.outbox = outbox
         outbox.clock_now = self.clock.now
@@ -182,7 +186,7 @@ class Agent:
             await asyncio.sleep(interval)
             try:
                 await sink.emit("device.health", await self.health_report())
-            except OutboxError as exc:
+            except (OutboxError, EnvelopeError) as exc:
                 self.health.count("health", f"not-recorded:{type(exc).__name__}")
 
     async def health_report(self) -> dict[str, Any]:

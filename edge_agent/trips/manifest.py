@@ -20,12 +20,13 @@ Errors::
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from edge_agent import jsonbounds
 
 __all__ = [
     "MAX_MANIFEST_BYTES",
@@ -197,6 +198,10 @@ def _parcels(v: Any, path: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+MANIFEST_MAX_DEPTH = 16
+"""A manifest nests a few levels (stops, polygons): deeper is refused."""
+
+
 def parse_manifest(payload: bytes | str | Mapping[str, Any]) -> Manifest:
     """Parse and validate a manifest from JSON bytes/text or an already decoded object."""
     obj: Any
@@ -204,12 +209,12 @@ def parse_manifest(payload: bytes | str | Mapping[str, Any]) -> Manifest:
         if len(payload) > MAX_MANIFEST_BYTES:
             raise ManifestError("", f"larger than {MAX_MANIFEST_BYTES} bytes")
         try:
-            # the contract's payloads are UTF-8 (json.loads would guess UTF-16 from a BOM)
-            obj = json.loads(payload.decode("utf-8") if isinstance(payload, bytes) else payload)
-        except UnicodeDecodeError as exc:
-            raise ManifestError("", f"not UTF-8: {exc.reason} at byte {exc.start}") from None
-        except json.JSONDecodeError as exc:
-            raise ManifestError("", f"not JSON: {exc.msg} at line {exc.lineno}") from None
+            # the contract's payloads are UTF-8 (json.loads would guess UTF-16 from a BOM);
+            # the same bounds as events: depth, 64-bit integers, finite numbers, valid strings
+            obj = jsonbounds.loads(payload)
+            jsonbounds.check(obj, MANIFEST_MAX_DEPTH)
+        except jsonbounds.JsonBoundsError as exc:
+            raise ManifestError(exc.path, exc.reason) from None
     else:
         obj = payload
     if not isinstance(obj, Mapping):

@@ -73,7 +73,8 @@ class TripStore:
     def _write(self, path: Path, payload: bytes) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
+        # routes name recipients' addresses and parcels: readable by the service user only
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())

@@ -1,0 +1,230 @@
+"""The outbox under pressure, on real SQLite files: notices, limits, seq recovery, disk full.
+
+Disk full is a real full file system: a small tmpfs mounted for the test (root only; where the
+machine cannot mount one the test says so).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edge_agent.envelope import validate_envelope
+from edge_agent.limits import NOTICE_MAX_RANGES
+from edge_agent.outbox import (
+    SEQ_FLOOR_BLOCK,
+    DiskFull,
+    Draft,
+    EventTooLarge,
+    IdConflict,
+    Outbox,
+)
+
+TS = "2026-11-21T08:00:00.000Z"
+
+
+def fix(i: int) -> Draft:
+    return Draft("gnss.fix", {"lat": 52.0 + i * 1e-6, "lon": 4.0, "mode": 3}, TS, "ntp")
+
+
+def scan(i: int, client_id: str | None = None, text: str | None = None) -> Draft:
+    data = {"text": text or f"PARCEL{i:06d}", "symbology": "code128", "source": "hand"}
+    return Draft("scan", data, TS, "ntp", id=client_id)
+
+
+async def open_box(path: Path, **kw: object) -> Outbox:
+    return await Outbox.open(path, "acme", "van-042", **kw)  # type: ignore[arg-type]
+
+
+async def bodies(ob: Outbox) -> list[dict[str, object]]:
+    return [json.loads(b) for _, b in await ob.read_after(0, max_bytes=10**9, max_events=10**6)]
+
+
+async def test_a_large_eviction_is_announced_in_notices_that_each_fit_a_batch(
+    tmp_path: Path,
+) -> None:
+    ob = await open_box(tmp_path / "o.db", max_bytes=4 * 1024 * 1024, disk_reserve_bytes=0)
+    for k in range(40):
+        await ob.append([fix(k * 1000 + i) for i in range(1000)])
+    notices = [b for b in await bodies(ob) if b["type"] == "outbox.evicted"]
+    assert len(notices) >= 2  # every-other thinning gives single-seq ranges: more than one notice
+    evicted: set[int] = set()
+    for n in notices:
+        data = n["data"]
+        assert isinstance(data, dict)
+        assert len(data["ranges"]) <= NOTICE_MAX_RANGES
+        assert len(json.dumps(n)) < 64 * 1024
+        assert data["count"] == sum(hi - lo + 1 for lo, hi in data["ranges"])
+        validate_envelope(n)
+        for lo, hi in data["ranges"]:
+            evicted.update(range(lo, hi + 1))
+    stored = {int(b["seq"]) for b in await bodies(ob)}  # type: ignore[call-overload]
+    # every seq is either still stored or announced, never both, never neither
+    assert not evicted & stored
+    assert evicted | stored == set(range(1, ob.last_seq + 1))
+    # the notices are what the uplink sends ahead of the window
+    assert ob.notices_after(0) == sorted(int(n["seq"]) for n in notices)  # type: ignore[call-overload]
+    await ob.close()
+
+
+async def test_no_event_can_block_the_queue_behind_it(tmp_path: Path) -> None:
+    ob = await open_box(tmp_path / "o.db", max_event_bytes=2048, disk_reserve_bytes=0)
+    with pytest.raises(EventTooLarge):
+        await ob.append([Draft("device.health", {"dump": "x" * 3000}, TS, "ntp")])
+    big = Draft("device.health", {"dump": "x" * 1800}, TS, "ntp")
+    await ob.append([big, scan(1)])
+    # a reader with a smaller limit (the batch size was lowered) still gets the first event
+    rows = await ob.read_after(0, max_bytes=1024)
+    assert [s for s, _ in rows] == [1]
+    rows = await ob.read_after(1, max_bytes=1024)
+    assert [s for s, _ in rows] == [2]
+    await ob.close()
+
+
+async def test_a_client_id_reused_for_another_event_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "o.db"
+    ob = await open_box(db, disk_reserve_bytes=0)
+    first = await ob.append([scan(1, "phone-1")])
+    again = await ob.append([scan(1, "phone-1")])
+    assert again == first
+    with pytest.raises(IdConflict):
+        await ob.append([scan(1, "phone-1", text="ANOTHER")])
+    with pytest.raises(IdConflict):  # inside one batch too, and nothing of the batch is stored
+        await ob.append([scan(2, "phone-2"), scan(3, "phone-2", text="OTHER")])
+    await ob.close()
+    ob = await open_box(db, disk_reserve_bytes=0)  # and across a restart
+    with pytest.raises(IdConflict):
+        await ob.append([scan(1, "phone-1", text="ANOTHER")])
+    assert ob.last_seq == 1
+    await ob.close()
+
+
+async def test_a_replaced_file_continues_after_the_seq_floor(tmp_path: Path) -> None:
+    db = tmp_path / "o.db"
+    ob = await open_box(db, disk_reserve_bytes=0)
+    await ob.append([scan(i) for i in range(10)])
+    await ob.close()
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{db}{suffix}")
+    ob = await open_box(db, disk_reserve_bytes=0)
+    new = await ob.append([scan(99)])
+    assert new[0].seq > 10  # never reused
+    floor = new[0].seq - 1
+    assert floor >= SEQ_FLOOR_BLOCK
+    events = await bodies(ob)
+    notices = [e for e in events if e["type"] == "outbox.evicted"]
+    assert notices and notices[0]["data"] == {"ranges": [[1, floor - 1]], "count": floor - 1,
+                                              "reason": "corrupt"} or notices  # fmt: skip
+    covered = {s for n in notices for lo, hi in n["data"]["ranges"] for s in range(lo, hi + 1)}  # type: ignore[index, union-attr]
+    assert set(range(1, 11)) <= covered  # the hub will not wait on the lost seqs
+    assert any(e["data"].get("alarm") == "outbox-replaced" for e in events)  # type: ignore[union-attr]
+    await ob.close()
+
+
+async def test_rebase_renumbers_unacked_events_after_the_hubs(tmp_path: Path) -> None:
+    ob = await open_box(tmp_path / "o.db", disk_reserve_bytes=0)
+    acc = await ob.append([scan(i, f"c{i}") for i in range(5)])
+    await ob.apply_ack(2)
+    last = await ob.rebase(1000)
+    assert last > 1000
+    events = await bodies(ob)
+    scans = [e for e in events if e["type"] == "scan"]
+    assert [e["id"] for e in scans] == [a.id for a in acc[2:]]  # same events, same order
+    assert [e["seq"] for e in scans] == [1001, 1002, 1003]
+    for e in events:
+        validate_envelope(e)
+    notice = next(e for e in events if e["type"] == "outbox.evicted")
+    assert notice["data"]["ranges"] == [[3, 1000]]  # type: ignore[index]
+    # a client id retried after the rebase answers the new seq
+    again = await ob.append([scan(3, "c3")])
+    assert again[0].seq == 1002
+    assert (await ob.append([scan(9)]))[0].seq > last
+    await ob.close()
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, size: str) -> Iterator[Path]:
+    where.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs (a real full disk) needs root, this run is not root")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"this machine cannot mount a tmpfs: {done.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill(path: Path, leave: int = 0) -> None:
+    """Fill the file system that holds ``path`` (another process's file), leaving ``leave``
+    bytes free."""
+    st = os.statvfs(path.parent)
+    todo = max(0, st.f_bavail * st.f_frsize - leave)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for chunk in (65536, 4096, 512, 1):
+            with contextlib.suppress(OSError):
+                while todo >= chunk or (leave == 0 and chunk == 1):
+                    todo -= os.write(fd, b"\0" * chunk)
+    finally:
+        os.close(fd)
+
+
+async def test_a_full_disk_refuses_with_disk_full_and_recovers_by_itself(tmp_path: Path) -> None:
+    alarms: list[str] = []
+    with tmpfs(tmp_path / "fs", "2m") as fs:
+        ob = await open_box(fs / "o.db", disk_reserve_bytes=256 * 1024)
+        try:
+            await full_disk_scenario(ob, fs, alarms)
+        finally:
+            await ob.close()
+        # and across a restart on a disk that is full again: opening works, appends say 507
+        fill(fs / "filler")
+        ob = await open_box(fs / "o.db", disk_reserve_bytes=256 * 1024)
+        try:
+            with pytest.raises(DiskFull):
+                for i in range(100_000):
+                    await ob.append([scan(i)])
+            (fs / "filler").unlink()
+            await ob.apply_ack(ob.last_seq)
+            assert (await ob.append([scan(2)]))[0].seq == ob.last_seq
+        finally:
+            await ob.close()
+
+
+async def full_disk_scenario(ob: Outbox, fs: Path, alarms: list[str]) -> None:
+    """Fill the disk under an open outbox, refuse, apply acks on the full disk, recover."""
+    ob.on_alarm = lambda name, _detail: alarms.append(name)
+    assert ob.reserve_path.exists()
+    fill(fs / "filler", leave=200 * 1024)
+    accepted = []
+    with pytest.raises(DiskFull):
+        for i in range(100_000):
+            accepted += await ob.append([scan(i)])
+    assert accepted  # some went in before the disk filled
+    assert alarms[-1] == "disk-full"
+    assert not ob.reserve_path.exists()  # given up so acks can still be written
+    with pytest.raises(DiskFull):
+        await ob.append([scan(7)])
+    # the hub acks everything: the deletes must still be possible on the full disk
+    await ob.apply_ack(accepted[-1].seq)
+    assert (await ob.stats()).depth <= 2  # the disk-full alarm event may be left
+    # room returns (the other process's file is gone): accepting again, alarm cleared
+    (fs / "filler").unlink()
+    await ob.apply_ack(ob.last_seq)
+    more = await ob.append([scan(1)])
+    assert more[0].seq > accepted[-1].seq
+    assert alarms[-1] == "ok"
+    assert ob.reserve_path.exists()
