@@ -7,7 +7,7 @@ posting to the agent's API (on the van's address, reached over the same link, ne
 The agent must notice the dead connection by its keepalive, keep accepting, reconnect when the
 link returns and deliver everything exactly once.
 
-Figures (detection, reconnect, drain) are printed; with ``-s`` or in the terminal summary.
+The figures (detection, reconnect, drain) are printed on the terminal, past the capture.
 """
 
 from __future__ import annotations
