@@ -113,6 +113,8 @@ class OutboxConfig(_Section):
     max_bytes: ByteSize = 256 * 1024 * 1024
     reserve_bytes: ByteSize | None = None
     id_retention: Duration = 7 * 86400.0
+    disk_reserve: ByteSize = 4 * 1024 * 1024
+    """A spare file next to the outbox, given up when the disk fills so acks can be applied."""
 
     @property
     def effective_reserve(self) -> int:

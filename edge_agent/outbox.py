@@ -65,6 +65,7 @@ from edge_agent.envelope import (
     new_event_id,
 )
 from edge_agent.limits import NOTICE_MAX_RANGES, batch_body_limit
+from edge_agent.seqs import seq_ranges
 from edge_agent.sink import Accepted
 from edge_agent.sqlite_schema import (
     NewerSchema,
@@ -241,17 +242,6 @@ _SCHEMA = [
     """,
 ]
 SCHEMA_VERSION = len(_SCHEMA)
-
-
-def seq_ranges(seqs: Sequence[int]) -> list[tuple[int, int]]:
-    """Collapse sorted seqs into inclusive ranges: [1, 2, 3, 7] → [(1, 3), (7, 7)]."""
-    ranges: list[tuple[int, int]] = []
-    for s in seqs:
-        if ranges and s == ranges[-1][1] + 1:
-            ranges[-1] = (ranges[-1][0], s)
-        else:
-            ranges.append((s, s))
-    return ranges
 
 
 def _salvage_counters(path: Path) -> tuple[int, int] | None:

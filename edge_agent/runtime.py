@@ -85,6 +85,7 @@ class Agent:
             id_retention_s=cfg.outbox.id_retention,
             # an accepted event must fit alone in one batch of the configured size
             max_event_bytes=batch_body_limit(cfg.uplink.batch_max_bytes),
+            disk_reserve_bytes=cfg.outbox.disk_reserve,
         )
         self.outbox = outbox
         outbox.clock_now = self.clock.now

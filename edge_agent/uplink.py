@@ -47,8 +47,10 @@ log = logging.getLogger(__name__)
 
 CommandHandler = Callable[[str, bytes], Awaitable[None]]
 
-MAX_SEQ = 2**53 - 1
-"""No device assigns a seq above this (JSON-safe integers): an ack beyond it is impossible."""
+MAX_SEQ = 2**48
+"""An ack at or beyond this is impossible and ignored: no device counts this far, and a seq
+floor taken from the clock (milliseconds, about 2**41 today) stays far below it. Renumbering on
+a forged ack can thus cost a device at most 2**48 of its 2**53 seqs, never an event."""
 
 NOTICE_BATCH = 64
 """Most notices read ahead of the window at once."""
@@ -60,12 +62,14 @@ _ACK_MAX_BYTES = 4096
 @dataclass(frozen=True, slots=True)
 class Ack:
     """The hub's ack: watermark ``seq``; optionally the highest seq it holds of this device
-    (``top``) and the id of its stored event at one seq (``check``) so a device can tell
-    whether those seqs are its own events."""
+    (``top``), the id of its stored event at one seq (``check``) and the seq ranges of the last
+    batch that it holds with other events (``conflicts``), so a device can tell whether those
+    seqs are its own events."""
 
     seq: int
     top: int | None = None
     check: tuple[int, str] | None = None
+    conflicts: tuple[tuple[int, int], ...] = ()
 
 
 def _nonneg_int(value: Any) -> int | None:
@@ -75,7 +79,8 @@ def _nonneg_int(value: Any) -> int | None:
 
 
 def parse_ack(payload: bytes) -> Ack | None:
-    """The ack payload ``{"seq": N, "top"?: M, "check"?: [S, ID]}``, or None if not one."""
+    """The ack ``{"seq": N, "top"?: M, "check"?: [S, ID], "conflicts"?: [[LO, HI], ...]}``,
+    or None if it is not one (malformed optional parts are ignored)."""
     if len(payload) > _ACK_MAX_BYTES:
         return None
     try:
@@ -97,7 +102,15 @@ def parse_ack(payload: bytes) -> Ack | None:
         and isinstance(check[1], str)
     ):
         pair = (int(check[0]), check[1])
-    return Ack(seq, top, pair)
+    ranges: list[tuple[int, int]] = []
+    raw = obj.get("conflicts")
+    if isinstance(raw, list):
+        for item in raw[:100]:
+            if isinstance(item, list) and len(item) == 2:
+                lo, hi = _nonneg_int(item[0]), _nonneg_int(item[1])
+                if lo is not None and hi is not None and lo <= hi:
+                    ranges.append((lo, hi))
+    return Ack(seq, top, pair, tuple(ranges))
 
 
 def parse_hub_state(payload: bytes) -> str | None:
@@ -166,6 +179,7 @@ class Uplink:
         self._resend = True
         self._hubs: dict[str, str] = {}
         self._published_hi = 0
+        self._rebased_above = 0
         self.published_batches = 0
         self.resends = 0
         self._client: aiomqtt.Client | None = None
@@ -296,13 +310,19 @@ class Uplink:
             self.health.count("uplink", "impossible-ack")
             log.warning("ack %d is beyond any seq a device can assign: ignored", hub_top)
             return
-        conflict = ack.check is not None and await self._check_differs(*ack.check)
+        # what this outbox holds unacked: renumbered events all follow the last rebase
+        held = (max(outbox.acked, self._rebased_above) + 1, outbox.last_seq)
+        conflict = any(lo <= held[1] and hi >= held[0] for lo, hi in ack.conflicts) or (
+            ack.check is not None and await self._check_differs(*ack.check)
+        )
         if hub_top > outbox.last_seq or conflict:
             # the hub holds seqs of this device that this outbox never assigned (or assigned
             # to other events): the file was lost, replaced, or restarted from a clock that is
             # behind. Never delete on such an ack; continue the seqs after the hub's.
             self.health.count("uplink", "seqs-rebased")
+            self._rebased_above = max(hub_top, outbox.last_seq)
             await outbox.rebase(hub_top)
+            self._published_hi = 0  # none of the renumbered events has been published yet
             self._resend = True
             self._wake.set()
             return
@@ -326,7 +346,7 @@ class Uplink:
 
     async def _check_differs(self, seq: int, event_id: str) -> bool:
         """Whether this outbox holds an unacked event ``seq`` whose id is not ``event_id``."""
-        if seq <= self.outbox.acked or seq > self.outbox.last_seq:
+        if seq <= max(self.outbox.acked, self._rebased_above) or seq > self.outbox.last_seq:
             return False
         rows = await self.outbox.read_seqs([seq])
         if not rows:

@@ -26,6 +26,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import aiomqtt
@@ -36,6 +37,7 @@ from edge_agent.envelope import EnvelopeError
 from edge_agent.health import HealthRegistry
 from edge_agent.mqtt import make_client
 from edge_agent.redact import redact_url
+from edge_agent.seqs import seq_ranges
 from hub_bridge.config import HubConfig
 from hub_bridge.ingest import check_events
 from hub_bridge.timeline import Timeline
@@ -127,6 +129,10 @@ class HubBridge:
                             with contextlib.suppress(Exception):
                                 await asyncio.shield(self._say_offline(client))
             except aiomqtt.MqttError as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # lost while stopping: the stop must not be swallowed by the reconnect loop
+                    raise asyncio.CancelledError from exc
                 self.health.set_state("broker", "disconnected", error=str(exc))
             await asyncio.sleep(backoff_delay(attempt, cap=30.0))
             attempt += 1
@@ -146,8 +152,20 @@ class HubBridge:
         payload = self._hub_state("offline", reason="shutdown")
         await asyncio.wait_for(client.publish(self.state_topic, payload, qos=1, retain=True), 2)
 
-    async def _publish_ack(self, client: aiomqtt.Client, fleet: str, device: str, wm: int) -> None:
-        payload = json.dumps({"seq": wm})
+    async def _publish_ack(
+        self,
+        client: aiomqtt.Client,
+        fleet: str,
+        device: str,
+        wm: int,
+        conflicts: Sequence[int] = (),
+    ) -> None:
+        ack = await self.timeline.ack_payload(fleet, device, wm)
+        if conflicts:
+            # the device sent seqs the timeline holds with other events: tell it, so it
+            # renumbers instead of taking this watermark as covering them (bounded list)
+            ack["conflicts"] = [list(r) for r in seq_ranges(sorted(set(conflicts)))[:100]]
+        payload = json.dumps(ack)
         await client.publish(topics.ack(fleet, device), payload, qos=1, retain=True)
 
     async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
@@ -212,7 +230,9 @@ class HubBridge:
         self.batches += 1
         self.health.count("ingest", "stored", result.stored)
         self.health.count("ingest", "duplicates", result.duplicates)
-        await self._publish_ack(client, name.fleet, name.device, result.watermark)
+        await self._publish_ack(
+            client, name.fleet, name.device, result.watermark, result.conflict_seqs
+        )
 
     async def _on_state(self, topic: str, name: topics.TopicName, payload: bytes) -> None:
         if not payload:

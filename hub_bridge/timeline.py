@@ -147,6 +147,8 @@ class StoreResult:
     duplicates: int
     conflicts: int
     watermark: int
+    conflict_seqs: tuple[int, ...] = ()
+    """Seqs of the batch already stored with another id: the device reuses seqs it should not."""
 
 
 class Timeline:
@@ -233,6 +235,7 @@ class Timeline:
             rows: list[tuple[Any, ...]] = []
             accounted: list[tuple[str, str, int, int, str]] = []
             duplicates = conflicts = 0
+            conflict_seqs: list[int] = []
             for env, fl in zip(events, flags, strict=True):
                 seq, eid = int(env["seq"]), str(env["id"])
                 if eid in by_id:
@@ -244,6 +247,7 @@ class Timeline:
                     continue
                 if seq in by_seq:
                     conflicts += 1
+                    conflict_seqs.append(seq)
                     continue
                 by_seq[seq] = eid
                 by_id[eid] = seq
@@ -294,7 +298,7 @@ class Timeline:
             with contextlib.suppress(Exception):
                 await db.execute("ROLLBACK")
             raise
-        return StoreResult(len(rows), duplicates, conflicts, watermark)
+        return StoreResult(len(rows), duplicates, conflicts, watermark, tuple(conflict_seqs))
 
     async def _advance(self, fleet: str, device: str, now: float) -> int:
         db = self._db
@@ -441,6 +445,32 @@ class Timeline:
         return True
 
     # -- reading ------------------------------------------------------------------------------
+
+    async def ack_payload(self, fleet: str, device: str, watermark: int) -> dict[str, Any]:
+        """The ack a device is sent: ``{"seq": watermark, "top": M, "check": [S, ID]}``.
+
+        ``top`` is the highest seq stored for the device and ``check`` names the stored event
+        at the highest seq up to the watermark: a device whose outbox was lost or replaced (its
+        seqs restarting below what the hub holds) sees that these seqs are not its events and
+        continues after them instead of taking the ack for its own (DESIGN §3.2).
+        """
+        payload: dict[str, Any] = {"seq": watermark}
+        async with self._db.execute(
+            "SELECT max(seq) FROM events WHERE fleet=? AND device=?", (fleet, device)
+        ) as cur:
+            row = await cur.fetchone()
+        if row is not None and row[0] is not None:
+            payload["top"] = max(watermark, int(row[0]))
+        if watermark > 0:
+            async with self._db.execute(
+                "SELECT seq, id FROM events WHERE fleet=? AND device=? AND seq <= ?"
+                " ORDER BY seq DESC LIMIT 1",
+                (fleet, device, watermark),
+            ) as cur:
+                row = await cur.fetchone()
+            if row is not None:
+                payload["check"] = [int(row[0]), str(row[1])]
+        return payload
 
     async def watermarks(self) -> list[tuple[str, str, int]]:
         """Every known device's (fleet, device, watermark)."""

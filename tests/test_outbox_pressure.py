@@ -25,6 +25,7 @@ from edge_agent.outbox import (
     IdConflict,
     Outbox,
 )
+from edge_agent.sink import Accepted
 
 TS = "2026-11-21T08:00:00.000Z"
 
@@ -120,8 +121,7 @@ async def test_a_replaced_file_continues_after_the_seq_floor(tmp_path: Path) -> 
     assert floor >= SEQ_FLOOR_BLOCK
     events = await bodies(ob)
     notices = [e for e in events if e["type"] == "outbox.evicted"]
-    assert notices and notices[0]["data"] == {"ranges": [[1, floor - 1]], "count": floor - 1,
-                                              "reason": "corrupt"} or notices  # fmt: skip
+    assert notices
     covered = {s for n in notices for lo, hi in n["data"]["ranges"] for s in range(lo, hi + 1)}  # type: ignore[index, union-attr]
     assert set(range(1, 11)) <= covered  # the hub will not wait on the lost seqs
     assert any(e["data"].get("alarm") == "outbox-replaced" for e in events)  # type: ignore[union-attr]
@@ -158,6 +158,7 @@ def tmpfs(where: Path, size: str) -> Iterator[Path]:
         ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)],
         capture_output=True,
         text=True,
+        check=False,
     )
     if done.returncode != 0:
         pytest.skip(f"this machine cannot mount a tmpfs: {done.stderr.strip()}")
@@ -194,9 +195,7 @@ async def test_a_full_disk_refuses_with_disk_full_and_recovers_by_itself(tmp_pat
         fill(fs / "filler")
         ob = await open_box(fs / "o.db", disk_reserve_bytes=256 * 1024)
         try:
-            with pytest.raises(DiskFull):
-                for i in range(100_000):
-                    await ob.append([scan(i)])
+            await append_until_disk_full(ob, [])
             (fs / "filler").unlink()
             await ob.apply_ack(ob.last_seq)
             assert (await ob.append([scan(2)]))[0].seq == ob.last_seq
@@ -204,15 +203,23 @@ async def test_a_full_disk_refuses_with_disk_full_and_recovers_by_itself(tmp_pat
             await ob.close()
 
 
+async def append_until_disk_full(ob: Outbox, accepted: list[Accepted]) -> None:
+    """Append scans until the outbox says DiskFull (the test fails if it never does)."""
+    for i in range(100_000):
+        try:
+            accepted += await ob.append([scan(i)])
+        except DiskFull:
+            return
+    raise AssertionError("the disk never filled")
+
+
 async def full_disk_scenario(ob: Outbox, fs: Path, alarms: list[str]) -> None:
     """Fill the disk under an open outbox, refuse, apply acks on the full disk, recover."""
     ob.on_alarm = lambda name, _detail: alarms.append(name)
     assert ob.reserve_path.exists()
     fill(fs / "filler", leave=200 * 1024)
-    accepted = []
-    with pytest.raises(DiskFull):
-        for i in range(100_000):
-            accepted += await ob.append([scan(i)])
+    accepted: list[Accepted] = []
+    await append_until_disk_full(ob, accepted)
     assert accepted  # some went in before the disk filled
     assert alarms[-1] == "disk-full"
     assert not ob.reserve_path.exists()  # given up so acks can still be written
