@@ -30,7 +30,7 @@ from paho.mqtt.properties import Properties
 
 from edge_agent.config import BrokerConfig
 
-__all__ = ["Client", "make_client", "tls_context"]
+__all__ = ["Client", "connect_timeout", "make_client", "tls_context"]
 
 T = TypeVar("T")
 
@@ -108,7 +108,7 @@ def make_client(
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     if persistent:
         props.SessionExpiryInterval = int(broker.session_expiry)
-    return Client(
+    client = Client(
         broker.host,
         broker.port,
         identifier=broker.client_id or identifier,
@@ -126,3 +126,13 @@ def make_client(
         socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         **kwargs,
     )
+    # paho starts its keepalive clock before the TCP connect: a connect slower than the
+    # keepalive (a SYN retransmitted on a link coming back) is then dropped as dead right after
+    # it succeeds, and the CONNACK wait runs out its whole timeout. Keep the connect shorter.
+    client._client.connect_timeout = connect_timeout(broker.keepalive)
+    return client
+
+
+def connect_timeout(keepalive: float) -> float:
+    """How long one TCP connect may take: below the keepalive, at most 5 s (paho's default)."""
+    return max(0.5, min(5.0, keepalive / 2))

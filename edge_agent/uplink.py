@@ -33,7 +33,7 @@ from typing import Any
 import aiomqtt
 
 from edge_agent import topics
-from edge_agent.backoff import backoff_delay
+from edge_agent.backoff import backoff_delay, is_silence, probe_delay
 from edge_agent.config import BrokerConfig, UplinkConfig
 from edge_agent.envelope import encode_batch
 from edge_agent.health import HealthRegistry
@@ -225,6 +225,12 @@ class Uplink:
                 if _cancelling():
                     raise asyncio.CancelledError from exc
                 self.health.set_state("broker", "disconnected", error=str(exc))
+                if is_silence(exc):
+                    # nothing answered: probe again soon, a returning link must not wait for a
+                    # backoff meant for a broker that refuses
+                    attempt = 0
+                    await asyncio.sleep(min(probe_delay(), self.cfg.backoff_max))
+                    continue
             delay = backoff_delay(attempt, cap=self.cfg.backoff_max)
             attempt += 1
             await asyncio.sleep(delay)

@@ -55,8 +55,13 @@ class Mosquitto:
     """One mosquitto process: ``start()``, ``kill()``, ``restart()`` on the same port."""
 
     def __init__(
-        self, port: int | None = None, binary: str | None = None, tls: TlsFiles | None = None
+        self,
+        port: int | None = None,
+        binary: str | None = None,
+        tls: TlsFiles | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
+        self.host = host
         self.port = port or free_port()
         self.tls = tls
         found = binary or shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -70,14 +75,14 @@ class Mosquitto:
 
     @property
     def url(self) -> str:
-        """``mqtt://127.0.0.1:PORT`` (``mqtts://`` with TLS)."""
-        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
+        """``mqtt://HOST:PORT`` (``mqtts://`` with TLS)."""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
     def start(self, timeout: float = 10.0) -> None:
         """Start the broker and wait until it accepts connections."""
         conf = self._dir / "mosquitto.conf"
         conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
+            f"listener {self.port} {self.host}\n"
             "allow_anonymous true\n"
             "persistence false\n"
             "max_queued_messages 100000\n"
@@ -107,7 +112,7 @@ class Mosquitto:
                 err = log.read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {err}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                with socket.create_connection((self.host, self.port), timeout=0.2):
                     return
             except OSError:
                 time.sleep(0.02)

@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -36,8 +36,10 @@ def wait_for(cond: Callable[[], bool], timeout: float, what: str, poll: float = 
 class Proc:
     """A ``python -m PACKAGE run --config FILE`` subprocess that prints a ready line."""
 
-    def __init__(self, module: str, config: Path, log: Path) -> None:
+    def __init__(self, module: str, config: Path, log: Path, prefix: Sequence[str] = ()) -> None:
         self.module = module
+        self.prefix = list(prefix)
+        """Prepended to the command (``ip netns exec NAME`` runs it inside a namespace)."""
         self.config = config
         self.log = log
         self.proc: subprocess.Popen[str] | None = None
@@ -49,7 +51,15 @@ class Proc:
             log.write(f"--- start {time.time()}\n")
             log.flush()
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", self.module, "run", "--config", str(self.config)],
+                [
+                    *self.prefix,
+                    sys.executable,
+                    "-m",
+                    self.module,
+                    "run",
+                    "--config",
+                    str(self.config),
+                ],
                 stdout=subprocess.PIPE,
                 stderr=log,
                 text=True,
@@ -122,10 +132,10 @@ def write_hub_config(
     return path
 
 
-def post(port: int, body: Any, timeout: float = 10.0) -> tuple[int, Any]:
+def post(port: int, body: Any, timeout: float = 10.0, host: str = "127.0.0.1") -> tuple[int, Any]:
     """POST JSON to the agent's /v1/events; return (status, decoded body)."""
     req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/events",
+        f"http://{host}:{port}/v1/events",
         data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json"},
         method="POST",
@@ -137,9 +147,9 @@ def post(port: int, body: Any, timeout: float = 10.0) -> tuple[int, Any]:
         return exc.code, json.loads(exc.read() or b"null")
 
 
-def get(port: int, path: str) -> Any:
+def get(port: int, path: str, host: str = "127.0.0.1") -> Any:
     """GET JSON from a local API."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
+    with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=10) as resp:
         return json.loads(resp.read())
 
 

@@ -23,19 +23,13 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import count
-from pathlib import Path
 
-from simulators.broker import Mosquitto
-from tests.harness import ROOT, Proc
-
-__all__ = ["NetnsProc", "NetnsUnavailable", "VanNet", "VethBroker"]
+__all__ = ["NetnsUnavailable", "VanNet"]
 
 NS_PREFIX = "lm-van-"
 TABLE = "lm_link"
@@ -244,72 +238,3 @@ class VanNet:
             _run([self.ip, "link", "del", self.host_if])
         with contextlib.suppress(RuntimeError):
             _run([self.ip, "netns", "del", self.name])
-
-
-class VethBroker(Mosquitto):
-    """The private mosquitto of ``simulators.broker``, listening on ``host`` (for example the
-    root end of a van's link) instead of the loopback, which the van cannot reach."""
-
-    def __init__(self, host: str, port: int | None = None) -> None:
-        super().__init__(port)
-        self.host = host
-
-    @property
-    def url(self) -> str:
-        """``mqtt://HOST:PORT``."""
-        return f"mqtt://{self.host}:{self.port}"
-
-    def start(self, timeout: float = 10.0) -> None:
-        """Start the broker and wait until it accepts connections on ``host``."""
-        conf = self._dir / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} {self.host}\n"
-            "allow_anonymous true\n"
-            "persistence false\n"
-            "max_queued_messages 100000\n"
-            "max_inflight_messages 100\n"
-            "set_tcp_nodelay true\n"
-            "log_dest stderr\n"
-            "log_type error\n"
-            f"user {getpass.getuser()}\n"
-        )
-        log = self._dir / "mosquitto.log"
-        with log.open("ab") as sink:
-            self.proc = subprocess.Popen(
-                [self.binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=sink
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                err = log.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {err}")
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.02)
-        raise TimeoutError(f"mosquitto did not listen on {self.host}:{self.port} in {timeout}s")
-
-
-class NetnsProc(Proc):
-    """``Proc`` (a ``python -m PACKAGE run`` with a ready line) started inside a namespace."""
-
-    def __init__(self, net: VanNet, module: str, config: Path, log: Path) -> None:
-        super().__init__(module, config, log)
-        self.net = net
-
-    def start(self, timeout: float = 20.0) -> None:
-        """Start it with ``ip netns exec`` (which execs: the pid is the Python process's)."""
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        argv = self.net.argv(sys.executable, "-m", self.module, "run", "--config", str(self.config))
-        with self.log.open("a") as log:
-            log.write(f"--- start {time.time()} in {self.net.name}\n")
-            log.flush()
-            self.proc = subprocess.Popen(
-                argv, stdout=subprocess.PIPE, stderr=log, text=True, env=env, cwd=ROOT
-            )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            raise AssertionError(f"{self.module} exited: {self.log.read_text()[-3000:]}")
-        self.api_port = json.loads(line)["api_port"]
