@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -174,21 +175,31 @@ class HubBridge:
         if topic.startswith(_HUB_PREFIX):
             return  # hub instances' own state (ours too) matches lm/v1/+/+/state: not a device
         try:
-            name = topics.parse(topic)
-        except EnvelopeError as exc:
-            await self._dead(topic, str(exc), payload)
+            try:
+                name = topics.parse(topic)
+            except EnvelopeError as exc:
+                await self._dead(topic, str(exc), payload)
+                return
+            try:
+                if name.kind == "events":
+                    await self._on_events(client, topic, name, payload)
+                elif name.kind == "state":
+                    await self._on_state(topic, name, payload)
+            except (aiomqtt.MqttError, sqlite3.OperationalError):
+                raise
+            except Exception as exc:  # one bad message must never stop the hub
+                log.exception("message on %s failed", topic)
+                self.health.count("ingest", "internal-error")
+                await self._dead(topic, f"internal error: {exc!r}", payload)
+        except sqlite3.OperationalError as exc:
+            # the store cannot be written (full disk, I/O error, locked too long): nothing is
+            # acked, so every device keeps its events and resends them; the hub goes on and
+            # takes them as soon as the store accepts writes again
+            self.health.count("timeline", "write-failed")
+            self.health.set_state("timeline", "unwritable", error=str(exc)[:200])  # logs once
             return
-        try:
-            if name.kind == "events":
-                await self._on_events(client, topic, name, payload)
-            elif name.kind == "state":
-                await self._on_state(topic, name, payload)
-        except aiomqtt.MqttError:
-            raise
-        except Exception as exc:  # one bad message must never stop the hub
-            log.exception("message on %s failed", topic)
-            self.health.count("ingest", "internal-error")
-            await self._dead(topic, f"internal error: {exc!r}", payload)
+        if self.health.state("timeline") == "unwritable":
+            self.health.set_state("timeline", "ok")
 
     async def _dead(self, topic: str, reason: str, payload: bytes) -> None:
         self.health.count("ingest", "dead-letter")

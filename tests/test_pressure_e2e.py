@@ -369,3 +369,45 @@ def test_a_full_disk_answers_507_and_recovers_by_itself(tmp_path: Path, broker: 
             agent.stop()
             if hub is not None:
                 hub.stop()
+
+
+def test_a_full_disk_at_the_hub_acks_nothing_and_recovers(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    with tmpfs(tmp_path / "disk", "4m") as disk:
+        timeline = disk / "timeline.db"
+        hub = Proc(
+            "hub_bridge",
+            write_hub_config(tmp_path, broker.url, timeline=timeline),
+            tmp_path / "hub.log",
+        )
+        hub.start()
+        agent = start_agent(tmp_path, broker)
+        try:
+            first = {a["id"] for a in post_ok(agent, [scan_event(i) for i in range(10)])}
+            wait_delivered(agent, hub, 20, "the first events")
+            fill(disk / "other-process.log", leave=0)
+            ids = set(first)
+            for k in range(30):  # more than the file's free pages and the WAL can take
+                ids |= {
+                    a["id"]
+                    for a in post_ok(agent, [scan_event(100 + k * 50 + i) for i in range(50)])
+                }
+            wait_for(
+                lambda: (
+                    get(hub.api_port or 0, "/v1/health")["components"]
+                    .get("timeline", {})
+                    .get("state")
+                    == "unwritable"
+                ),
+                20,
+                "the hub to report its store unwritable",
+            )
+            assert health(agent)["queue"]["depth"] > 0  # nothing unstored was acked
+            (disk / "other-process.log").unlink()
+            wait_delivered(agent, hub, 60, "delivery once the hub's disk has room")
+            assert_once(timeline, ids)
+            assert hub.proc is not None and hub.proc.poll() is None
+        finally:
+            agent.stop()
+            hub.stop()
