@@ -240,8 +240,35 @@ _SCHEMA = [
     """
     ALTER TABLE client_ids ADD COLUMN digest BLOB;
     """,
+    # version 3: depth and size kept in meta (a start never counts the queue) and an index of
+    # the life-cycle notices the uplink sends ahead
+    """
+    INSERT OR REPLACE INTO meta (key, value) SELECT 'depth', count(*) FROM events;
+    INSERT OR REPLACE INTO meta (key, value)
+        SELECT 'bytes', coalesce(sum(CASE WHEN prio < 2 THEN length(body) END), 0) FROM events;
+    CREATE INDEX events_notice ON events (seq) WHERE prio = 2;
+    """,
 ]
 SCHEMA_VERSION = len(_SCHEMA)
+
+
+SYNC_CHECK_BYTES = 64 * 1024 * 1024
+"""Outbox files up to this size are integrity-checked before use; larger ones in the background."""
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+async def _integrity_check(db: aiosqlite.Connection) -> None:
+    """Raise sqlite3.DatabaseError unless ``PRAGMA integrity_check`` says ok."""
+    async with db.execute("PRAGMA integrity_check") as cur:
+        rows = [r[0] for r in await cur.fetchall()]
+    if rows != ["ok"]:
+        raise sqlite3.DatabaseError(f"integrity_check: {'; '.join(map(str, rows[:3]))}")
 
 
 def _salvage_counters(path: Path) -> tuple[int, int] | None:
@@ -292,6 +319,9 @@ class Outbox:
         self._disk_full = False
         self._notices: list[int] = []  # unacked life-cycle seqs, ascending: sent ahead of the rest
         self._seq_floor = 0
+        self.sync_check_bytes = SYNC_CHECK_BYTES
+        self._checked = False
+        self._check_task: asyncio.Task[None] | None = None
         self._wall = wall
         self._db: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
@@ -379,6 +409,47 @@ class Outbox:
         elif fresh and self._seq_floor > 0:
             await self._after_replacement(self._seq_floor)
         self._writer = asyncio.create_task(self._write_loop(), name=f"outbox-writer:{self.path}")
+        if not self._checked:
+            self._check_task = asyncio.create_task(
+                self._check_in_background(), name=f"outbox-check:{self.path}"
+            )
+
+    async def _check_in_background(self) -> None:
+        """The full integrity check of a large file, on its own connection while the agent runs;
+        a damaged file is then set aside live, exactly as at a start."""
+        try:
+            con = await aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True)
+        except sqlite3.Error as exc:
+            await self._recover_live(str(exc))
+            return
+        failure: str | None = None
+        try:
+            await con.execute("PRAGMA busy_timeout=5000")
+            await _integrity_check(con)
+        except asyncio.CancelledError:
+            await con.interrupt()  # a stop must not wait for a check of gigabytes
+            raise
+        except sqlite3.DatabaseError as exc:
+            failure = None if _is_no_room(exc) else str(exc)
+        finally:
+            with contextlib.suppress(Exception):
+                await con.close()
+        if failure is not None:
+            await self._recover_live(failure)
+            return
+        self._checked = True
+        log.info("outbox %s: integrity check passed", self.path)
+
+    async def _recover_live(self, reason: str) -> None:
+        async with self._lock:
+            if self._closing:
+                return
+            salvaged = _salvage_counters(self.path)
+            await self._disconnect()
+            moved = self._move_aside(reason)
+            await self._connect_and_check()
+            await self._load_counters()
+            await self._after_corruption(moved, salvaged, locked=True)
 
     async def _connect_no_room_retry(self) -> None:
         """Open; on a full disk, give up the spare file and try once more (never move aside)."""
@@ -434,10 +505,14 @@ class Outbox:
         db = await aiosqlite.connect(self.path, isolation_level=None)
         self._db = db
         await configure(db)
-        async with db.execute("PRAGMA integrity_check") as cur:
-            rows = [r[0] for r in await cur.fetchall()]
-        if rows != ["ok"]:
-            raise sqlite3.DatabaseError(f"integrity_check: {'; '.join(map(str, rows[:3]))}")
+        # a small file is checked before it is used; a large one (a long dead zone: the check
+        # reads every page) is checked in the background, so the agent answers within a second
+        self._checked = _file_size(self.path) <= self.sync_check_bytes
+        if self._checked:
+            await _integrity_check(db)
+        else:
+            async with db.execute("SELECT count(*) FROM sqlite_master") as cur:  # header, schema
+                await cur.fetchall()
         await self._migrate(db)
         reader = await aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True)
         await reader.execute("PRAGMA busy_timeout=5000")
@@ -471,7 +546,9 @@ class Outbox:
         self.corrupt_files.append(str(target))
         return str(target)
 
-    async def _after_corruption(self, moved: str, salvaged: tuple[int, int] | None) -> None:
+    async def _after_corruption(
+        self, moved: str, salvaged: tuple[int, int] | None, *, locked: bool = False
+    ) -> None:
         # seqs must never be reused: continue after the old counter or the seq floor file, or
         # jump ahead by the clock (milliseconds since the epoch exceed any count of events a
         # device can make; a clock that is behind is caught later by the hub's ack check)
@@ -482,8 +559,9 @@ class Outbox:
         else:
             next_seq, acked = int(self._wall() * 1000), 0
         await self._restart_seqs(next_seq, acked)
+        self._notices = []
         alarm: dict[str, Any] = {"alarm": "outbox-corrupt", "moved_to": moved}
-        await self._announce_restart(alarm, acked, next_seq)
+        await self._announce_restart(alarm, acked, next_seq, locked=locked)
 
     async def _after_replacement(self, floor: int) -> None:
         """A new, empty file where this device had assigned seqs up to ``floor`` before."""
@@ -496,11 +574,17 @@ class Outbox:
         alarm: dict[str, Any] = {"alarm": "outbox-replaced", "seq_floor": floor}
         await self._announce_restart(alarm, 0, floor + 1)
 
-    async def _announce_restart(self, alarm: dict[str, Any], acked: int, next_seq: int) -> None:
+    async def _announce_restart(
+        self, alarm: dict[str, Any], acked: int, next_seq: int, *, locked: bool = False
+    ) -> None:
         drafts = [self._lifecycle_draft("device.health", alarm)]
         if next_seq - 1 > acked:
             drafts.extend(self._eviction_drafts([(acked + 1, next_seq - 1)], "corrupt"))
-        await self._commit_now(drafts)
+        if locked:
+            fut: asyncio.Future[list[Accepted]] = asyncio.get_running_loop().create_future()
+            await self._commit_group([_Submission(drafts, fut)])
+        else:
+            await self._commit_now(drafts)
         if self.on_alarm is not None:
             self.on_alarm(str(alarm["alarm"]), alarm)
 
@@ -550,18 +634,19 @@ class Outbox:
         self._next_seq, self._acked = next_seq, acked
 
     async def _load_counters(self) -> bool:
-        """Load the counters; True when the file has never assigned a seq (a new file)."""
+        """Load the counters; True when the file has never assigned a seq (a new file).
+
+        Constant time whatever the queue holds: depth and size live in ``meta``, the highest seq
+        is the last key of the table, the notices have their own index.
+        """
         db = self._require_db()
         async with db.execute("SELECT key, value FROM meta") as cur:
             meta = {k: int(v) for k, v in await cur.fetchall()}
-        async with db.execute(
-            "SELECT count(*), coalesce(sum(CASE WHEN prio < 2 THEN length(body) END), 0),"
-            " coalesce(max(seq), 0) FROM events"
-        ) as cur:
+        async with db.execute("SELECT coalesce(max(seq), 0) FROM events") as cur:
             row = await cur.fetchone()
         assert row is not None
-        self._depth, self._bytes = int(row[0]), int(row[1])
-        self._next_seq = max(meta.get("next_seq", 1), int(row[2]) + 1)
+        self._depth, self._bytes = meta.get("depth", 0), meta.get("bytes", 0)
+        self._next_seq = max(meta.get("next_seq", 1), int(row[0]) + 1)
         self._acked = meta.get("acked", 0)
         self._evicted = meta.get("evicted", 0)
         self._refused = meta.get("refused", 0)
@@ -590,6 +675,10 @@ class Outbox:
             with contextlib.suppress(Exception):
                 await self.apply_ack(self._ack_seen)
         self._closing = True
+        if self._check_task is not None:
+            self._check_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._check_task
         self._wakeup.set()
         if self._writer is not None:
             with contextlib.suppress(asyncio.CancelledError):
@@ -764,9 +853,16 @@ class Outbox:
             await db.execute(
                 "UPDATE meta SET value = CASE key"
                 " WHEN 'next_seq' THEN ? WHEN 'evicted' THEN value + ?"
-                " WHEN 'refused' THEN value + ? ELSE value END"
-                " WHERE key IN ('next_seq', 'evicted', 'refused')",
-                (plan.next_seq, len(plan.evicted), plan.refused),
+                " WHEN 'refused' THEN value + ? WHEN 'depth' THEN ? WHEN 'bytes' THEN ?"
+                " ELSE value END"
+                " WHERE key IN ('next_seq', 'evicted', 'refused', 'depth', 'bytes')",
+                (
+                    plan.next_seq,
+                    len(plan.evicted),
+                    plan.refused,
+                    self._depth + len(plan.rows) - len(plan.evicted),
+                    plan.total,
+                ),
             )
             await db.execute("COMMIT")
         except BaseException:
@@ -1030,16 +1126,23 @@ class Outbox:
                     renumbered,
                 )
                 await db.executemany("UPDATE client_ids SET seq = ? WHERE seq = ?", moved)
-                await db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (nxt,))
+                new_bytes = (
+                    self._bytes
+                    + sum(len(r[5]) for r in renumbered if r[3] < PRIO_LIFECYCLE)
+                    - sum(len(r[5]) for r in old if r[3] < PRIO_LIFECYCLE)
+                )
+                await db.execute(
+                    "UPDATE meta SET value = CASE key WHEN 'next_seq' THEN ? WHEN 'bytes' THEN ?"
+                    " ELSE value END WHERE key IN ('next_seq', 'bytes')",
+                    (nxt, new_bytes),
+                )
                 await db.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(Exception):
                     await db.execute("ROLLBACK")
                 raise
             self._next_seq = nxt
-            self._bytes += sum(len(r[5]) for r in renumbered if r[3] < PRIO_LIFECYCLE) - sum(
-                len(r[5]) for r in old if r[3] < PRIO_LIFECYCLE
-            )
+            self._bytes = new_bytes
             self._notices = [r[0] for r in renumbered if r[3] == PRIO_LIFECYCLE]
             notices = self._eviction_drafts([(acked + 1, above)], "corrupt")
             fut: asyncio.Future[list[Accepted]] = asyncio.get_running_loop().create_future()
@@ -1130,7 +1233,11 @@ class Outbox:
             assert row is not None
             await db.execute("DELETE FROM events WHERE seq <= ?", (watermark,))
             await db.execute("DELETE FROM client_ids WHERE accepted < ?", (cutoff,))
-            await db.execute("UPDATE meta SET value = ? WHERE key = 'acked'", (watermark,))
+            await db.execute(
+                "UPDATE meta SET value = CASE key WHEN 'acked' THEN ? WHEN 'depth' THEN ?"
+                " WHEN 'bytes' THEN ? ELSE value END WHERE key IN ('acked', 'depth', 'bytes')",
+                (watermark, self._depth - int(row[0]), self._bytes - int(row[1])),
+            )
             await db.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(Exception):
@@ -1174,12 +1281,15 @@ class Outbox:
         oldest: float | None = None
         depth = 0
         if self._reader is not None and self._depth:
+            # constant time: the rows acked but not yet deleted are few (one flush period)
             async with self._reader.execute(
-                "SELECT count(*), min(accepted) FROM events WHERE seq > ?", (self.acked,)
+                "SELECT (SELECT count(*) FROM events WHERE seq > ? AND seq <= ?),"
+                " (SELECT accepted FROM events WHERE seq > ? ORDER BY seq LIMIT 1)",
+                (self._acked, self.acked, self.acked),
             ) as cur:
                 row = await cur.fetchone()
             if row is not None:
-                depth = int(row[0])
+                depth = max(0, self._depth - int(row[0]))
                 oldest = float(row[1]) if row[1] is not None else None
         return OutboxStats(
             depth=depth,
