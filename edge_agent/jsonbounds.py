@@ -144,15 +144,19 @@ def loads(text: bytes | str) -> Any:
         raise JsonBoundsError("", f"nesting deeper than {MAX_DEPTH}") from None
 
 
+_FAST = json.JSONDecoder(parse_constant=_constant)
+_SLOW = json.JSONDecoder(parse_constant=_constant, parse_int=_int)
+
+
 def _parse(text: str) -> Any:
     try:
         # the fast path: ints in C; parse_constant is called only for NaN/Infinity
-        return json.loads(text, parse_constant=_constant)
+        return _FAST.decode(text)
     except json.JSONDecodeError:
         raise
     except ValueError:
         # an integer past Python's 4300-digit limit: parse again, every int through the hook
-        return json.loads(text, parse_constant=_constant, parse_int=_int)
+        return _SLOW.decode(text)
 
 
 class _Found(Exception):
