@@ -23,6 +23,7 @@ failing).
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -49,6 +50,7 @@ __all__ = ["build_app", "openapi_document", "parse_submission"]
 
 _EVENT_KEYS = frozenset({"type", "data", "ts", "ref", "id"})
 _ID_MAX = 128
+_ID_BAD = re.compile(r"[^!-~]")  # an id is printable ASCII without spaces
 _TYPE_MAX = 128
 _LINGER_S = 1.0
 
@@ -72,7 +74,7 @@ def _one(clock: Clock, obj: Any, where: str, now: tuple[str, str]) -> Draft:
     if event_id is not None and (
         not isinstance(event_id, str)
         or not 0 < len(event_id) <= _ID_MAX
-        or not all("!" <= c <= "~" for c in event_id)
+        or _ID_BAD.search(event_id) is not None
     ):
         raise EnvelopeError(
             f"{where}.id".lstrip("."), f"must be 1 to {_ID_MAX} printable ASCII characters"

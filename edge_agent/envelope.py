@@ -433,6 +433,7 @@ def encode_batch(bodies: Sequence[bytes]) -> bytes:
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_PLAIN_ID = re.compile(r"[!#-\[\]-~]+")  # printable ASCII but '"' and '\\': as it is in JSON
 
 
 def encode_checked(
@@ -453,8 +454,10 @@ def encode_checked(
     same output as ``encode_envelope`` (a test holds them together).
     """
     tail = f',"ref":{_ENCODER.encode(ref)}}}' if ref else "}"
+    # ids are printable ASCII (UUIDv7 or a client's): only a quote or a backslash needs escaping
+    quoted = f'"{event_id}"' if _PLAIN_ID.fullmatch(event_id) else _ENCODER.encode(event_id)
     return (
-        f'{{"id":{_ENCODER.encode(event_id)},"seq":{seq},"fleet":"{fleet}","device":"{device}",'
+        f'{{"id":{quoted},"seq":{seq},"fleet":"{fleet}","device":"{device}",'
         f'"type":"{type_}","ts":"{ts}","clock":"{clock}","data":{_ENCODER.encode(data)}{tail}'
     ).encode()
 
