@@ -180,6 +180,7 @@ class Uplink:
         self._hubs: dict[str, str] = {}
         self._published_hi = 0
         self._rebased_above = 0
+        self._seqs_agree = False
         self.published_batches = 0
         self.resends = 0
         self._client: aiomqtt.Client | None = None
@@ -319,7 +320,9 @@ class Uplink:
         # what this outbox holds unacked: renumbered events all follow the last rebase
         held = (max(outbox.acked, self._rebased_above) + 1, outbox.last_seq)
         conflict = any(lo <= held[1] and hi >= held[0] for lo, hi in ack.conflicts) or (
-            ack.check is not None and await self._check_differs(*ack.check)
+            # once one check matched, this process and the hub agree on whose seqs these are:
+            # later reuse shows up in "conflicts" (one read, not one per ack)
+            ack.check is not None and not self._seqs_agree and await self._check_differs(*ack.check)
         )
         if hub_top > outbox.last_seq or conflict:
             # the hub holds seqs of this device that this outbox never assigned (or assigned
@@ -358,6 +361,8 @@ class Uplink:
         if not rows:
             return False
         held = _body_id(rows[0][1])
+        if held is not None and held == event_id:
+            self._seqs_agree = True
         return held is not None and held != event_id
 
     async def _send(self, client: aiomqtt.Client) -> None:
