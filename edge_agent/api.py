@@ -10,7 +10,7 @@ with another event is ``409``. A ``ts`` from the client is taken as network time
 ``GET /v1/health`` reports queue depth, the age of the oldest unacked event, broker state and
 every component's state and counters. ``GET /v1/openapi.json`` describes the API.
 
-Every input is bounded here, at the first boundary it crosses (``edge_agent.jsonbounds``, the
+Every input is bounded here, at the first boundary it crosses (``edge_agent.wire.jsonbounds``, the
 same bounds the hub holds): the body's size (``max_body``: 413), the time to receive it
 (``body_timeout``: 408, the connection closed at most a second later), the time a connection may
 sit idle or trickle its request line and headers (``idle_timeout``, aiohttp's keep-alive timer,
@@ -32,9 +32,6 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from edge_agent.clock import Clock
-from edge_agent.envelope import TS_RE, EnvelopeError, format_ts, parse_ts, registered_types
-from edge_agent.health import HealthRegistry
-from edge_agent.jsonbounds import JsonBoundsError, Unrepresentable, join_path, loads
 from edge_agent.outbox import (
     Draft,
     EventTooLarge,
@@ -44,7 +41,10 @@ from edge_agent.outbox import (
     OutboxError,
     OutboxFull,
 )
+from edge_agent.platform.health import HealthRegistry
 from edge_agent.recorder import make_draft
+from edge_agent.wire.envelope import TS_RE, EnvelopeError, format_ts, parse_ts, registered_types
+from edge_agent.wire.jsonbounds import JsonBoundsError, Unrepresentable, join_path, loads
 
 __all__ = ["build_app", "openapi_document", "parse_submission"]
 

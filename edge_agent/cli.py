@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from edge_agent.lifecycle import cli_main
+from edge_agent.platform.lifecycle import cli_main
 
 __all__ = ["main"]
 
@@ -24,8 +24,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_config(args: argparse.Namespace) -> int:
     from edge_agent.config import load_agent_config
-    from edge_agent.redact import redact_data
-    from edge_agent.yamlconf import ConfigError, mask_secrets
+    from edge_agent.platform.redact import redact_data
+    from edge_agent.platform.yamlconf import ConfigError, mask_secrets
 
     try:
         config = load_agent_config(args.config)

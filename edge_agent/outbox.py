@@ -57,23 +57,23 @@ from typing import Any
 
 import aiosqlite
 
-from edge_agent.envelope import (
-    encode_checked,
-    encode_envelope,
-    format_ts,
-    is_low_value,
-    new_event_id,
-)
-from edge_agent.limits import NOTICE_MAX_RANGES, batch_body_limit
-from edge_agent.seqs import seq_ranges
-from edge_agent.sink import Accepted
-from edge_agent.sqlite_schema import (
+from edge_agent.platform.sqlite import (
     NewerSchema,
     configure,
     migrate,
     prepare_private,
     schema_version,
 )
+from edge_agent.sink import Accepted
+from edge_agent.wire.envelope import (
+    encode_checked,
+    encode_envelope,
+    format_ts,
+    is_low_value,
+    new_event_id,
+)
+from edge_agent.wire.limits import NOTICE_MAX_RANGES, batch_body_limit
+from edge_agent.wire.seqs import seq_ranges
 
 __all__ = [
     "MAX_EVENT_BYTES",

@@ -7,9 +7,9 @@ from datetime import datetime
 from typing import Any
 
 from edge_agent.clock import Clock
-from edge_agent.envelope import CLOCKS, EnvelopeError, Ref, format_ts, validate_data
 from edge_agent.outbox import Draft, Outbox
 from edge_agent.sink import Accepted
+from edge_agent.wire.envelope import CLOCKS, EnvelopeError, Ref, format_ts, validate_data
 
 __all__ = ["OutboxSink", "make_draft"]
 

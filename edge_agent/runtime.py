@@ -23,15 +23,15 @@ from edge_agent import __version__
 from edge_agent.api import build_app
 from edge_agent.clock import Clock
 from edge_agent.config import AgentConfig, load_agent_config, parse_listen
-from edge_agent.envelope import EnvelopeError
 from edge_agent.gnss.service import GnssService
-from edge_agent.health import HealthRegistry
-from edge_agent.lifecycle import announce_ready, run_until_signalled
-from edge_agent.limits import batch_body_limit
 from edge_agent.outbox import Outbox, OutboxError
+from edge_agent.platform.health import HealthRegistry
+from edge_agent.platform.lifecycle import announce_ready, run_until_signalled
+from edge_agent.platform.yamlconf import ConfigError
 from edge_agent.recorder import OutboxSink
 from edge_agent.uplink import Uplink
-from edge_agent.yamlconf import ConfigError
+from edge_agent.wire.envelope import EnvelopeError
+from edge_agent.wire.limits import batch_body_limit
 
 if TYPE_CHECKING:
     from edge_agent.trips.service import TripService

@@ -32,14 +32,14 @@ from typing import Any
 
 import aiomqtt
 
-from edge_agent import topics
-from edge_agent.backoff import backoff_delay, is_silence, probe_delay
 from edge_agent.config import BrokerConfig, UplinkConfig
-from edge_agent.envelope import encode_batch
-from edge_agent.health import HealthRegistry
-from edge_agent.limits import BATCH_OVERHEAD
-from edge_agent.mqtt import make_client
 from edge_agent.outbox import Outbox
+from edge_agent.platform.backoff import backoff_delay, is_silence, probe_delay
+from edge_agent.platform.health import HealthRegistry
+from edge_agent.platform.mqtt import make_client
+from edge_agent.wire import topics
+from edge_agent.wire.envelope import encode_batch
+from edge_agent.wire.limits import BATCH_OVERHEAD
 
 __all__ = ["MAX_SEQ", "Ack", "Uplink", "parse_ack", "parse_hub_state"]
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
-from edge_agent.envelope import IDENT_RE, SEQ_MAX
-from edge_agent.health import HealthRegistry
+from edge_agent.platform.health import HealthRegistry
+from edge_agent.wire.envelope import IDENT_RE, SEQ_MAX
 from hub_bridge.timeline import Timeline
 
 __all__ = ["OPENAPI", "build_app"]

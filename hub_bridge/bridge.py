@@ -32,13 +32,13 @@ from typing import Any
 
 import aiomqtt
 
-from edge_agent import topics
-from edge_agent.backoff import backoff_delay
-from edge_agent.envelope import EnvelopeError
-from edge_agent.health import HealthRegistry
-from edge_agent.mqtt import make_client
-from edge_agent.redact import redact_url
-from edge_agent.seqs import seq_ranges
+from edge_agent.platform.backoff import backoff_delay
+from edge_agent.platform.health import HealthRegistry
+from edge_agent.platform.mqtt import make_client
+from edge_agent.platform.redact import redact_url
+from edge_agent.wire import topics
+from edge_agent.wire.envelope import EnvelopeError
+from edge_agent.wire.seqs import seq_ranges
 from hub_bridge.config import HubConfig
 from hub_bridge.ingest import check_events
 from hub_bridge.timeline import Timeline

@@ -11,11 +11,11 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from edge_agent.config import parse_listen
-from edge_agent.health import HealthRegistry
-from edge_agent.lifecycle import announce_ready, cli_main, run_until_signalled
-from edge_agent.redact import redact_data
-from edge_agent.yamlconf import ConfigError, mask_secrets
+from edge_agent.platform.health import HealthRegistry
+from edge_agent.platform.lifecycle import announce_ready, cli_main, run_until_signalled
+from edge_agent.platform.redact import redact_data
+from edge_agent.platform.settings import parse_listen
+from edge_agent.platform.yamlconf import ConfigError, mask_secrets
 from hub_bridge.api import build_app
 from hub_bridge.bridge import HubBridge
 from hub_bridge.config import HubConfig, load_hub_config

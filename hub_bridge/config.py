@@ -13,9 +13,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from edge_agent.config import BrokerConfig, parse_listen
-from edge_agent.units import ByteSize, Duration
-from edge_agent.yamlconf import load_model
+from edge_agent.platform.settings import BrokerConfig, parse_listen
+from edge_agent.platform.units import ByteSize, Duration
+from edge_agent.platform.yamlconf import load_model
 from hub_bridge.timeline import TimelineLimits
 
 __all__ = ["HubConfig", "load_hub_config"]

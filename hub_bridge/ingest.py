@@ -4,14 +4,14 @@
 reasons; a message that cannot be read at all becomes one dead letter. Rules (issue 2, DESIGN §2):
 
 - the payload is at most 256 KiB, UTF-8 JSON, ``{"events": [envelope, ...]}``;
-- every envelope passes the shared validator (``edge_agent.envelope``);
+- every envelope passes the shared validator (``edge_agent.wire.envelope``);
 - the envelope's fleet and device equal the topic's (a mismatch is a forgery: the whole batch is
   dead-lettered, nothing of it is stored or acknowledged);
 - a ``ts`` further than ``future_tolerance`` ahead of the hub's clock is kept but flagged.
 
 An invalid envelope from the right device is rejected alone; its seq (when readable: an int
 from 1 to ``SEQ_MAX``) is still accounted for, so the device's watermark does not stall on an
-event that will never be valid. The payload is parsed by ``edge_agent.jsonbounds.loads``, which
+event that will never be valid. The payload is parsed by ``edge_agent.wire.jsonbounds.loads``, which
 never raises on a bad value: ``NaN``, ``1e400``, a 5000-digit integer, a lone surrogate or data
 nested deeper than 32 fail only the envelope that holds them (the same bounds as the agent's API).
 Only a payload that is not JSON at all (or nests past the parser's own limit, about 990 levels)
@@ -25,15 +25,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from edge_agent.envelope import (
-    BATCH_MAX_BYTES,
+from edge_agent.wire.envelope import (
     SEQ_MAX,
     EnvelopeError,
     format_ts,
     validate_envelope,
 )
-from edge_agent.jsonbounds import MAX_DEPTH, JsonBoundsError, Unrepresentable, loads
-from edge_agent.topics import TopicName
+from edge_agent.wire.jsonbounds import MAX_DEPTH, JsonBoundsError, Unrepresentable, loads
+from edge_agent.wire.limits import BATCH_MAX_BYTES
+from edge_agent.wire.topics import TopicName
 
 __all__ = ["BatchCheck", "Reject", "check_events"]
 

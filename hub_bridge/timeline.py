@@ -34,8 +34,8 @@ from typing import Any
 
 import aiosqlite
 
-from edge_agent.envelope import encode_checked
-from edge_agent.sqlite_schema import NewerSchema, configure, migrate, prepare_private
+from edge_agent.platform.sqlite import NewerSchema, configure, migrate, prepare_private
+from edge_agent.wire.envelope import encode_checked
 
 __all__ = ["SCHEMA_VERSION", "StoreResult", "Timeline", "TimelineError", "TimelineLimits"]
 

@@ -49,13 +49,13 @@ from typing import Any
 import numpy as np
 import shapely
 
-from edge_agent.envelope import format_ts, parse_ts
 from edge_agent.gnss.fix import Fix
 from edge_agent.trips.config import GeofenceConfig, TripsConfig
 from edge_agent.trips.geo import LocalProjection
 from edge_agent.trips.layout import build_zones
 from edge_agent.trips.manifest import parse_manifest
 from edge_agent.trips.zones import ZoneSet
+from edge_agent.wire.envelope import format_ts, parse_ts
 
 __all__ = [
     "Drive",
@@ -1091,7 +1091,7 @@ async def drive_fleet(runs: list[VanRun], ports: list[int], broker_url: str, spe
 
     import aiomqtt
 
-    from edge_agent import topics
+    from edge_agent.wire import topics
     from simulators.gnss import serve_fixes
 
     where = urlsplit(broker_url)

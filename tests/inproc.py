@@ -16,8 +16,8 @@ from aiohttp import web
 
 from edge_agent.api import build_app as agent_app
 from edge_agent.clock import Clock
-from edge_agent.health import HealthRegistry
 from edge_agent.outbox import Outbox
+from edge_agent.platform.health import HealthRegistry
 
 Factory = Callable[[], Awaitable[tuple[web.Application, Callable[[], Awaitable[None]]]]]
 """Makes the app (in the server's loop) and returns it with the coroutine that closes its stores."""

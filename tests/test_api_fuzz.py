@@ -29,7 +29,7 @@ from schemathesis.checks import (
 )
 
 from edge_agent.api import openapi_document
-from edge_agent.health import HealthRegistry
+from edge_agent.platform.health import HealthRegistry
 from hub_bridge.api import OPENAPI
 from hub_bridge.api import build_app as hub_app
 from hub_bridge.timeline import Timeline

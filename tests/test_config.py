@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from edge_agent.config import load_agent_config
-from edge_agent.units import parse_bytes, parse_distance, parse_duration
-from edge_agent.yamlconf import ConfigError
+from edge_agent.platform.units import parse_bytes, parse_distance, parse_duration
+from edge_agent.platform.yamlconf import ConfigError
 from hub_bridge.config import load_hub_config
 
 MINIMAL = """\

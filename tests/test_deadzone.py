@@ -35,14 +35,14 @@ from tests.harness import (
 from tests.netns import NetnsUnavailable, VanNet
 
 # A short keepalive, as a van in and out of tunnels wants; the agent keeps each TCP connect
-# below it (paho counts its keepalive from the start of an attempt: edge_agent.mqtt).
+# below it (paho counts its keepalive from the start of an attempt: edge_agent.platform.mqtt).
 KEEPALIVE_S = 3
 DEAD_S = 20.0
 LOSS_S = 10.0
 LOSS_PERCENT = 30
 POST_EVERY_S = 0.05
 # Link back -> connected again, with the default backoff: a silent link is probed about every
-# second (edge_agent.backoff.probe_delay), each attempt's SYN retransmitted after 1 s, so a
+# second (edge_agent.platform.backoff.probe_delay), each attempt's SYN retransmitted after 1 s, so a
 # return waits at most for the next SYN; the target is 2 s, the bound leaves room for a loaded
 # machine.
 RECONNECT_BOUND_S = 3.0

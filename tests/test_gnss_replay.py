@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.envelope import parse_ts
 from edge_agent.gnss.replay import fixes_from_lines, replay_main
+from edge_agent.wire.envelope import parse_ts
 
 FIXTURES = Path(__file__).parent / "fixtures" / "gpsd-nmea"
 KEYS = ["time", "lat", "lon", "alt_m", "speed_mps", "track_deg", "mode", "quality", "hdop", "sats"]

@@ -25,8 +25,8 @@ from edge_agent.gnss.replay import fixes_from_bytes
 from edge_agent.gnss.service import GnssService
 from edge_agent.gnss.source_url import SourceSpec
 from edge_agent.gnss.sources import ByteSource, SerialSource, make_source
-from edge_agent.health import HealthRegistry
 from edge_agent.outbox import Outbox
+from edge_agent.platform.health import HealthRegistry
 from edge_agent.recorder import OutboxSink
 from edge_agent.sink import Accepted
 from simulators.gnss import Driver, GnssSimulator, PtyPort, TcpPort, Waypoint, run_simulation

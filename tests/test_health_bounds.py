@@ -8,8 +8,8 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 
-from edge_agent import topics
-from edge_agent.health import MAX_DETAIL_CHARS, HealthRegistry
+from edge_agent.platform.health import MAX_DETAIL_CHARS, HealthRegistry
+from edge_agent.wire import topics
 from simulators.broker import Mosquitto
 from tests.harness import Proc, get, wait_for, write_agent_config
 

@@ -26,8 +26,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_agent import topics
-from edge_agent.envelope import (
+from edge_agent.platform.health import HealthRegistry
+from edge_agent.wire import topics
+from edge_agent.wire.envelope import (
     SEQ_MAX,
     EnvelopeError,
     encode_batch,
@@ -36,8 +37,7 @@ from edge_agent.envelope import (
     validate_data,
     validate_envelope,
 )
-from edge_agent.health import HealthRegistry
-from edge_agent.jsonbounds import INT_MAX, INT_MIN, JsonBoundsError, check, loads
+from edge_agent.wire.jsonbounds import INT_MAX, INT_MIN, JsonBoundsError, check, loads
 from hub_bridge.api import build_app as hub_app
 from hub_bridge.ingest import check_events
 from hub_bridge.timeline import Timeline

@@ -13,7 +13,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
-from edge_agent import topics
+from edge_agent.wire import topics
 from hub_bridge.timeline import Timeline, TimelineLimits
 from simulators.broker import Mosquitto
 from tests.harness import (

@@ -15,7 +15,7 @@ from typing import Any
 import paho.mqtt.client as paho
 import pytest
 
-from edge_agent import topics
+from edge_agent.wire import topics
 from simulators.broker import Mosquitto
 from tests.harness import Proc, get, timeline_rows, wait_for, write_hub_config
 

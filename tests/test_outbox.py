@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.envelope import format_ts, validate_envelope
 from edge_agent.outbox import Draft, Outbox, OutboxError, OutboxFull, seq_ranges
+from edge_agent.wire.envelope import format_ts, validate_envelope
 
 TS = "2026-11-21T08:00:00.000Z"
 
@@ -207,7 +207,7 @@ def test_format_ts_requires_aware() -> None:
 
 
 async def test_fast_encoding_equals_the_canonical_one(tmp_path: Path) -> None:
-    from edge_agent.envelope import encode_envelope
+    from edge_agent.wire.envelope import encode_envelope
 
     ob = await open_box(tmp_path / "o.db")
     odd = Draft(

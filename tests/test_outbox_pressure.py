@@ -17,8 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.envelope import validate_envelope
-from edge_agent.limits import NOTICE_MAX_RANGES
 from edge_agent.outbox import (
     SEQ_FLOOR_BLOCK,
     DiskFull,
@@ -28,6 +26,8 @@ from edge_agent.outbox import (
     Outbox,
 )
 from edge_agent.sink import Accepted
+from edge_agent.wire.envelope import validate_envelope
+from edge_agent.wire.limits import NOTICE_MAX_RANGES
 
 TS = "2026-11-21T08:00:00.000Z"
 

@@ -250,7 +250,7 @@ def test_a_stop_that_hangs_ends_after_the_grace(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
         import asyncio
-        from edge_agent.lifecycle import run_until_signalled
+        from edge_agent.platform.lifecycle import run_until_signalled
 
         async def main(stop):
             print("ready", flush=True)  # the signal handlers are in place

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.sqlite_schema import prepare_private
+from edge_agent.platform.sqlite import prepare_private
 from simulators.broker import Mosquitto
 from tests.harness import (
     Proc,

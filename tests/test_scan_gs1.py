@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge_agent.envelope import validate_data
 from edge_agent.scan.engine import DecodeEngine, load_image
 from edge_agent.scan.events import Read, scan_event
 from edge_agent.scan.gs1 import (
@@ -22,6 +21,7 @@ from edge_agent.scan.gs1 import (
     parcel_ref,
     parse_element_string,
 )
+from edge_agent.wire.envelope import validate_data
 
 CORPUS = Path(__file__).parent / "fixtures" / "barcodes"
 SSCC = "106141412345678908"  # the SSCC of the GS1 General Specifications' examples

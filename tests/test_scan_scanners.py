@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from edge_agent.clock import Clock
-from edge_agent.health import HealthRegistry
 from edge_agent.outbox import Outbox
+from edge_agent.platform.health import HealthRegistry
 from edge_agent.recorder import OutboxSink
 from edge_agent.scan.config import ScanConfig
 from edge_agent.scan.framing import CodeFramer

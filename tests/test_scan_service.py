@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from edge_agent.clock import Clock
-from edge_agent.health import HealthRegistry
 from edge_agent.outbox import Outbox
+from edge_agent.platform.health import HealthRegistry
 from edge_agent.recorder import OutboxSink
 from edge_agent.scan.camera import FrameMailbox
 from edge_agent.scan.config import ScanConfig

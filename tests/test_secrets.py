@@ -19,8 +19,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge_agent.config import BrokerConfig
-from edge_agent.health import HealthRegistry
-from edge_agent.redact import RedactingFilter, redact_data, redact_text, redact_url
+from edge_agent.platform.health import HealthRegistry
+from edge_agent.platform.redact import RedactingFilter, redact_data, redact_text, redact_url
 from simulators.broker import Mosquitto, free_port
 from tests.harness import ROOT, Proc, get, wait_for, write_agent_config, write_hub_config
 
@@ -99,7 +99,7 @@ def test_log_filter_redacts_messages_args_and_tracebacks() -> None:
 
 def test_health_registry_redacts_every_detail_string(caplog: pytest.LogCaptureFixture) -> None:
     health = HealthRegistry()
-    with caplog.at_level(logging.INFO, logger="edge_agent.health"):
+    with caplog.at_level(logging.INFO, logger="edge_agent.platform.health"):
         health.set_state("broker", "disconnected", url=f"mqtt://u:{SECRET}@h", password=SECRET)
         health.set_state("cam", "disconnected", error=f"rtsp://a:{SECRET}@c/1: no frame")
         health.set_state("gps", "ok", nested={"sources": [f"gpsd://u:{SECRET}@h:2947"]})

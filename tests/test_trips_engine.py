@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from edge_agent.envelope import parse_ts, validate_data
 from edge_agent.gnss.fix import Fix
 from edge_agent.trips.config import GeofenceConfig, TripsConfig
 from edge_agent.trips.engine import EngineParams, EngineState, TripEngine, TripEvent
@@ -20,6 +19,7 @@ from edge_agent.trips.geo import LocalProjection
 from edge_agent.trips.layout import build_zones
 from edge_agent.trips.manifest import parse_manifest
 from edge_agent.trips.reorder import FixOrder
+from edge_agent.wire.envelope import parse_ts, validate_data
 
 ORIGIN = (52.52, 13.405)
 PROJ = LocalProjection(*ORIGIN)

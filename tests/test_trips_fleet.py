@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import shapely
 
-from edge_agent.envelope import format_ts, parse_ts
 from edge_agent.gnss.replay import fixes_from_lines
+from edge_agent.wire.envelope import format_ts, parse_ts
 from simulators.fleet import (
     ORIGIN,
     Drive,

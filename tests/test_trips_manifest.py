@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_agent.config import AgentConfig
+from edge_agent.platform.yamlconf import ConfigError, load_model
 from edge_agent.trips.config import TripsConfig
 from edge_agent.trips.manifest import ManifestError, parse_manifest
-from edge_agent.yamlconf import ConfigError, load_model
 
 GOOD: dict[str, Any] = {
     "route": "r-17",

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from edge_agent.cli import main as cli_main
-from edge_agent.envelope import parse_ts
 from edge_agent.gnss.replay import fixes_from_bytes
 from edge_agent.trips.config import TripsConfig
 from edge_agent.trips.engine import EngineParams, TripEngine
@@ -21,6 +20,7 @@ from edge_agent.trips.layout import build_zones
 from edge_agent.trips.manifest import parse_manifest
 from edge_agent.trips.reorder import FixOrder
 from edge_agent.trips.replay import replay_main
+from edge_agent.wire.envelope import parse_ts
 from simulators.fleet import fleet_scenarios, nmea_lines, run_van, score
 
 FIXTURES = Path(__file__).parent / "fixtures"

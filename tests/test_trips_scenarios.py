@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from edge_agent.envelope import parse_ts
 from edge_agent.trips.config import TripsConfig
 from edge_agent.trips.engine import EngineParams, TripEngine
 from edge_agent.trips.layout import build_zones
 from edge_agent.trips.manifest import parse_manifest
 from edge_agent.trips.reorder import FixOrder
 from edge_agent.trips.replay import replay_events
+from edge_agent.wire.envelope import parse_ts
 from simulators.fleet import (
     Drive,
     Park,

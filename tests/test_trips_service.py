@@ -13,10 +13,9 @@ from typing import Any
 import pytest
 
 from edge_agent.clock import Clock
-from edge_agent.envelope import validate_envelope
 from edge_agent.gnss.fix import Fix
-from edge_agent.health import HealthRegistry
 from edge_agent.outbox import Outbox
+from edge_agent.platform.health import HealthRegistry
 from edge_agent.recorder import OutboxSink
 from edge_agent.sink import Accepted
 from edge_agent.trips.config import TripsConfig
@@ -24,6 +23,7 @@ from edge_agent.trips.engine import EngineParams, TripEngine
 from edge_agent.trips.layout import build_zones
 from edge_agent.trips.manifest import parse_manifest
 from edge_agent.trips.service import TripService
+from edge_agent.wire.envelope import validate_envelope
 from simulators.fleet import VanRun, fleet_scenarios, run_van
 from tests.harness import Running
 
@@ -319,9 +319,9 @@ async def test_the_agent_takes_its_manifest_from_mqtt_and_its_fixes_from_gnss(
     by the GNSS simulator, trip events in the agent's outbox and state next to it."""
     import aiomqtt
 
-    from edge_agent import topics
     from edge_agent.config import AgentConfig
     from edge_agent.runtime import Agent
+    from edge_agent.wire import topics
     from simulators.gnss import serve_fixes
 
     sc = fleet_scenarios(1, seed=14, stops=1, tunnels=0, start=datetime.now(UTC))[0]

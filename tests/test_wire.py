@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent import topics
-from edge_agent.backoff import backoff_delay
-from edge_agent.envelope import (
+from edge_agent.platform.backoff import backoff_delay
+from edge_agent.uplink import Ack, parse_ack
+from edge_agent.wire import topics
+from edge_agent.wire.envelope import (
     EnvelopeError,
     encode_batch,
     encode_envelope,
@@ -20,7 +21,6 @@ from edge_agent.envelope import (
     parse_ts,
     validate_envelope,
 )
-from edge_agent.uplink import Ack, parse_ack
 from hub_bridge.ingest import check_events
 
 NOW = parse_ts("2026-11-21T08:00:00.000Z").timestamp()

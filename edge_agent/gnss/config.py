@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edge_agent.gnss.nmea import DEFAULT_MAX_LENGTH
 from edge_agent.gnss.source_url import STANDARD_BAUDS, SourceSpec, parse_source_url
-from edge_agent.units import Distance, Duration
+from edge_agent.platform.units import Distance, Duration
 
 __all__ = ["FilterConfig", "GnssConfig", "ReportConfig"]
 

@@ -14,10 +14,10 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import IO, Any, TextIO
 
-from edge_agent.envelope import format_ts
 from edge_agent.gnss.assembler import FixAssembler
 from edge_agent.gnss.fix import Fix
 from edge_agent.gnss.nmea import NmeaStreamParser
+from edge_agent.wire.envelope import format_ts
 
 __all__ = ["fix_to_json", "fixes_from_bytes", "fixes_from_lines", "replay_main"]
 

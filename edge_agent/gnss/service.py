@@ -32,7 +32,6 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from edge_agent.backoff import backoff_delay
 from edge_agent.clock import Clock
 from edge_agent.gnss.assembler import FixAssembler
 from edge_agent.gnss.config import GnssConfig
@@ -42,7 +41,8 @@ from edge_agent.gnss.gpsd_json import WATCH_COMMAND, fix_from_report
 from edge_agent.gnss.nmea import NmeaStreamParser
 from edge_agent.gnss.source_url import SourceSpec
 from edge_agent.gnss.sources import ByteSource, SourceError, make_source
-from edge_agent.health import HealthRegistry
+from edge_agent.platform.backoff import backoff_delay
+from edge_agent.platform.health import HealthRegistry
 from edge_agent.sink import EventSink
 
 __all__ = ["COMPONENT", "FixSubscription", "GnssService"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from edge_agent.redact import redact_text
+from edge_agent.platform.redact import redact_text
 
 __all__ = ["STANDARD_BAUDS", "SourceSpec", "parse_source_url"]
 

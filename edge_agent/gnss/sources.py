@@ -27,7 +27,7 @@ import serial
 from edge_agent.gnss.baud import BaudProbe
 from edge_agent.gnss.nmea import checksum
 from edge_agent.gnss.source_url import STANDARD_BAUDS, SourceSpec
-from edge_agent.redact import redact_url
+from edge_agent.platform.redact import redact_url
 
 __all__ = [
     "ByteSource",

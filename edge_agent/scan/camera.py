@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edge_agent.redact import redact_url
+from edge_agent.platform.redact import redact_url
 
 __all__ = [
     "CameraError",

@@ -27,7 +27,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from edge_agent.units import Duration
+from edge_agent.platform.units import Duration
 
 __all__ = ["CameraConfig", "ScanConfig", "ScannerConfig"]
 

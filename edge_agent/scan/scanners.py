@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import serial
 
-from edge_agent.backoff import backoff_delay
+from edge_agent.platform.backoff import backoff_delay
 from edge_agent.scan.config import ScannerConfig
 from edge_agent.scan.events import read_from_scanner
 from edge_agent.scan.framing import CodeFramer

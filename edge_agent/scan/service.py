@@ -17,10 +17,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from edge_agent.backoff import backoff_delay
 from edge_agent.clock import Clock
-from edge_agent.health import HealthRegistry
 from edge_agent.outbox import OutboxError
+from edge_agent.platform.backoff import backoff_delay
+from edge_agent.platform.health import HealthRegistry
 from edge_agent.scan.camera import CameraError, FrameMailbox, FrameSource, open_source
 from edge_agent.scan.config import CameraConfig, ScanConfig
 from edge_agent.scan.dedup import Deduper

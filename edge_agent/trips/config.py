@@ -34,8 +34,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edge_agent.platform.units import Distance, Duration
 from edge_agent.trips.manifest import ManifestError, ZoneSpec, parse_zone
-from edge_agent.units import Distance, Duration
 
 __all__ = ["GeofenceConfig", "TripsConfig", "ZoneConfig"]
 

@@ -44,11 +44,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from edge_agent.envelope import format_ts
 from edge_agent.gnss.fix import Fix
 from edge_agent.trips.config import TripsConfig
 from edge_agent.trips.motion import MotionParams, MotionState, motion_step
 from edge_agent.trips.zones import Zone, ZoneSet
+from edge_agent.wire.envelope import format_ts
 
 __all__ = ["EngineParams", "EngineState", "LastFix", "TripEngine", "TripEvent", "ZoneTrack"]
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from edge_agent import jsonbounds
+from edge_agent.wire import jsonbounds
 
 __all__ = [
     "MAX_MANIFEST_BYTES",

@@ -32,9 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.clock import Clock
-from edge_agent.envelope import EnvelopeError, new_event_id, parse_ts
 from edge_agent.gnss.fix import Fix
-from edge_agent.health import HealthRegistry
+from edge_agent.platform.health import HealthRegistry
 from edge_agent.sink import EventSink
 from edge_agent.trips.config import TripsConfig
 from edge_agent.trips.engine import EngineParams, EngineState, TripEngine, TripEvent
@@ -43,6 +42,7 @@ from edge_agent.trips.manifest import Manifest, ManifestError, parse_manifest
 from edge_agent.trips.reorder import FixOrder
 from edge_agent.trips.replay import load_manifest_file
 from edge_agent.trips.store import TripStore
+from edge_agent.wire.envelope import EnvelopeError, new_event_id, parse_ts
 
 __all__ = ["TripService"]
 

@@ -11,10 +11,10 @@ Errors::
     EnvelopeError (ValueError)      an envelope or its data does not match the contract;
                                     ``path`` names the field ("data.lat"), ``reason`` says why
 
-Bounds (``edge_agent.jsonbounds``), the same on both ends: ``data`` nests at most 32 containers,
-its integers are 64-bit, its floats finite, its strings and keys hold no lone surrogate; ``seq``
-(and every seq an ``outbox.evicted`` notice names) is at most ``SEQ_MAX`` = 2**53 - 1, which every
-JSON reader holds exactly and SQLite stores.
+Bounds (``edge_agent.wire.jsonbounds``), the same on both ends: ``data`` nests at most 32
+containers, its integers are 64-bit, its floats finite, its strings and keys hold no lone
+surrogate; ``seq`` (and every seq an ``outbox.evicted`` notice names) is at most ``SEQ_MAX`` =
+2**53 - 1, which every JSON reader holds exactly and SQLite stores.
 
 The envelope itself is closed (an unknown top-level field is an error: a new field means a new
 contract version); the ``data`` of each type is open (the contract lets types grow fields), but
@@ -44,10 +44,9 @@ from pydantic import (
     field_validator,
 )
 
-from edge_agent.jsonbounds import MAX_DEPTH, JsonBoundsError, Unrepresentable, check, show_key
+from edge_agent.wire.jsonbounds import MAX_DEPTH, JsonBoundsError, Unrepresentable, check, show_key
 
 __all__ = [
-    "BATCH_MAX_BYTES",
     "CLOCKS",
     "HIGH_VALUE_PREFIXES",
     "LOW_VALUE_TYPES",
@@ -68,8 +67,6 @@ __all__ = [
     "validate_identity",
 ]
 
-BATCH_MAX_BYTES = 256 * 1024
-"""Largest payload of one events batch on the wire (DESIGN §2)."""
 
 CLOCKS = ("gnss", "ntp", "rtc", "unsynced")
 
@@ -343,7 +340,7 @@ def validate_envelope(obj: Any) -> dict[str, Any]:
 
     The returned dict is the input (not a re-serialisation), so what is stored is byte-for-byte
     what was sent, apart from JSON formatting. ``data`` is held to the bounds of
-    ``edge_agent.jsonbounds`` first (one walk), then every field to its schema.
+    ``edge_agent.wire.jsonbounds`` first (one walk), then every field to its schema.
     """
     if not isinstance(obj, Mapping):
         raise EnvelopeError("", f"an envelope must be an object, not {type(obj).__name__}")

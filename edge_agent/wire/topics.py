@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from edge_agent.envelope import EnvelopeError, validate_identity
+from edge_agent.wire.envelope import EnvelopeError, validate_identity
 
 __all__ = [
     "HUB_STATE_FILTER",

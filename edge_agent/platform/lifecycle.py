@@ -16,7 +16,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 
-from edge_agent.redact import install_log_redaction
+from edge_agent.platform.redact import install_log_redaction
 
 __all__ = ["announce_ready", "cli_main", "run_until_signalled"]
 

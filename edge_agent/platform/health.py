@@ -10,8 +10,8 @@ of any ``cmd/*`` topic), so component and counter names are cut to ``MAX_NAME`` 
 component keeps at most ``MAX_COUNTERS`` counters (the rest are added up in ``other``), at most
 ``MAX_COMPONENTS`` components exist (the rest report as ``other``), and details are cut to
 ``MAX_DETAIL_KEYS`` keys and ``MAX_DETAIL_CHARS`` characters per string. Every detail string
-is redacted (``edge_agent.redact``): a URL with credentials shows ``***``, whichever component
-reported it.
+is redacted (``edge_agent.platform.redact``): a URL with credentials shows ``***``, whichever
+component reported it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge_agent.redact import MASK, is_secret_name, redact_text
+from edge_agent.platform.redact import MASK, is_secret_name, redact_text
 
 __all__ = [
     "MAX_COMPONENTS",

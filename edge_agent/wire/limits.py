@@ -8,9 +8,10 @@ queue behind it.
 
 from __future__ import annotations
 
-from edge_agent.envelope import BATCH_MAX_BYTES
-
 __all__ = ["BATCH_MAX_BYTES", "BATCH_OVERHEAD", "NOTICE_MAX_RANGES", "batch_body_limit"]
+
+BATCH_MAX_BYTES = 256 * 1024
+"""Largest payload of one events batch on the wire (DESIGN §2)."""
 
 BATCH_OVERHEAD = len(b'{"events":[]}')
 """Bytes of a batch that are not event bodies (the separators between bodies aside)."""

@@ -28,7 +28,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge_agent.config import BrokerConfig
+from edge_agent.platform.settings import BrokerConfig
 
 __all__ = ["Client", "connect_timeout", "make_client", "tls_context"]
 
