@@ -27,6 +27,7 @@ from edge_agent.gnss.service import GnssService
 from edge_agent.outbox import Outbox, OutboxError
 from edge_agent.platform.health import HealthRegistry
 from edge_agent.platform.lifecycle import announce_ready, run_until_signalled
+from edge_agent.platform.linkwatch import LinkWatch
 from edge_agent.platform.yamlconf import ConfigError
 from edge_agent.recorder import OutboxSink
 from edge_agent.uplink import Uplink
@@ -113,6 +114,9 @@ class Agent:
             server = site._server  # aiohttp exposes the bound port only through the server
             sockets = getattr(server, "sockets", None) or []
             self.api_port = sockets[0].getsockname()[1] if sockets else port
+            link = LinkWatch()
+            if not link.start():
+                link.close()
             boot = time.time() - time.monotonic()
             birth = {"boot": round(boot, 3), "sw": __version__, "config": config_digest(cfg)}
             self.uplink = Uplink(
@@ -124,6 +128,7 @@ class Agent:
                 device=cfg.device.id,
                 birth=birth,
                 on_command=self._on_command,
+                link=link,
             )
             log.info(
                 "agent %s/%s: api on %s:%s", cfg.device.fleet, cfg.device.id, host, self.api_port
@@ -140,6 +145,8 @@ class Agent:
                 for task in tasks:
                     task.cancel()
         finally:
+            if self.uplink is not None and self.uplink.link is not None:
+                self.uplink.link.close()
             await runner.cleanup()
             await outbox.close()
 

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -32,11 +33,13 @@ from typing import Any
 
 import aiomqtt
 
-from edge_agent.config import BrokerConfig, UplinkConfig
+from edge_agent.config import UplinkConfig
 from edge_agent.outbox import Outbox
 from edge_agent.platform.backoff import backoff_delay, is_silence, probe_delay
 from edge_agent.platform.health import HealthRegistry
+from edge_agent.platform.linkwatch import LinkWatch
 from edge_agent.platform.mqtt import make_client
+from edge_agent.platform.settings import BrokerConfig
 from edge_agent.wire import topics
 from edge_agent.wire.envelope import encode_batch
 from edge_agent.wire.limits import BATCH_OVERHEAD
@@ -51,6 +54,9 @@ MAX_SEQ = 2**48
 """An ack at or beyond this is impossible and ignored: no device counts this far, and a seq
 floor taken from the clock (milliseconds, about 2**41 today) stays far below it. Renumbering on
 a forged ack can thus cost a device at most 2**48 of its 2**53 seqs, never an event."""
+
+LINK_JITTER_S = 0.25
+"""Most a reconnect waits after the network changed (vans of one depot do not share a modem)."""
 
 NOTICE_BATCH = 64
 """Most notices read ahead of the window at once."""
@@ -161,6 +167,7 @@ class Uplink:
         birth: dict[str, Any],
         on_command: CommandHandler | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        link: LinkWatch | None = None,
     ) -> None:
         self.broker = broker
         self.cfg = uplink
@@ -171,6 +178,8 @@ class Uplink:
         self.birth = birth
         self.on_command = on_command
         self._mono = monotonic
+        self.link = link
+        """When given, a change of the host's links, addresses or routes ends a backoff early."""
         # one event for everything the sender waits on: an ack, a commit, a reconnect
         self._wake = asyncio.Event()
         outbox.commit_listeners.append(self._wake.set)
@@ -201,6 +210,8 @@ class Uplink:
             retain=True,
         )
         while True:
+            if self.link is not None:
+                self.link.changed.clear()  # what changes from now on may end the next pause
             client = make_client(
                 self.broker,
                 f"edge-{self.fleet}-{self.device}",
@@ -230,11 +241,30 @@ class Uplink:
                     # nothing answered: probe again soon, a returning link must not wait for a
                     # backoff meant for a broker that refuses
                     attempt = 0
-                    await asyncio.sleep(min(probe_delay(), self.cfg.backoff_max))
+                    await self._pause(min(probe_delay(), self.cfg.backoff_max))
                     continue
             delay = backoff_delay(attempt, cap=self.cfg.backoff_max)
             attempt += 1
+            if await self._pause(delay):
+                attempt = 0
+
+    async def _pause(self, delay: float) -> bool:
+        """Wait ``delay`` before the next attempt, or less: True if the network changed.
+
+        A van's link coming back (a modem re-attached, an address or a route back) is worth an
+        attempt at once, with a jitter of a quarter second at most; the backoff with full
+        jitter stays for a broker that refuses (restarting under a whole fleet).
+        """
+        if self.link is None:
             await asyncio.sleep(delay)
+            return False
+        try:
+            async with asyncio.timeout(delay):
+                await self.link.changed.wait()
+        except TimeoutError:
+            return False
+        await asyncio.sleep(random.uniform(0, LINK_JITTER_S))
+        return True
 
     async def _say_offline(self, client: aiomqtt.Client, state_topic: str) -> None:
         payload = {"state": "offline", "reason": "shutdown", "ts": round(time.time(), 3)}
