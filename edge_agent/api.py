@@ -60,8 +60,8 @@ def _one(clock: Clock, obj: Any, where: str, now: tuple[str, str]) -> Draft:
         if isinstance(obj, Unrepresentable):  # NaN, 1e400, a 5000-digit integer: say so
             raise EnvelopeError(where, obj.reason)
         raise EnvelopeError(where, f"an event must be an object, not {type(obj).__name__}")
-    unknown = sorted(set(obj) - _EVENT_KEYS)
-    if unknown:
+    if not _EVENT_KEYS.issuperset(obj):
+        unknown = sorted(set(obj) - _EVENT_KEYS)
         raise EnvelopeError(join_path(where, [unknown[0]]), "unknown field")
     type_ = obj.get("type")
     if not isinstance(type_, str) or not 0 < len(type_) <= _TYPE_MAX:
