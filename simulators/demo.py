@@ -33,7 +33,10 @@ from typing import Any
 
 from simulators.broker import Mosquitto, free_port
 from simulators.driver_app import plan_deliveries, run_app
-from simulators.fleet import VanRun, drive_fleet, fleet_scenarios, run_van, score
+from simulators.feed import drive_fleet
+from simulators.scoring import score
+from simulators.van import VanRun, run_van
+from simulators.world import fleet_scenarios
 
 __all__ = ["main"]
 

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 
 from edge_agent.wire.envelope import format_ts
-from simulators.fleet import VanRun
+from simulators.van import VanRun
 
 __all__ = ["Post", "plan_deliveries", "run_app"]
 

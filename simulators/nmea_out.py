@@ -8,12 +8,12 @@ GSA without the 4.10 system id), which every parser reads.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, timedelta
 
 from edge_agent.gnss.fix import Fix
 
-__all__ = ["KNOTS_PER_MPS", "checksum", "fix_to_nmea", "gsv_sentences", "sentence"]
+__all__ = ["KNOTS_PER_MPS", "checksum", "fix_to_nmea", "gsv_sentences", "nmea_lines", "sentence"]
 
 KNOTS_PER_MPS = 3600.0 / 1852.0
 _KMH_PER_MPS = 3.6
@@ -169,3 +169,9 @@ def fix_to_nmea(
     if gsv:
         out += gsv_sentences(talker, sats_in_view, seed=t.second // 10)
     return [*out, sentence(rmc), sentence(vtg)]
+
+
+def nmea_lines(fixes: Iterable[Fix]) -> Iterator[str]:
+    """The NMEA sentences of each fix in turn, as a receiver would send them (a log's lines)."""
+    for fix in fixes:
+        yield from fix_to_nmea(fix)

@@ -16,18 +16,12 @@ import shapely
 
 from edge_agent.gnss.replay import fixes_from_lines
 from edge_agent.wire.envelope import format_ts, parse_ts
-from simulators.fleet import (
-    ORIGIN,
-    Drive,
-    Park,
-    VanScenario,
-    drive_path,
-    fleet_scenarios,
-    main,
-    nmea_lines,
-    run_van,
-    score,
-)
+from simulators.fleet import main
+from simulators.itinerary import Drive, Park, drive_path
+from simulators.nmea_out import nmea_lines
+from simulators.scoring import score
+from simulators.van import run_van
+from simulators.world import ORIGIN, VanScenario, fleet_scenarios
 
 
 def test_the_path_respects_speed_acceleration_and_continuity() -> None:

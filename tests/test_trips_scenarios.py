@@ -1,4 +1,4 @@
-"""Fleet-simulator scenarios scored against ground truth (``simulators.fleet.score``): every true
+"""Fleet-simulator scenarios scored against ground truth (``simulators.scoring.score``): every true
 arrival and departure detected exactly once within 10 s and 30 m.
 
 Some scenarios go the whole way ``trips replay`` goes: the van's fixes written as NMEA sentences
@@ -22,17 +22,12 @@ from edge_agent.trips.manifest import parse_manifest
 from edge_agent.trips.reorder import FixOrder
 from edge_agent.trips.replay import replay_events
 from edge_agent.wire.envelope import parse_ts
-from simulators.fleet import (
-    Drive,
-    Park,
-    VanRun,
-    VanScenario,
-    fleet_scenarios,
-    nmea_lines,
-    run_van,
-    score,
-    zone_truth,
-)
+from simulators.itinerary import Drive, Park
+from simulators.nmea_out import nmea_lines
+from simulators.scoring import score
+from simulators.truth import zone_truth
+from simulators.van import VanRun, run_van
+from simulators.world import VanScenario, fleet_scenarios
 
 VISITS = ("trip.arrive", "trip.depart", "trip.dwell")
 
@@ -104,7 +99,7 @@ def test_tunnels_hide_fixes_and_crossings_are_still_found() -> None:
 def _parked_near_a_stop(offset_m: float, seed: int, *, hours: float = 1.0) -> VanScenario:
     # a 50 m stop whose rim is offset_m north of where the van parks (positive: outside)
     from edge_agent.trips.geo import LocalProjection
-    from simulators.fleet import ORIGIN
+    from simulators.world import ORIGIN
 
     proj = LocalProjection(*ORIGIN)
     slat, slon = proj.inverse(0.0, 50.0 + offset_m)

@@ -1,0 +1,57 @@
+"""The agent's trip engine run over simulated vans and scored against their truth.
+
+``events_of`` derives a van's events the way ``edge-agent trips replay`` does; ``evaluate``
+simulates, derives and scores many vans and pools the scores (``python -m simulators.fleet
+evaluate``, the figures quoted in the README).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from edge_agent.trips.config import TripsConfig
+from edge_agent.trips.engine import EngineParams, TripEngine
+from edge_agent.trips.layout import build_zones
+from edge_agent.trips.manifest import parse_manifest
+from edge_agent.trips.reorder import FixOrder
+from edge_agent.trips.replay import replay_events
+from simulators.nmea_out import nmea_lines
+from simulators.scoring import Score, pooled, score
+from simulators.van import VanRun, run_van
+from simulators.world import VanScenario
+
+__all__ = ["evaluate", "events_of"]
+
+
+def events_of(
+    run: VanRun, config: TripsConfig | None = None, *, nmea: bool = False
+) -> list[dict[str, Any]]:
+    """The van's events as ``trips replay`` derives them (``ref`` in full), for scoring.
+
+    With ``nmea`` the fixes go through NMEA sentences and the GNSS fix assembly first, as a
+    recorded log would; otherwise straight to the reorder buffer and the engine.
+    """
+    cfg = config if config is not None else run.scenario.config()
+    m = parse_manifest(run.scenario.manifest)
+    if nmea:
+        events = list(replay_events(m, ["".join(nmea_lines(run.fixes)).encode("ascii")], cfg))
+    else:
+        eng = TripEngine(build_zones(m, cfg), EngineParams.from_config(cfg), m.route)
+        order = FixOrder(cfg.reorder_window, cfg.max_time_jump)
+        st = eng.new_state()
+        events = []
+        for due in [f for fix in run.fixes for f in order.push(fix)] + order.flush():
+            st, evs = eng.step(st, due)
+            events += evs
+    return [{**e.to_json(), "ref": e.ref} for e in events]
+
+
+def evaluate(scenarios: Iterable[VanScenario], *, nmea: bool = False) -> dict[str, Any]:
+    """Score many vans and pool the results (the figures quoted in the README)."""
+
+    def one(sc: VanScenario) -> Score:
+        run = run_van(sc)
+        return score(events_of(run, nmea=nmea), run.truth, sc.config())
+
+    return pooled(one(sc) for sc in scenarios)
