@@ -1051,6 +1051,10 @@ class Outbox:
         reader = self._reader
         if reader is None:
             raise OutboxClosed("outbox is not open", str(self.path))
+        # read about twice the rows the byte budget holds at the average size, not 10,000 rows
+        # of which a tenth are sent (a backlog drain read each batch ten times over)
+        average = max(1, self._bytes // self._depth) if self._depth > 0 else 64
+        max_events = min(max_events, max(64, 2 * max_bytes // average))
         # one round trip: the running size is summed by SQLite, not row by row in Python
         async with reader.execute(
             "SELECT seq, body FROM (SELECT seq, body,"
