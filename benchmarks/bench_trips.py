@@ -31,7 +31,8 @@ from edge_agent.trips.engine import EngineParams, TripEngine
 from edge_agent.trips.geo import LocalProjection
 from edge_agent.trips.layout import build_zones
 from edge_agent.trips.manifest import parse_manifest
-from simulators.fleet import fleet_scenarios, run_van
+from simulators.van import run_van
+from simulators.world import fleet_scenarios
 
 TARGET_FIXES_PER_S = 50_000
 
