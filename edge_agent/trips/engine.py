@@ -1,20 +1,11 @@
 """The trip engine: ``step(state, fix) -> (state, events)``, geofences with hysteresis.
 
-Per zone, the engine keeps a small track only while the van is inside it or about to be::
-
-    outside ──(a run inside: enter_fixes fixes, enter_after s, margin_in deep)──▶ inside
-    inside  ──(a run outside: exit_fixes fixes, exit_after s, margin_out out)──▶ outside
-
-A *run* starts at the first fix across the boundary and ends (unconfirmed) at the first fix back
-on the other side; fixes between the boundary and the margin keep a run going without counting
-towards it. Jitter at a boundary therefore needs both depth and persistence to do anything, and a
-van parked near a boundary never flaps.
-
-A van can also cross a zone between two fixes (sparse fixes, a fast pass, a tunnel): when the
-straight line from the last fix before a run (or before a gap) to the first fix after it passes
-``margin_in`` deep into the zone, the crossing is reported as an enter and an exit. Noise cannot
-fake this: both ends are outside, so the segment is at least ``2 * margin_in`` long and runs
-across the zone, not along its edge.
+Each fix becomes a ``segment.Move`` from the last one; each zone near it (or along it, or with a
+track) goes through its ``tracker.ZoneTracker``, which keeps a small track only while the van is
+inside the zone or about to be, and says what the move did: ``Entered``, ``Stays``, ``Left`` or
+``Crossed`` (a zone crossed between fixes, or by a run too short to confirm: an enter and an
+exit). Jitter at a boundary needs both depth and persistence to do anything, so a van parked near
+a boundary never flaps. The engine turns those transitions into events by zone kind.
 
 Event times are the estimated crossing times: the boundary crossing interpolated on the segment
 between the two fixes either side of it, not the time the hysteresis confirmed it.
@@ -39,7 +30,7 @@ than the step); ``dump``/``load`` turn it into JSON data and back.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -47,15 +38,23 @@ from typing import Any
 from edge_agent.gnss.fix import Fix
 from edge_agent.trips.config import TripsConfig
 from edge_agent.trips.motion import MotionParams, MotionState, motion_step
+from edge_agent.trips.segment import STILL_GAP_S, FixPoint, Mark, Move
+from edge_agent.trips.tracker import (
+    ENTERED,
+    STAYS,
+    Crossed,
+    Hysteresis,
+    Left,
+    Transition,
+    ZoneTrack,
+    ZoneTracker,
+)
 from edge_agent.trips.zones import Zone, ZoneSet
 from edge_agent.wire.envelope import format_ts
 
-__all__ = ["EngineParams", "EngineState", "LastFix", "TripEngine", "TripEvent", "ZoneTrack"]
+__all__ = ["EngineParams", "EngineState", "TripEngine", "TripEvent"]
 
 STATE_VERSION = 1
-STILL_GAP_S = 5.0
-PASS_SPEED_SLACK = 10.0  # m/s a pass's implied speed may exceed the speeds the receiver reported
-ASSUMED_ACCEL = 1.5  # m/s², a delivery van pulling away or braking for a stop
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +69,11 @@ class EngineParams:
     still_speed: float = 0.5
     still_move: float = 30.0
     motion: MotionParams = field(default_factory=MotionParams)
+
+    @property
+    def hysteresis(self) -> Hysteresis:
+        """The enter and exit timing a zone's tracker applies."""
+        return Hysteresis(self.enter_after, self.enter_fixes, self.exit_after, self.exit_fixes)
 
     @classmethod
     def from_config(cls, c: TripsConfig) -> EngineParams:
@@ -112,47 +116,10 @@ class TripEvent:
 
 
 @dataclass(slots=True)
-class ZoneTrack:
-    """What the engine remembers of one zone the van is in or at the edge of."""
-
-    inside: bool = False
-    since: float = 0.0  # confirmed crossing: time and place
-    since_lat: float = 0.0
-    since_lon: float = 0.0
-    initial: bool = False  # inside from the first fix: its arrival was not seen
-    qualified: bool = False  # a stop visit that counts as an arrival
-    run: bool = False  # a run across the boundary is pending
-    run_t: float = 0.0  # its estimated crossing
-    run_lat: float = 0.0
-    run_lon: float = 0.0
-    anc_lat: float = 0.0  # the last fix before an enter run (outside)
-    anc_lon: float = 0.0
-    anc_x: float = 0.0
-    anc_y: float = 0.0
-    deep_t: float | None = None  # first fix of the run beyond the margin
-    deep_n: int = 0
-    pos_n: int = 0  # where the van stood while slow inside (sums)
-    pos_lat: float = 0.0
-    pos_lon: float = 0.0
-
-
-@dataclass(slots=True)
-class LastFix:
-    """The last fix the engine accepted, on the plane and in WGS 84."""
-
-    t: float
-    x: float
-    y: float
-    lat: float
-    lon: float
-    speed: float | None = None
-
-
-@dataclass(slots=True)
 class EngineState:
     """Everything the engine carries from one fix to the next."""
 
-    last: LastFix | None = None
+    last: FixPoint | None = None
     tracks: dict[int, ZoneTrack] = field(default_factory=dict)
     motion: MotionState = field(default_factory=MotionState)
     completed: set[str] = field(default_factory=set)
@@ -161,54 +128,13 @@ class EngineState:
     dropped_duplicate: int = 0
 
 
-def _lerp(a: float, b: float, u: float) -> float:
-    return a + (b - a) * u
+@dataclass(slots=True)
+class _Step:
+    """What the event side of one step works on: the state, the fix's time, the events."""
 
-
-def _brake_time(e: float, v: float) -> float:
-    """Seconds to cover ``e`` metres braking from ``v`` at ASSUMED_ACCEL."""
-    a = ASSUMED_ACCEL
-    return (v - math.sqrt(max(0.0, v * v - 2 * a * e))) / a
-
-
-def _stopping_time(u: float, d: float, v: float) -> tuple[float, float]:
-    """(time to fraction u, total time) of a van covering d metres at v then braking to 0."""
-    brake = min(d, v * v / (2 * ASSUMED_ACCEL))
-    cruise = d - brake
-    total = cruise / v + _brake_time(brake, v)
-    e = u * d
-    at = e / v if e <= cruise else cruise / v + _brake_time(e - cruise, v)
-    return at, total
-
-
-def _segment_time(
-    t1: float, t2: float, u: float, d: float, v1: float | None, v2: float | None, still: float
-) -> float:
-    """When the van was at fraction ``u`` of a segment between fixes at t1 and t2.
-
-    Linear in time, unless the fixes are seconds apart and the van stood still at one end:
-    then it drove only part of the gap, pulling away or braking at ASSUMED_ACCEL, and standing
-    the rest of the time (a sparse tracker's fix before a stop, and the next one at it).
-    """
-    dt = t2 - t1
-    if dt > STILL_GAP_S and v1 is not None and v2 is not None and d > 0:
-        if v2 <= still < v1:
-            at, total = _stopping_time(u, d, v1)
-            if total < dt:
-                return t1 + at
-        elif v1 <= still < v2:
-            at, total = _stopping_time(1.0 - u, d, v2)
-            if total < dt:
-                return t2 - at
-    return t1 + u * dt
-
-
-def _plausible(dist: float, dt: float, v1: float | None, v2: float | None) -> bool:
-    """Whether a van reporting speeds v1 and v2 can have covered ``dist`` in ``dt``: a
-    multipath jump of 50 m in one second is not a drive across a zone."""
-    if v1 is None or v2 is None or dt <= 0:
-        return True
-    return dist <= (max(v1, v2) + PASS_SPEED_SLACK) * dt
+    state: EngineState
+    t: float
+    events: list[TripEvent]
 
 
 class TripEngine:
@@ -221,6 +147,8 @@ class TripEngine:
         self.params = params if params is not None else EngineParams()
         self.route = route
         self._fwd = zones.projection.forward
+        hysteresis = self.params.hysteresis
+        self._trackers = [ZoneTracker(z, hysteresis) for z in zones.zones]
 
     def new_state(self) -> EngineState:
         """The state before the first fix."""
@@ -238,243 +166,126 @@ class TripEngine:
             else:
                 state.dropped_old += 1
             return state, []
-        lat, lon = fix.lat, fix.lon
-        x, y = self._fwd(lat, lon)
+        x, y = self._fwd(fix.lat, fix.lon)
+        now = FixPoint(t, x, y, fix.lat, fix.lon, fix.speed_mps)
         state.fixes += 1
-        events: list[TripEvent] = []
-        speed = fix.speed_mps
-        mev = motion_step(state.motion, self.params.motion, t, x, y, lat, lon, speed)
+        step = _Step(state, t, [])
+        mev = motion_step(state.motion, self.params.motion, t, x, y, now.lat, now.lon, now.speed)
         if last is None:
-            self._init_silent(state, self.zones.near(x, y), t, x, y, lat, lon)
+            self._first_sight(state, self.zones.near(x, y), now)
         else:
-            self._zones_step(state, last, t, x, y, lat, lon, speed, events)
+            self._zones_step(step, self._move(last, now))
         if mev is not None:
-            events.append(self._motion_event(state, mev))
-        state.last = LastFix(t, x, y, lat, lon, speed)
-        if len(events) > 1:
-            events.sort(key=lambda e: e.t)
-        return state, events
+            step.events.append(self._motion_event(state, mev))
+        state.last = now
+        if len(step.events) > 1:
+            step.events.sort(key=lambda e: e.t)
+        return state, step.events
 
-    def _init_silent(
-        self,
-        state: EngineState,
-        candidates: Any,
-        t: float,
-        x: float,
-        y: float,
-        lat: float,
-        lon: float,
-    ) -> None:
-        # Inside a zone from the first fix (a boot in the depot), or inside a zone that a new
-        # manifest just added: its entry was not seen. Such a run confirms like any other, but
-        # silently (and cannot be a pass: there is no fix before it).
-        zones = self.zones.zones
-        for i in candidates:
-            z = zones[i]
-            s = z.signed(x, y)
-            if i not in state.tracks and s <= 0.0:
-                tr = ZoneTrack(run=True, initial=True, run_t=t, run_lat=lat, run_lon=lon)
-                if s <= -z.margin_in:
-                    tr.deep_t, tr.deep_n = t, 1
-                state.tracks[i] = tr
-
-    def _zones_step(
-        self,
-        state: EngineState,
-        last: LastFix,
-        t: float,
-        x: float,
-        y: float,
-        lat: float,
-        lon: float,
-        speed: float | None,
-        events: list[TripEvent],
-    ) -> None:
-        zs = self.zones
-        zones = zs.zones
-        tracks = state.tracks
+    def _move(self, last: FixPoint, now: FixPoint) -> Move:
         p = self.params
-        cands: Any = zs.near(x, y)
-        lx, ly = last.x, last.y
-        dx, dy = x - lx, y - ly
+        dx, dy = now.x - last.x, now.y - last.y
         seg2 = dx * dx + dy * dy
-        long_seg = seg2 > 0.0 and seg2 >= 4.0 * zs.min_margin_in * zs.min_margin_in
+        m = self.zones.min_margin_in
+        speed = now.speed
         slow = speed is not None and speed <= p.motion.stop_speed
         # Standing still at this fix and the last (Doppler speed, which multipath does not move)
         # and either seconds apart or not displaced (sparse fixes: it may have driven between
-        # them): the van cannot have crossed a boundary, whatever the positions say. No run
-        # starts then.
+        # them): the van cannot have crossed a boundary, whatever the positions say.
         still = (
             slow
             and speed is not None
             and speed <= p.still_speed
             and last.speed is not None
             and last.speed <= p.still_speed
-            and (t - last.t <= STILL_GAP_S or seg2 < p.still_move * p.still_move)
+            and (now.t - last.t <= STILL_GAP_S or seg2 < p.still_move * p.still_move)
         )
-        if long_seg:
+        long = seg2 > 0.0 and seg2 >= 4.0 * m * m
+        return Move(last, now, seg2, long, slow, still, p.still_speed)
+
+    def _first_sight(self, state: EngineState, candidates: Iterable[int], now: FixPoint) -> None:
+        # Inside a zone from the first fix (a boot in the depot), or inside a zone that a new
+        # manifest just added: its entry was not seen.
+        for i in candidates:
+            if i not in state.tracks:
+                tr = self._trackers[i].first_sight(now)
+                if tr is not None:
+                    state.tracks[i] = tr
+
+    def _candidates(self, move: Move, tracks: dict[int, ZoneTrack]) -> Iterable[int]:
+        """The zones near the fix, along a segment long enough to cross one, and with a track."""
+        a, b = move.last, move.now
+        cands: Any = self.zones.near(b.x, b.y)
+        if move.long:
             cands = set(cands)
-            cands.update(zs.along(lx, ly, x, y))
+            cands.update(self.zones.along(a.x, a.y, b.x, b.y))
         if tracks:
             cands = set(cands)
             cands.update(tracks)
-        for i in cands:
-            z = zones[i]
-            s = z.signed(x, y)
-            tr = tracks.get(i)
+        return cands  # type: ignore[no-any-return]
+
+    def _zones_step(self, step: _Step, move: Move) -> None:
+        tracks = step.state.tracks
+        zones = self.zones.zones
+        for i in self._candidates(move, tracks):
+            tr, change = self._trackers[i].step(tracks.get(i), move)
             if tr is None:
-                if s <= 0.0:
-                    if still:
-                        continue
-                    tr = ZoneTrack()
-                    self._start_enter_run(tr, z, last, t, x, y, lat, lon, speed)
-                    tracks[i] = tr
-                    if s <= -z.margin_in:
-                        tr.deep_t, tr.deep_n = t, 1
-                        if p.enter_fixes <= 1 and p.enter_after <= 0.0:
-                            self._confirm_enter(state, z, tr, t, events)
-                elif (
-                    long_seg
-                    and not still
-                    and seg2 >= 4.0 * z.margin_in * z.margin_in
-                    and _plausible(math.sqrt(seg2), t - last.t, last.speed, speed)
-                    and z.passes_deep(lx, ly, x, y)
-                ):
-                    self._pass_segment(state, z, last, t, x, y, lat, lon, speed, events)
-                continue
-            if not tr.inside:
-                if s <= 0.0:
-                    if not tr.run:
-                        if still:
-                            continue
-                        self._start_enter_run(tr, z, last, t, x, y, lat, lon, speed)
-                    if s <= -z.margin_in:
-                        if tr.deep_t is None:
-                            tr.deep_t = t
-                        tr.deep_n += 1
-                    if (
-                        tr.deep_t is not None
-                        and tr.deep_n >= p.enter_fixes
-                        and t - tr.deep_t >= p.enter_after
-                    ):
-                        self._confirm_enter(state, z, tr, t, events)
-                else:
-                    # the run ends unconfirmed: a crossing if the van went across, else jitter
-                    if tr.run and not tr.initial and z.passes_deep(tr.anc_x, tr.anc_y, x, y):
-                        u = self._exit_fraction(z, last, x, y)
-                        self._pass(
-                            state,
-                            z,
-                            (tr.run_t, tr.run_lat, tr.run_lon),
-                            (
-                                self._when(last, t, u, x, y, speed),
-                                _lerp(last.lat, lat, u),
-                                _lerp(last.lon, lon, u),
-                            ),
-                            events,
-                        )
-                    del tracks[i]
-                continue
-            # inside
-            if s > 0.0:
-                if not tr.run and not still:
-                    tr.run = True
-                    u = self._exit_fraction(z, last, x, y)
-                    tr.run_t = self._when(last, t, u, x, y, speed)
-                    tr.run_lat = _lerp(last.lat, lat, u)
-                    tr.run_lon = _lerp(last.lon, lon, u)
-                    tr.deep_t, tr.deep_n = None, 0
-                if tr.run and s >= z.margin_out:
-                    if tr.deep_t is None:
-                        tr.deep_t = t
-                    tr.deep_n += 1
-                    if tr.deep_n >= p.exit_fixes and t - tr.deep_t >= p.exit_after:
-                        self._exit(state, z, tr, tr.run_t, tr.run_lat, tr.run_lon, events)
-                        del tracks[i]
-                        continue
+                tracks.pop(i, None)
             else:
-                if tr.run:
-                    tr.run, tr.deep_t, tr.deep_n = False, None, 0
-                if slow:
-                    tr.pos_n += 1
-                    tr.pos_lat += lat
-                    tr.pos_lon += lon
-            if z.kind == "stop" and not tr.qualified and not tr.run:
-                self._maybe_arrive(state, z, tr, t, events)
+                tracks[i] = tr
+            if change is not None:
+                self._report(step, zones[i], tr, change)
 
-    # ---------------------------------------------------------------- transitions
+    # ---------------------------------------------------------------- transitions to events
 
-    @staticmethod
-    def _exit_fraction(z: Zone, last: LastFix, x: float, y: float) -> float:
-        """Where on last→current the van left (the crossing nearest the inside end)."""
-        us = z.crossings(last.x, last.y, x, y)
-        return us[0] if us else 0.0
+    def _report(self, step: _Step, z: Zone, tr: ZoneTrack | None, change: Transition) -> None:
+        """The events of what the van did at zone ``z``; ``tr`` is the track kept, if any."""
+        if change is STAYS:
+            assert tr is not None
+            if z.kind == "stop" and not tr.qualified:
+                self._maybe_arrive(step, z, tr)
+        elif change is ENTERED:
+            assert tr is not None
+            if tr.initial:
+                tr.qualified = True  # already there: its departure is still worth reporting
+            else:
+                self._enter(step, z, tr)
+        elif isinstance(change, Left):
+            self._exit(step, z, change.track, change.at)
+        elif isinstance(change, Crossed):
+            self._cross(step, z, change.enter, change.leave)
 
-    def _start_enter_run(
-        self,
-        tr: ZoneTrack,
-        z: Zone,
-        last: LastFix,
-        t: float,
-        x: float,
-        y: float,
-        lat: float,
-        lon: float,
-        speed: float | None,
-    ) -> None:
-        us = z.crossings(last.x, last.y, x, y)
-        u = us[-1] if us else 1.0
-        tr.run = True
-        tr.run_t = self._when(last, t, u, x, y, speed)
-        tr.run_lat = _lerp(last.lat, lat, u)
-        tr.run_lon = _lerp(last.lon, lon, u)
-        tr.anc_x, tr.anc_y, tr.anc_lat, tr.anc_lon = last.x, last.y, last.lat, last.lon
-        tr.deep_t, tr.deep_n = None, 0
-
-    def _confirm_enter(
-        self, state: EngineState, z: Zone, tr: ZoneTrack, t: float, events: list[TripEvent]
-    ) -> None:
-        tr.inside = True
-        tr.since, tr.since_lat, tr.since_lon = tr.run_t, tr.run_lat, tr.run_lon
-        tr.run, tr.deep_t, tr.deep_n = False, None, 0
-        if tr.initial:
-            tr.qualified = True  # already there: its departure is still worth reporting
-            return
-        self._enter(state, z, tr, t, events)
-
-    def _enter(
-        self, state: EngineState, z: Zone, tr: ZoneTrack, t: float, events: list[TripEvent]
-    ) -> None:
+    def _enter(self, step: _Step, z: Zone, tr: ZoneTrack) -> None:
         kind = z.kind
         if kind == "depot":
-            events.append(self._event("trip.arrive", tr.since, tr.since_lat, tr.since_lon, z))
+            step.events.append(self._event("trip.arrive", tr.since_mark, z))
         elif kind == "stop":
-            self._maybe_arrive(state, z, tr, t, events)
+            self._maybe_arrive(step, z, tr)
         elif kind == "approach":
-            assert z.stop is not None
-            inside_stop = self.zones.by_key.get(f"stop:{z.stop.id}")
-            if z.stop.id not in state.completed and not (
-                inside_stop is not None
-                and (st := state.tracks.get(inside_stop.index)) is not None
-                and st.inside
-            ):
+            if not self._stop_done_or_reached(step.state, z):
                 r = getattr(z, "r", None)
                 extra = {} if r is None else {"distance_m": round(r, 1)}
-                events.append(
-                    self._event("trip.approach", tr.since, tr.since_lat, tr.since_lon, z, extra)
-                )
+                step.events.append(self._event("trip.approach", tr.since_mark, z, extra))
         else:
-            events.append(self._event("geofence.enter", tr.since, tr.since_lat, tr.since_lon, z))
+            step.events.append(self._event("geofence.enter", tr.since_mark, z))
 
-    def _maybe_arrive(
-        self, state: EngineState, z: Zone, tr: ZoneTrack, t: float, events: list[TripEvent]
-    ) -> None:
-        ms = state.motion
+    def _stop_done_or_reached(self, state: EngineState, approach: Zone) -> bool:
+        """Whether the stop of an approach zone is done, or the van already inside it."""
+        assert approach.stop is not None
+        stop = approach.stop.id
+        if stop in state.completed:
+            return True
+        zone = self.zones.by_key.get(f"stop:{stop}")
+        track = None if zone is None else state.tracks.get(zone.index)
+        return track is not None and track.inside
+
+    def _maybe_arrive(self, step: _Step, z: Zone, tr: ZoneTrack) -> None:
+        ms = step.state.motion
         # stopped since before the entry is no evidence: a van pulling away is still "stopped"
         # for a few seconds, and it may be pulling away from a spot just inside the edge
         if (
             ms.state == "stopped" and ms.since >= tr.since
-        ) or t - tr.since >= self.params.arrive_after:
+        ) or step.t - tr.since >= self.params.arrive_after:
             tr.qualified = True
             extra: dict[str, Any] = {}
             if z.stop is not None and z.stop.window is not None:
@@ -482,111 +293,44 @@ class TripEngine:
                 extra["window"] = (
                     "early" if tr.since < lo else "late" if tr.since > hi else "on_time"
                 )
-            events.append(
-                self._event("trip.arrive", tr.since, tr.since_lat, tr.since_lon, z, extra)
-            )
+            step.events.append(self._event("trip.arrive", tr.since_mark, z, extra))
 
-    def _exit(
-        self,
-        state: EngineState,
-        z: Zone,
-        tr: ZoneTrack,
-        t: float,
-        lat: float,
-        lon: float,
-        events: list[TripEvent],
-    ) -> None:
-        dwell = round(max(0.0, t - tr.since), 3)
+    def _exit(self, step: _Step, z: Zone, tr: ZoneTrack, at: Mark) -> None:
+        dwell = round(max(0.0, at.t - tr.since), 3)
         kind = z.kind
         partial = {"partial": True} if tr.initial else {}
+        events = step.events
         if kind == "depot":
-            events.append(self._event("trip.depart", t, lat, lon, z, {"dwell_s": dwell, **partial}))
+            events.append(self._event("trip.depart", at, z, {"dwell_s": dwell, **partial}))
         elif kind == "stop":
             assert z.stop is not None
             if tr.qualified:
                 if tr.pos_n:
-                    plat, plon = tr.pos_lat / tr.pos_n, tr.pos_lon / tr.pos_n
+                    stood = Mark(at.t, tr.pos_lat / tr.pos_n, tr.pos_lon / tr.pos_n)
                 else:
-                    plat, plon = tr.since_lat, tr.since_lon
+                    stood = Mark(at.t, tr.since_lat, tr.since_lon)
                 arrived = format_ts(datetime.fromtimestamp(tr.since, UTC))
                 extra = {"dwell_s": dwell, "arrived": arrived, **partial}
-                events.append(self._event("trip.dwell", t, plat, plon, z, extra))
-                events.append(self._event("trip.depart", t, lat, lon, z, {"dwell_s": dwell}))
-                state.completed.add(z.stop.id)
+                events.append(self._event("trip.dwell", stood, z, extra))
+                events.append(self._event("trip.depart", at, z, {"dwell_s": dwell}))
+                step.state.completed.add(z.stop.id)
             else:
-                events.append(
-                    self._event("geofence.enter", tr.since, tr.since_lat, tr.since_lon, z)
-                )
-                events.append(self._event("geofence.exit", t, lat, lon, z, {"dwell_s": dwell}))
+                events.append(self._event("geofence.enter", tr.since_mark, z))
+                events.append(self._event("geofence.exit", at, z, {"dwell_s": dwell}))
         elif kind == "zone":
-            events.append(
-                self._event("geofence.exit", t, lat, lon, z, {"dwell_s": dwell, **partial})
-            )
+            events.append(self._event("geofence.exit", at, z, {"dwell_s": dwell, **partial}))
 
-    def _pass(
-        self,
-        state: EngineState,
-        z: Zone,
-        enter: tuple[float, float, float],
-        leave: tuple[float, float, float],
-        events: list[TripEvent],
-    ) -> None:
+    def _cross(self, step: _Step, z: Zone, enter: Mark, leave: Mark) -> None:
         """A zone crossed between fixes, or by a run too short to confirm: enter and exit."""
-        tr = ZoneTrack(inside=True, since=enter[0], since_lat=enter[1], since_lon=enter[2])
-        if z.kind == "stop":
-            # a pass is a drive-by, whatever the motion detector last said
-            self._exit(state, z, tr, *leave, events)
-            return
-        self._enter(state, z, tr, enter[0], events)
-        self._exit(state, z, tr, *leave, events)
-
-    def _pass_segment(
-        self,
-        state: EngineState,
-        z: Zone,
-        last: LastFix,
-        t: float,
-        x: float,
-        y: float,
-        lat: float,
-        lon: float,
-        speed: float | None,
-        events: list[TripEvent],
-    ) -> None:
-        us = z.crossings(last.x, last.y, x, y)
-        u0, u1 = (us[0], us[-1]) if us else (0.5, 0.5)
-        self._pass(
-            state,
-            z,
-            (
-                self._when(last, t, u0, x, y, speed),
-                _lerp(last.lat, lat, u0),
-                _lerp(last.lon, lon, u0),
-            ),
-            (
-                self._when(last, t, u1, x, y, speed),
-                _lerp(last.lat, lat, u1),
-                _lerp(last.lon, lon, u1),
-            ),
-            events,
-        )
-
-    def _when(
-        self, last: LastFix, t: float, u: float, x: float, y: float, speed: float | None
-    ) -> float:
-        d = math.hypot(x - last.x, y - last.y)
-        return _segment_time(last.t, t, u, d, last.speed, speed, self.params.still_speed)
+        tr = ZoneTrack(inside=True, since=enter.t, since_lat=enter.lat, since_lon=enter.lon)
+        if z.kind != "stop":  # at a stop, a crossing is a drive-by whatever the motion said
+            self._enter(step, z, tr)
+        self._exit(step, z, tr, leave)
 
     # ---------------------------------------------------------------- events
 
     def _event(
-        self,
-        type_: str,
-        t: float,
-        lat: float,
-        lon: float,
-        z: Zone | None,
-        extra: dict[str, Any] | None = None,
+        self, type_: str, at: Mark, z: Zone | None, extra: dict[str, Any] | None = None
     ) -> TripEvent:
         ref: dict[str, Any] = {}
         if self.route is not None:
@@ -598,11 +342,11 @@ class TripEngine:
                 ref["stop"] = z.stop.id
                 if z.stop.parcels:
                     ref["parcel"] = list(z.stop.parcels)
-        data["lat"] = round(lat, 7)
-        data["lon"] = round(lon, 7)
+        data["lat"] = round(at.lat, 7)
+        data["lon"] = round(at.lon, 7)
         if extra:
             data.update(extra)
-        return TripEvent(type_, t, ref, data)
+        return TripEvent(type_, at.t, ref, data)
 
     def _motion_event(
         self, state: EngineState, mev: tuple[str, float, float, float, float]
@@ -616,7 +360,7 @@ class TripEngine:
                 if z.kind == "stop":
                     break
         extra = {"stopped_s": round(stopped_s, 3)} if type_ == "trip.moving" else None
-        return self._event(type_, t, lat, lon, where, extra)
+        return self._event(type_, Mark(t, lat, lon), where, extra)
 
     # ---------------------------------------------------------------- persistence
 
@@ -656,7 +400,7 @@ class TripEngine:
                 t, lat, lon, speed = data["last"]
                 x, y = self._fwd(float(lat), float(lon))
                 speed = None if speed is None else float(speed)
-                state.last = LastFix(float(t), x, y, float(lat), float(lon), speed)
+                state.last = FixPoint(float(t), x, y, float(lat), float(lon), speed)
             known = set(ZoneTrack.__dataclass_fields__)
             for key, d in dict(data.get("tracks") or {}).items():
                 z = self.zones.by_key.get(key)
@@ -693,7 +437,5 @@ class TripEngine:
                 or other.zones.by_key[z.key].fingerprint != z.fingerprint
             ]
             near = set(self.zones.near(last.x, last.y))
-            self._init_silent(
-                new, [i for i in fresh if i in near], last.t, last.x, last.y, last.lat, last.lon
-            )
+            self._first_sight(new, [i for i in fresh if i in near], last)
         return new
