@@ -1,7 +1,8 @@
 """Where the agent's drivers and domain logic hand their events: the seam to the outbox.
 
-GNSS, scanning, trips and dock sensors only know this protocol, so each can be tested with the
-real outbox behind it (``OutboxSink``) or replayed without one.
+GNSS, scanning, trips and dock sensors only know this protocol. Two implementations, both in
+``edge_agent.recorder`` and both validating through ``make_draft``: ``OutboxSink`` (the agent's,
+durable) and ``MemorySink`` (replays and tests: the same checks and refusals, in memory).
 """
 
 from __future__ import annotations
@@ -23,7 +24,12 @@ class Accepted:
 
 
 class EventSink(Protocol):
-    """Accepts one event; returns only once it is durable (DESIGN §3.1)."""
+    """Accepts one event; returns only once it is durable (DESIGN §3.1).
+
+    ``event_id`` is for a producer that must be exactly once across its own crashes: it picks
+    the id, writes it ahead, and emits again after a crash; the sink stores an id once (a
+    repeat answers the first seq) and refuses one reused for another event.
+    """
 
     async def emit(
         self,
@@ -33,6 +39,12 @@ class EventSink(Protocol):
         ts: datetime | None = None,
         ref: Mapping[str, Any] | None = None,
         clock: str | None = None,
+        event_id: str | None = None,
     ) -> Accepted:
-        """Validate, stamp (id, seq, ts, clock) and commit one event."""
+        """Validate, stamp (id, seq, ts, clock) and commit one event.
+
+        ``ts`` defaults to now and ``clock`` to the clock's source; raises EnvelopeError
+        (naming the field) for an event the registry refuses, and the sink's errors (the
+        outbox's: full, too large, id conflict) when it cannot take it.
+        """
         ...

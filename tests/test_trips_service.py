@@ -16,8 +16,8 @@ from edge_agent.clock import Clock
 from edge_agent.gnss.fix import Fix
 from edge_agent.outbox import Outbox
 from edge_agent.platform.health import HealthRegistry
-from edge_agent.recorder import OutboxSink
-from edge_agent.sink import Accepted
+from edge_agent.recorder import MemorySink, OutboxSink
+from edge_agent.sink import Accepted, EventSink
 from edge_agent.trips.config import TripsConfig
 from edge_agent.trips.engine import EngineParams, TripEngine
 from edge_agent.trips.layout import build_zones
@@ -182,11 +182,39 @@ async def test_a_crash_after_writing_ahead_is_exactly_once(
     assert json.loads(state_file.read_text())["pending"] == []
 
 
+async def test_the_in_memory_sink_takes_the_same_path_as_the_outbox(
+    tmp_path: Path, outbox: Outbox, van: VanRun
+) -> None:
+    """Replays and tests emit through MemorySink: the same envelopes as on the outbox, the ids
+    written ahead included, and a crash's repeat stored once."""
+    memory = MemorySink(Clock("system"), fleet="acme", device="van-001")
+    runs = [(tmp_path / "a", OutboxSink(outbox, Clock("system"))), (tmp_path / "b", memory)]
+    for folder, sink in runs:
+        service = make(folder, sink)
+        async with Running(service):
+            await service.on_manifest(json.dumps(van.scenario.manifest).encode())
+            await feed(service, van.fixes)
+    on_outbox = await trip_events(outbox)
+    in_memory = [e for e in memory.events if e["type"].startswith(("trip.", "geofence."))]
+    assert [{**e, "id": ""} for e in in_memory] == [{**e, "id": ""} for e in on_outbox]
+    assert len(in_memory) == len(expected_events(van, TripsConfig()))
+    # as if the service died after the last commit, before saving its state
+    state_file = tmp_path / "b" / "trips" / "trips-state.json"
+    state = json.loads(state_file.read_text())
+    last = in_memory[-1]
+    state["pending"] = [{k: last[k] for k in ("id", "type", "ts", "data")} | {"ref": last["ref"]}]
+    state_file.write_text(json.dumps(state))
+    again = make(tmp_path / "b", memory)
+    async with Running(again):
+        await asyncio.wait_for(again.idle(), DEADLINE_S)
+    assert len(memory.events) == len(in_memory) and not again.pending
+
+
 class FlakySink:
     """The real outbox sink behind a fault injector: the first ``failures`` emits raise (a
     disk error cannot be produced on demand here)."""
 
-    def __init__(self, inner: OutboxSink, failures: int) -> None:
+    def __init__(self, inner: EventSink, failures: int) -> None:
         self.inner = inner
         self.failures = failures
 
@@ -198,11 +226,12 @@ class FlakySink:
         ts: datetime | None = None,
         ref: Mapping[str, Any] | None = None,
         clock: str | None = None,
+        event_id: str | None = None,
     ) -> Accepted:
         if self.failures:
             self.failures -= 1
             raise OSError(28, "No space left on device")
-        return await self.inner.emit(type_, data, ts=ts, ref=ref, clock=clock)
+        return await self.inner.emit(type_, data, ts=ts, ref=ref, clock=clock, event_id=event_id)
 
 
 async def test_a_failing_outbox_is_retried_with_backoff_and_nothing_is_lost(

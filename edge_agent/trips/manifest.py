@@ -24,6 +24,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from edge_agent.wire import jsonbounds
@@ -36,6 +37,7 @@ __all__ = [
     "ManifestError",
     "ManifestStop",
     "ZoneSpec",
+    "load_manifest_file",
     "parse_manifest",
     "parse_zone",
 ]
@@ -256,3 +258,16 @@ def parse_manifest(payload: bytes | str | Mapping[str, Any]) -> Manifest:
             window = (lo, hi)
         stops.append(ManifestStop(sid, zone, parcels, window))
     return Manifest(route, depot, tuple(stops), depot_id)
+
+
+def load_manifest_file(path: str | Path) -> Manifest:
+    """Read and validate a manifest file; ManifestError's path is prefixed with the file."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ManifestError(str(path), f"cannot read: {exc.strerror or exc}") from None
+    try:
+        return parse_manifest(raw)
+    except ManifestError as exc:
+        where = f"{path}: {exc.path}" if exc.path else str(path)
+        raise ManifestError(where, exc.reason) from None

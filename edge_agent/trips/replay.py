@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import IO, TextIO
 
 from edge_agent.gnss.nmea import NmeaStreamParser
@@ -20,27 +19,14 @@ from edge_agent.gnss.replay import fixes_from_bytes
 from edge_agent.trips.config import TripsConfig
 from edge_agent.trips.engine import EngineParams, TripEngine, TripEvent
 from edge_agent.trips.layout import build_zones
-from edge_agent.trips.manifest import Manifest, ManifestError, parse_manifest
+from edge_agent.trips.manifest import Manifest, ManifestError, load_manifest_file
 from edge_agent.trips.reorder import FixOrder
 
-__all__ = ["load_manifest_file", "replay_events", "replay_main"]
+__all__ = ["replay_events", "replay_main"]
 
 EXIT_NO_NMEA = 1
 EXIT_UNUSABLE = 2
 _CHUNK = 64 * 1024
-
-
-def load_manifest_file(path: str | Path) -> Manifest:
-    """Read and validate a manifest file; ManifestError's path is prefixed with the file."""
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise ManifestError(str(path), f"cannot read: {exc.strerror or exc}") from None
-    try:
-        return parse_manifest(raw)
-    except ManifestError as exc:
-        where = f"{path}: {exc.path}" if exc.path else str(path)
-        raise ManifestError(where, exc.reason) from None
 
 
 def replay_events(

@@ -38,9 +38,8 @@ from edge_agent.sink import EventSink
 from edge_agent.trips.config import TripsConfig
 from edge_agent.trips.engine import EngineParams, EngineState, TripEngine, TripEvent
 from edge_agent.trips.layout import build_zones
-from edge_agent.trips.manifest import Manifest, ManifestError, parse_manifest
+from edge_agent.trips.manifest import Manifest, ManifestError, load_manifest_file, parse_manifest
 from edge_agent.trips.reorder import FixOrder
-from edge_agent.trips.replay import load_manifest_file
 from edge_agent.trips.store import TripStore
 from edge_agent.wire.envelope import EnvelopeError, new_event_id, parse_ts
 
@@ -292,27 +291,17 @@ class TripService:
                 self._health.set_state(COMPONENT, "ok")
 
     async def _emit_one(self, item: dict[str, Any]) -> None:
-        emit_many = getattr(self._sink, "emit_many", None)
-        if emit_many is not None:
-            from edge_agent.recorder import make_draft
-
-            draft = make_draft(
-                self._clock,
-                item["type"],
-                item["data"],
-                ts=item["ts"],
-                ref=item["ref"] or None,
-                clock_source="gnss",
-                event_id=item["id"],
-            )
-            await emit_many([draft])
-            return
+        try:
+            ts = parse_ts(item["ts"])
+        except ValueError as exc:  # a state file edited by hand: this event cannot be sent
+            raise EnvelopeError("ts", str(exc)) from None
         await self._sink.emit(
             item["type"],
             item["data"],
-            ts=parse_ts(item["ts"]),
+            ts=ts,
             ref=item["ref"] or None,
             clock="gnss",
+            event_id=item["id"],
         )
 
     # ------------------------------------------------------------------ persistence
