@@ -19,12 +19,14 @@ from typing import Any
 import pytest
 
 from edge_agent.clock import Clock
+from edge_agent.drivers.base import ByteSource
+from edge_agent.drivers.serialport import SerialSource
+from edge_agent.drivers.url import DeviceUrl
+from edge_agent.gnss.baud import BaudProbe
 from edge_agent.gnss.config import GnssConfig
 from edge_agent.gnss.fix import Fix
 from edge_agent.gnss.replay import fixes_from_bytes
-from edge_agent.gnss.service import GnssService
-from edge_agent.gnss.source_url import SourceSpec
-from edge_agent.gnss.sources import ByteSource, SerialSource, make_source
+from edge_agent.gnss.service import GnssService, make_source
 from edge_agent.outbox import Outbox
 from edge_agent.platform.health import HealthRegistry
 from edge_agent.recorder import OutboxSink
@@ -95,9 +97,11 @@ async def test_pty_unplug_replug_and_baud_change(tmp_path: Path, outbox: Outbox)
     sim_task = asyncio.create_task(run_simulation(sim, port))
     sources: list[SerialSource] = []
 
-    def factory(spec: SourceSpec) -> ByteSource:
+    def factory(spec: DeviceUrl) -> ByteSource:
         # The real serial source, with a short probe window to keep the test quick.
-        src = SerialSource(spec.path, spec.baud, bauds=[4800, 9600, 38400], probe_window=0.6)
+        src = SerialSource(
+            spec.path, spec.baud, bauds=[4800, 9600, 38400], probe=BaudProbe, probe_window=0.6
+        )
         if sources:
             src.detected_baud = sources[-1].detected_baud
         sources.append(src)
@@ -187,8 +191,8 @@ async def test_file_replay_source_ends_and_idles(outbox: Outbox) -> None:
 
 
 async def test_file_replay_is_paced_by_rate() -> None:
-    spec = SourceSpec("file", "file://x", path=str(FIXTURES / "ac12.log"), rate=50.0)
-    source = make_source(spec, bauds=[9600], init=[])
+    cfg = config(f"file://{FIXTURES / 'ac12.log'}?rate=50")
+    source = make_source(cfg.spec, cfg)
     await source.open()
     started = time.monotonic()
     data = b""

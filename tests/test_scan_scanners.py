@@ -1,6 +1,7 @@
 """Text scanners: sans-IO framing, the keyboard-wedge keymap, and a serial scanner on a real
-pty and on socket:// into scan events on the real outbox. (The evdev device and its exclusive
-grab cannot run here: no /dev/input or uinput in the sandbox; the keymap is tested alone.)"""
+pty and on socket:// into scan events on the real outbox. The evdev device cannot run here (no
+/dev/input or uinput in the sandbox): the keyboard driver is driven through a stand-in ``evdev``
+module with python-evdev's API (``InputDevice``, ``grab``, ``async_read_loop``, ``ecodes``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 import tty
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,9 +21,11 @@ from edge_agent.clock import Clock
 from edge_agent.outbox import Outbox
 from edge_agent.platform.health import HealthRegistry
 from edge_agent.recorder import OutboxSink
-from edge_agent.scan.config import ScanConfig
+from edge_agent.scan.config import ScanConfig, ScannerConfig
+from edge_agent.scan.events import Read
 from edge_agent.scan.framing import CodeFramer
 from edge_agent.scan.keymap import KEY_ENTER, KeyTranslator
+from edge_agent.scan.scanners import run_scanner
 from edge_agent.scan.service import ScanService
 
 SSCC = "106141412345678908"
@@ -181,3 +185,73 @@ async def test_socket_scanner_and_a_refused_connection_is_a_health_state(
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     assert str(port) in json.dumps(health.snapshot()["scan:hand-1"])
+
+
+class FakeKeyboard:
+    """An evdev ``InputDevice`` whose key events come from a list, then it is unplugged."""
+
+    def __init__(self, path: str, events: list[tuple[int, int]]) -> None:
+        self.path = path
+        self.events = events
+        self.grabbed = False
+        self.ever_grabbed = False
+        self.closed = False
+
+    def grab(self) -> None:
+        self.grabbed = self.ever_grabbed = True
+
+    def ungrab(self) -> None:
+        self.grabbed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+    async def async_read_loop(self) -> AsyncIterator[Any]:
+        for code, value in self.events:
+            yield SimpleNamespace(type=4, code=0, value=code, sec=0, usec=0)  # EV_MSC: skipped
+            yield SimpleNamespace(type=1, code=code, value=value, sec=1_700_000_000, usec=5)
+        raise OSError(19, "No such device")  # unplugged
+
+
+class FakeEvdev:
+    """The ``evdev`` module, handing out one ``FakeKeyboard`` per open."""
+
+    ecodes = SimpleNamespace(EV_KEY=1)
+
+    def __init__(self, typed: list[tuple[int, int]]) -> None:
+        self.typed = typed
+        self.devices: list[FakeKeyboard] = []
+
+    def InputDevice(self, path: str) -> FakeKeyboard:  # evdev's name
+        device = FakeKeyboard(path, self.typed)
+        self.devices.append(device)
+        return device
+
+
+async def test_keyboard_wedge_is_grabbed_typed_into_codes_and_reopened() -> None:
+    typed = [(42, 1), *press(36), *press(32), (42, 0), *press(11), *press(2), *press(KEY_ENTER)]
+    fake = FakeEvdev(typed)
+    cfg = ScannerConfig(id="wedge", kind="evdev", source="/dev/input/by-id/usb-x-event-kbd")
+    health = HealthRegistry()
+    reads: list[Read] = []
+
+    async def submit(read: Read) -> bool:
+        reads.append(read)
+        return True
+
+    task = asyncio.create_task(run_scanner(cfg, submit, health, evdev=fake))  # type: ignore[arg-type]
+    try:
+        deadline = time.monotonic() + 10
+        while len(reads) < 2:
+            assert time.monotonic() < deadline and not task.done()
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert [r.text for r in reads[:2]] == ["JD01", "JD01"]  # once per open
+    assert reads[0].source == "wedge"
+    first = fake.devices[0]
+    assert first.path == cfg.source
+    assert first.ever_grabbed and not first.grabbed and first.closed  # released at unplug
+    assert all(d.ever_grabbed for d in fake.devices)
+    assert health.state("scan:wedge") in ("ok", "disconnected")  # between unplugs

@@ -6,9 +6,11 @@ Pure code (no I/O):
 - ``sentences``: field layouts of the sentences fix assembly reads, as data;
 - ``assembler``: the sentences of one epoch into one ``Fix``, as gpsd would report it;
 - ``filters``: which fixes to trust (``FixFilter``) and which to report (``AdaptiveReporter``);
-- ``gpsd_json``, ``baud``, ``source_url``, ``geo``: gpsd reports, baud detection, source URLs,
-  distances.
+- ``pipeline``: the four above in one ``GnssPipeline``, the same for the agent and the replays;
+- ``gpsd_json``, ``baud``, ``geo``: gpsd reports, what the serial driver needs to know of NMEA
+  receivers (baud probe, epochs, init sentences), distances.
 
-Drivers and wiring: ``sources`` (serial, TCP, file), ``service`` (``GnssService``, what the
-runtime starts) and ``replay`` (``edge-agent gnss replay`` and the replay iterators).
+Wiring: ``service`` (``GnssService``, what the runtime starts: devices through
+``edge_agent.drivers``, named by the URLs of ``config``) and ``replay`` (``edge-agent gnss
+replay`` and the replay iterators).
 """

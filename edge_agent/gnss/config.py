@@ -30,11 +30,20 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from edge_agent.drivers.url import DeviceKind, DeviceUrl, parse_device_url
+from edge_agent.gnss.baud import STANDARD_BAUDS
 from edge_agent.gnss.nmea import DEFAULT_MAX_LENGTH
-from edge_agent.gnss.source_url import STANDARD_BAUDS, SourceSpec, parse_source_url
 from edge_agent.platform.units import Distance, Duration
 
-__all__ = ["FilterConfig", "GnssConfig", "ReportConfig"]
+__all__ = ["SOURCE_KINDS", "FilterConfig", "GnssConfig", "ReportConfig", "parse_source_url"]
+
+SOURCE_KINDS: tuple[DeviceKind, ...] = ("serial", "socket", "gpsd", "file")
+"""The device URLs a GNSS source may be (DESIGN §4)."""
+
+
+def parse_source_url(url: str) -> DeviceUrl:
+    """A GNSS source URL parsed by the driver layer (ValueError names what is wrong)."""
+    return parse_device_url(url, allowed=SOURCE_KINDS)
 
 
 class _Section(BaseModel):
@@ -105,6 +114,6 @@ class GnssConfig(_Section):
         return v
 
     @property
-    def spec(self) -> SourceSpec:
+    def spec(self) -> DeviceUrl:
         """The parsed source URL."""
         return parse_source_url(self.source)

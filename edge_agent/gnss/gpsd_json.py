@@ -1,22 +1,20 @@
-"""gpsd's JSON reports to fixes (sans-IO): what a ``gpsd://`` source reads.
+"""gpsd's JSON reports to fixes (sans-IO): what a ``gpsd://`` source means.
 
-gpsd answers ``?WATCH={"enable":true,"json":true}`` with one JSON object per line; its
+The driver (``edge_agent.drivers.gpsd``) watches gpsd and hands over each report decoded; its
 ``TPV`` reports with ``mode`` >= 2 and a ``time`` are fixes (the same rule the corpus test
 applies to gpsd's ``.chk`` files).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from datetime import UTC, datetime
 from typing import Any
 
 from edge_agent.gnss.fix import Fix
 
-__all__ = ["WATCH_COMMAND", "fix_from_report", "fix_from_tpv"]
+__all__ = ["fix_from_tpv"]
 
-WATCH_COMMAND = b'?WATCH={"enable":true,"json":true};\n'
 # gpsd's fix status (gps.h STATUS_*) to the NMEA GGA quality the rest of the agent speaks.
 _STATUS_TO_QUALITY = {1: 1, 2: 2, 3: 4, 4: 5, 5: 6, 6: 6, 7: 7, 8: 8}
 
@@ -63,12 +61,3 @@ def fix_from_tpv(obj: dict[str, Any]) -> Fix | None:
         mode=mode,
         quality=_STATUS_TO_QUALITY.get(status) if isinstance(status, int) else None,
     )
-
-
-def fix_from_report(line: bytes | str) -> Fix | None:
-    """A fix from one line of gpsd output; None for other reports and malformed lines."""
-    try:
-        obj = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return fix_from_tpv(obj) if isinstance(obj, dict) else None

@@ -1,9 +1,11 @@
-"""NMEA logs to fixes: the iterators replays are built on, and ``edge-agent gnss replay``.
+"""NMEA logs to fixes through the agent's own pipeline, and ``edge-agent gnss replay``.
 
-``fixes_from_bytes`` and ``fixes_from_lines`` run the stream parser and fix assembly over a
-recorded log (the trips replay reuses them); ``replay_main`` is the command of DESIGN §4: one
-JSON object per fix on ``out``, a clear message on stderr and a non-zero exit code for input it
-cannot read, never a traceback.
+``fixes_from_bytes`` and ``fixes_from_lines`` run ``GnssPipeline`` (parser, fix assembly and the
+filters the live service runs) over a recorded log and yield the fixes it keeps; the trips replay
+reuses them. A log has no wall clock, so the filters judge it by its own time
+(``pipeline.REPLAY_FILTER``). ``replay_main`` is the command of DESIGN §4: one JSON object per
+kept fix on ``out``, a clear message on stderr and a non-zero exit code for input it cannot
+read, never a traceback.
 """
 
 from __future__ import annotations
@@ -15,15 +17,24 @@ from datetime import datetime
 from typing import IO, Any, TextIO
 
 from edge_agent.gnss.assembler import FixAssembler
+from edge_agent.gnss.config import FilterConfig
 from edge_agent.gnss.fix import Fix
 from edge_agent.gnss.nmea import NmeaStreamParser
+from edge_agent.gnss.pipeline import REPLAY_FILTER, GnssPipeline, Outcome
 from edge_agent.wire.envelope import format_ts
 
-__all__ = ["fix_to_json", "fixes_from_bytes", "fixes_from_lines", "replay_main"]
+__all__ = ["fix_to_json", "fixes_from_bytes", "fixes_from_lines", "outcomes", "replay_main"]
 
 _CHUNK = 64 * 1024
 EXIT_UNREADABLE = 2
 EXIT_NO_NMEA = 1
+
+
+def outcomes(chunks: Iterable[bytes], pipeline: GnssPipeline) -> Iterator[Outcome]:
+    """What ``pipeline`` makes of every fix of an NMEA byte stream, to its end, in order."""
+    for chunk in chunks:
+        yield from pipeline.feed(chunk)
+    yield from pipeline.end()
 
 
 def fixes_from_bytes(
@@ -32,22 +43,24 @@ def fixes_from_bytes(
     reference: datetime | None = None,
     parser: NmeaStreamParser | None = None,
     assembler: FixAssembler | None = None,
+    filter: FilterConfig = REPLAY_FILTER,
 ) -> Iterator[Fix]:
-    """The fixes of an NMEA byte stream given in chunks of any size, in order.
+    """The kept fixes of an NMEA byte stream given in chunks of any size, in order.
 
     Lines starting with ``#`` are comments. Pass your own ``parser``/``assembler`` to read
     their counters afterwards; ``reference`` is the date the week-rollover correction measures
-    against (default: now).
+    against (default: now); ``filter`` the filters' settings (the agent's, for a log).
     """
-    p = parser if parser is not None else NmeaStreamParser(comments=True)
-    a = assembler if assembler is not None else FixAssembler(reference=reference)
-    for chunk in chunks:
-        for sentence in p.feed(chunk):
-            yield from a.push(sentence)
-    # A log may end without a line terminator after its last sentence.
-    for sentence in p.feed(b"\n"):
-        yield from a.push(sentence)
-    yield from a.flush()
+    pipeline = GnssPipeline(
+        filter,
+        reference=reference,
+        comments=True,
+        parser=parser,
+        assembler=assembler,
+    )
+    for outcome in outcomes(chunks, pipeline):
+        if outcome.kept:
+            yield outcome.fix
 
 
 def _line_bytes(lines: Iterable[str | bytes]) -> Iterator[bytes]:
@@ -64,10 +77,11 @@ def fixes_from_lines(
     reference: datetime | None = None,
     parser: NmeaStreamParser | None = None,
     assembler: FixAssembler | None = None,
+    filter: FilterConfig = REPLAY_FILTER,
 ) -> Iterator[Fix]:
-    """The fixes of an NMEA log given as lines (``#`` comment lines are skipped)."""
+    """The kept fixes of an NMEA log given as lines (``#`` comment lines are skipped)."""
     return fixes_from_bytes(
-        _line_bytes(lines), reference=reference, parser=parser, assembler=assembler
+        _line_bytes(lines), reference=reference, parser=parser, assembler=assembler, filter=filter
     )
 
 

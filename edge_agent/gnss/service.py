@@ -1,9 +1,12 @@
-"""The GNSS service: source → parser → fix assembly → filters → adaptive reporting → outbox.
+"""The GNSS service: a device (``edge_agent.drivers``) → ``GnssPipeline`` → outbox.
 
-``GnssService(config, sink, health, clock).run()`` runs until cancelled and never raises on
-device trouble: an unopenable or unplugged device, a dropped connection or a receiver at a
-baud rate nobody configured is logged once (as a health transition), and the source is
-reopened after a capped exponential backoff with full jitter.
+The pipeline (parser → fix assembly → filters → adaptive reporting) is the one the replays run;
+this module is its I/O: it reads the source URL's driver, feeds the pipeline, publishes kept
+fixes and emits the pings. ``GnssService(config, sink, health, clock).run()`` runs until
+cancelled and never raises on device trouble: an unopenable or unplugged device, a dropped
+connection or a receiver at a baud rate nobody configured is logged once (as a health
+transition, ``drivers.supervise``), and the source is reopened after a capped exponential
+backoff with full jitter.
 
 Health of component ``gnss`` (``HealthRegistry``):
 
@@ -33,25 +36,36 @@ from datetime import datetime
 from typing import Any
 
 from edge_agent.clock import Clock
-from edge_agent.gnss.assembler import FixAssembler
+from edge_agent.drivers.base import ByteSource, SourceError
+from edge_agent.drivers.gpsd import GpsdSource
+from edge_agent.drivers.sources import make_byte_source
+from edge_agent.drivers.supervise import Attempt, supervise
+from edge_agent.drivers.url import DeviceUrl
+from edge_agent.gnss.baud import BaudProbe, complete_sentence, epoch_key
 from edge_agent.gnss.config import GnssConfig
-from edge_agent.gnss.filters import AdaptiveReporter, FixFilter
 from edge_agent.gnss.fix import Fix
-from edge_agent.gnss.gpsd_json import WATCH_COMMAND, fix_from_report
-from edge_agent.gnss.nmea import NmeaStreamParser
-from edge_agent.gnss.source_url import SourceSpec
-from edge_agent.gnss.sources import ByteSource, SourceError, make_source
-from edge_agent.platform.backoff import backoff_delay
+from edge_agent.gnss.pipeline import GnssPipeline, Outcome
 from edge_agent.platform.health import HealthRegistry
 from edge_agent.sink import EventSink
 
-__all__ = ["COMPONENT", "FixSubscription", "GnssService"]
+__all__ = ["COMPONENT", "FixSubscription", "GnssService", "make_source"]
 
 log = logging.getLogger(__name__)
 
 COMPONENT = "gnss"
 _TICK = 0.5  # how often a quiet source is checked (watchdog, flushing a pending epoch)
 _STATUS_EVERY = 1.0
+
+
+def make_source(spec: DeviceUrl, config: GnssConfig) -> ByteSource:
+    """The byte source of a GNSS URL: NMEA baud detection, receiver init, epoch pacing."""
+    return make_byte_source(
+        spec,
+        bauds=config.bauds,
+        probe=BaudProbe,
+        init=[complete_sentence(x) for x in config.init],
+        epoch_key=epoch_key,
+    )
 
 
 class FixSubscription:
@@ -97,31 +111,40 @@ class GnssService:
         *,
         monotonic: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
-        source_factory: Callable[[SourceSpec], ByteSource] | None = None,
+        source_factory: Callable[[DeviceUrl], ByteSource] | None = None,
     ) -> None:
         self.config = config
         self.sink = sink
         self.health = health
         self.clock = clock
         self.spec = config.spec
-        self.filter = FixFilter(config.filter)
-        self.reporter = AdaptiveReporter(config.report)
+        self.pipeline = GnssPipeline(
+            config.filter,
+            config.report,
+            clock=self._trusted_now,
+            max_sentence=config.max_sentence,
+            require_checksum=config.require_checksum,
+            comments=self.spec.kind == "file",
+        )
         self.latest: Fix | None = None
         self.kept = 0
         self._mono = monotonic
         self._rand = rand
-        self._factory = source_factory or (
-            lambda spec: make_source(spec, bauds=config.bauds, init=config.init)
-        )
+        self._factory = source_factory or (lambda spec: make_source(spec, config))
         self._listeners: list[Callable[[Fix], None]] = []
         self._subscriptions: set[FixSubscription] = set()
         self._last_sentence = 0.0
         self._last_kept = 0.0
         self._status_at = float("-inf")
         self._counted: dict[str, int] = {}
-        self._productive = False
         self._connected_at = 0.0
         self.ended = asyncio.Event()
+
+    def _trusted_now(self) -> datetime | None:
+        # Age is judged only against a synchronised system clock: a clock carried forward
+        # from earlier fixes would judge a fix against itself.
+        now, source = self.clock.now()
+        return now if source == "ntp" else None
 
     # -- consumers -----------------------------------------------------------------------
 
@@ -140,43 +163,27 @@ class GnssService:
 
     async def run(self) -> None:
         """Read the source until cancelled, reopening it after device errors."""
-        attempt = 0
-        while True:
-            self._productive = False
-            try:
-                await self._session()
-            except SourceError as exc:
-                self._set_state("disconnected", source=self.spec.describe(), error=str(exc))
-            except (OSError, ValueError, RuntimeError) as exc:
-                # Not expected from a source, but a device must never take the agent down.
-                log.exception("gnss: unexpected error from %s", self.spec.describe())
-                self._set_state("disconnected", source=self.spec.describe(), error=repr(exc))
-            if self.spec.kind == "file" and self.ended.is_set():
-                await asyncio.Event().wait()  # a replay that ended: idle until cancelled
-            # A source that delivered sentences before failing is retried promptly.
-            attempt = 0 if self._productive else attempt + 1
-            delay = backoff_delay(
-                max(0, attempt - 1), cap=self.config.reconnect_max, rand=self._rand
-            )
-            await asyncio.sleep(delay)
+        await supervise(
+            self._session,
+            health=self.health,
+            component=COMPONENT,
+            name=self.spec.describe(),
+            cap=self.config.reconnect_max,
+            rand=self._rand,
+        )
+        await asyncio.Event().wait()  # a replay that ended: idle until cancelled
 
-    async def _session(self) -> None:
-        """One open-read-close of the source (``_productive``: it delivered sentences)."""
+    async def _session(self, attempt: Attempt) -> None:
+        """One open-read-close of the source; returns only when a file replay ended."""
+        self.pipeline.restart()
         if self.spec.kind == "gpsd":
-            await self._gpsd_session()
+            await self._gpsd_session(attempt)
             return
         source = self._factory(self.spec)
         await source.open()
         self._set_state("connected", source=source.name)
-        self._connected_at = self._mono()
-        parser = NmeaStreamParser(
-            max_length=self.config.max_sentence,
-            require_checksum=self.config.require_checksum,
-            comments=self.spec.kind == "file",
-        )
-        assembler = FixAssembler()
-        self._counted = {}
-        self._last_sentence = self._mono()
+        self._connected_at = self._last_sentence = self._mono()
+        pipeline = self.pipeline
         try:
             while True:
                 try:
@@ -184,77 +191,62 @@ class GnssService:
                 except TimeoutError:
                     data = None
                 if data == b"":
-                    for fix in assembler.flush():
-                        await self.process(fix)
-                    self._count_parser(parser)
+                    await self._handle(pipeline.flush())
+                    self._count_parser()
                     self._set_state("idle", source=source.name, ended=True, fixes=self.kept)
                     self.ended.set()
                     return
                 if data:
-                    sentences = parser.feed(data)
-                    if sentences:
-                        self._productive = True
+                    sentences = pipeline.parser.stats.sentences
+                    outcomes = pipeline.feed(data)
+                    if pipeline.parser.stats.sentences != sentences:
+                        attempt.productive = True
                         self._last_sentence = self._mono()
-                    for sentence in sentences:
-                        for fix in assembler.push(sentence):
-                            await self.process(fix)
+                    await self._handle(outcomes)
                 else:
-                    # Quiet: the epoch in progress is complete as far as anyone will know.
-                    for fix in assembler.flush():
-                        await self.process(fix)
-                self._count_parser(parser)
+                    await self._handle(pipeline.flush())
+                self._count_parser()
                 self._watch(source.name)
         finally:
             source.close()
 
-    async def _gpsd_session(self) -> None:
-        spec = self.spec
-        name = spec.describe()
+    async def _gpsd_session(self, attempt: Attempt) -> None:
+        source = GpsdSource(self.spec.host, self.spec.port)
+        await source.open()
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(spec.host, spec.port), 5.0
-            )
-        except (OSError, TimeoutError) as exc:
-            raise SourceError(name, f"cannot connect: {exc or 'timeout'}") from exc
-        last_time: datetime | None = None
-        self._last_sentence = self._mono()
-        try:
-            writer.write(WATCH_COMMAND)
-            await writer.drain()
-            self._set_state("connected", source=name)
-            self._connected_at = self._mono()
+            self._set_state("connected", source=source.name)
+            self._connected_at = self._last_sentence = self._mono()
             while True:
                 try:
-                    line = await asyncio.wait_for(reader.readline(), _TICK)
+                    report = await asyncio.wait_for(source.read(), _TICK)
                 except TimeoutError:
-                    line = None
-                except (OSError, ValueError) as exc:
-                    raise SourceError(name, f"read failed: {exc}") from exc
-                if line == b"":
-                    raise SourceError(name, "gpsd closed the connection")
-                if line:
-                    self._productive = True
+                    report = None
+                if report is not None:
+                    attempt.productive = True
                     self._last_sentence = self._mono()
-                    fix = fix_from_report(line)
-                    # gpsd may report one epoch more than once: keep the first.
-                    if fix is not None and fix.time != last_time:
-                        last_time = fix.time
-                        await self.process(fix)
-                self._watch(name)
+                    outcome = self.pipeline.push_report(report)
+                    if outcome is not None:
+                        await self._handle([outcome])
+                self._watch(source.name)
         finally:
-            writer.close()
+            source.close()
 
     # -- per fix ---------------------------------------------------------------------------
 
     async def process(self, fix: Fix) -> str | None:
         """Filter, publish and maybe report one assembled fix; returns the drop reason."""
-        now, source = self.clock.now()
-        # Age is judged only against a synchronised system clock: a clock carried forward
-        # from earlier fixes would judge a fix against itself.
-        reason = self.filter.check(fix, now if source == "ntp" else None)
-        if reason is not None:
-            self.health.count(COMPONENT, f"dropped_{reason}")
-            return reason
+        outcome = self.pipeline.push_fix(fix)
+        await self._handle([outcome])
+        return outcome.dropped
+
+    async def _handle(self, outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:
+            if outcome.dropped is not None:
+                self.health.count(COMPONENT, f"dropped_{outcome.dropped}")
+            else:
+                await self._kept(outcome.fix, outcome.report)
+
+    async def _kept(self, fix: Fix, report: str | None) -> None:
         self.clock.observe_gnss(fix.time)
         self.latest = fix
         self.kept += 1
@@ -266,16 +258,15 @@ class GnssService:
                 log.exception("gnss: a fix listener failed")
         for sub in list(self._subscriptions):
             sub._put(fix)
-        why = self.reporter.step(fix)
-        if why is not None:
-            self.health.count(COMPONENT, f"reported_{why}")
-            try:
-                await self.sink.emit("gnss.fix", fix.event_data(), ts=fix.time, clock="gnss")
-            except Exception as exc:
-                # The outbox refuses low-value events when full (DESIGN §3.4): count, go on.
-                self.health.count(COMPONENT, "emit_failed")
-                self._set_state("ok", emit_error=str(exc))
-        return None
+        if report is None:
+            return
+        self.health.count(COMPONENT, f"reported_{report}")
+        try:
+            await self.sink.emit("gnss.fix", fix.event_data(), ts=fix.time, clock="gnss")
+        except Exception as exc:
+            # The outbox refuses low-value events when full (DESIGN §3.4): count, go on.
+            self.health.count(COMPONENT, "emit_failed")
+            self._set_state("ok", emit_error=str(exc))
 
     # -- health ----------------------------------------------------------------------------
 
@@ -304,8 +295,8 @@ class GnssService:
         elif now - max(self._last_kept, self._connected_at) >= watchdog:
             self._set_state("no_fix", **detail)
 
-    def _count_parser(self, parser: NmeaStreamParser) -> None:
-        for key, value in parser.stats.as_dict().items():
+    def _count_parser(self) -> None:
+        for key, value in self.pipeline.parser.stats.as_dict().items():
             if key == "sentences":
                 continue
             delta = value - self._counted.get(key, 0)

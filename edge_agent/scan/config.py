@@ -13,8 +13,9 @@ Example (defaults shown; ``cameras`` and ``scanners`` may each be empty)::
           reconnect_max: 30s      # reopen backoff cap after a failure
       scanners:
         - id: hand-1
-          kind: serial            # serial (a serial path or socket://host:port) or evdev
-          source: /dev/ttyACM0    # evdev: /dev/input/by-id/...-event-kbd
+          kind: serial            # serial (a serial path, serial:// or socket://host:port) or
+                                  # evdev (every path is then a keyboard)
+          source: /dev/ttyACM0    # evdev: /dev/input/by-id/...-event-kbd or evdev://...
           baud: 9600
           prefix: ""              # stripped from every code when present
           suffix: "\\r"           # ends a code (the scanner's terminator)
@@ -25,11 +26,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edge_agent.drivers.url import DeviceKind, parse_device_url
 from edge_agent.platform.units import Duration
 
-__all__ = ["CameraConfig", "ScanConfig", "ScannerConfig"]
+__all__ = ["SCANNER_KINDS", "CameraConfig", "ScanConfig", "ScannerConfig"]
+
+SCANNER_KINDS: tuple[DeviceKind, ...] = ("serial", "socket", "evdev")
+"""The device URLs a text scanner may be (``edge_agent.drivers.url``)."""
 
 
 class _Section(BaseModel):
@@ -64,6 +69,12 @@ class ScannerConfig(_Section):
         if not v:
             raise ValueError("suffix must not be empty: it is what ends a code")
         return v
+
+    @model_validator(mode="after")
+    def _source_is_a_scanner(self) -> ScannerConfig:
+        # the device URL is checked here so a bad one is a config error with its line
+        parse_device_url(self.source, allowed=SCANNER_KINDS, path_kind=self.kind)
+        return self
 
 
 class ScanConfig(_Section):

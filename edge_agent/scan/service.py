@@ -26,6 +26,7 @@ from edge_agent.scan.config import CameraConfig, ScanConfig
 from edge_agent.scan.dedup import Deduper
 from edge_agent.scan.engine import DecodeEngine
 from edge_agent.scan.events import Read, scan_event
+from edge_agent.scan.scanners import run_scanner
 from edge_agent.sink import EventSink
 
 __all__ = ["ScanService"]
@@ -65,9 +66,9 @@ class ScanService:
             for cam in self.config.cameras:
                 tg.create_task(self._run_camera(cam), name=f"scan:{cam.id}")
             for scanner in self.config.scanners:
-                from edge_agent.scan.scanners import run_scanner
-
-                tg.create_task(run_scanner(self, scanner), name=f"scan:{scanner.id}")
+                tg.create_task(
+                    run_scanner(scanner, self.submit, self.health), name=f"scan:{scanner.id}"
+                )
 
     async def submit(self, read: Read) -> bool:
         """Dedup one read and emit it as a ``scan`` event if new; True if emitted."""
