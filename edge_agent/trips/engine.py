@@ -37,7 +37,7 @@ from typing import Any
 
 from edge_agent.gnss.fix import Fix
 from edge_agent.trips.config import TripsConfig
-from edge_agent.trips.motion import MotionParams, MotionState, motion_step
+from edge_agent.trips.motion import MotionChange, MotionParams, MotionState, motion_step
 from edge_agent.trips.segment import STILL_GAP_S, FixPoint, Mark, Move
 from edge_agent.trips.tracker import (
     ENTERED,
@@ -170,7 +170,7 @@ class TripEngine:
         now = FixPoint(t, x, y, fix.lat, fix.lon, fix.speed_mps)
         state.fixes += 1
         step = _Step(state, t, [])
-        mev = motion_step(state.motion, self.params.motion, t, x, y, now.lat, now.lon, now.speed)
+        mev = motion_step(state.motion, self.params.motion, now)
         if last is None:
             self._first_sight(state, self.zones.near(x, y), now)
         else:
@@ -348,10 +348,7 @@ class TripEngine:
             data.update(extra)
         return TripEvent(type_, at.t, ref, data)
 
-    def _motion_event(
-        self, state: EngineState, mev: tuple[str, float, float, float, float]
-    ) -> TripEvent:
-        type_, t, lat, lon, stopped_s = mev
+    def _motion_event(self, state: EngineState, mev: MotionChange) -> TripEvent:
         where: Zone | None = None
         for i, tr in state.tracks.items():
             z = self.zones.zones[i]
@@ -359,8 +356,8 @@ class TripEngine:
                 where = z
                 if z.kind == "stop":
                     break
-        extra = {"stopped_s": round(stopped_s, 3)} if type_ == "trip.moving" else None
-        return self._event(type_, Mark(t, lat, lon), where, extra)
+        extra = {"stopped_s": round(mev.stopped_s, 3)} if mev.type == "trip.moving" else None
+        return self._event(mev.type, mev.at, where, extra)
 
     # ---------------------------------------------------------------- persistence
 

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
-__all__ = ["MotionParams", "MotionState", "motion_step"]
+from edge_agent.trips.segment import FixPoint, Mark
+
+__all__ = ["MotionChange", "MotionParams", "MotionState", "motion_step"]
 
 DERIVED_SPAN_S = 10.0
 
@@ -64,9 +66,19 @@ class MotionState:
         return cls(**known)
 
 
-def _speed(ms: MotionState, t: float, x: float, y: float, speed: float | None) -> float | None:
-    if speed is not None:
-        return speed
+class MotionChange(NamedTuple):
+    """A confirmed transition: ``trip.stopped`` or ``trip.moving``, from the start of the run
+    that confirmed it, and (for ``trip.moving``) how long the van had been stopped."""
+
+    type: str
+    at: Mark
+    stopped_s: float
+
+
+def _speed(ms: MotionState, now: FixPoint) -> float | None:
+    if now.speed is not None:
+        return now.speed
+    t, x, y = now.t, now.x, now.y
     if ms.ref_t is None or t < ms.ref_t:
         ms.ref_t, ms.ref_x, ms.ref_y = t, x, y
         return ms.derived
@@ -77,23 +89,11 @@ def _speed(ms: MotionState, t: float, x: float, y: float, speed: float | None) -
     return ms.derived
 
 
-def motion_step(
-    ms: MotionState,
-    p: MotionParams,
-    t: float,
-    x: float,
-    y: float,
-    lat: float,
-    lon: float,
-    speed: float | None,
-) -> tuple[str, float, float, float, float] | None:
-    """Advance the detector by one fix (updates ``ms`` in place).
-
-    Returns ``(type, ts, lat, lon, stopped_s)`` when a transition is confirmed, where type is
-    ``trip.stopped`` or ``trip.moving``, ts the start of the confirming run and ``stopped_s``
-    how long the van had been stopped (for ``trip.moving``; 0 otherwise); None otherwise.
-    """
-    v = _speed(ms, t, x, y, speed)
+def motion_step(ms: MotionState, p: MotionParams, now: FixPoint) -> MotionChange | None:
+    """Advance the detector by one fix (updates ``ms`` in place); the transition it confirmed,
+    if any."""
+    t, lat, lon = now.t, now.lat, now.lon
+    v = _speed(ms, now)
     if v is None:
         return None
     if v <= p.stop_speed:
@@ -117,7 +117,7 @@ def motion_step(
         silent = ms.state == "unknown"
         ms.state, ms.since = "stopped", ms.slow_t
         if not silent:
-            return ("trip.stopped", ms.slow_t, ms.slow_lat, ms.slow_lon, 0.0)
+            return MotionChange("trip.stopped", Mark(ms.slow_t, ms.slow_lat, ms.slow_lon), 0.0)
     elif (
         ms.state != "moving"
         and ms.fast_t is not None
@@ -128,5 +128,6 @@ def motion_step(
         stopped_s = ms.fast_t - ms.since if ms.state == "stopped" else 0.0
         ms.state, ms.since = "moving", ms.fast_t
         if not silent:
-            return ("trip.moving", ms.fast_t, ms.fast_lat, ms.fast_lon, max(0.0, stopped_s))
+            at = Mark(ms.fast_t, ms.fast_lat, ms.fast_lon)
+            return MotionChange("trip.moving", at, max(0.0, stopped_s))
     return None

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from edge_agent.trips.zones import Zone
+if TYPE_CHECKING:
+    from edge_agent.trips.zones import Zone
 
 __all__ = ["STILL_GAP_S", "FixPoint", "Mark", "Move"]
 
