@@ -16,6 +16,7 @@ from edge_agent.gnss.pipeline import GnssPipeline
 from edge_agent.gnss.replay import fixes_from_bytes, replay_main
 from edge_agent.gnss.service import GnssService
 from edge_agent.platform.health import HealthRegistry
+from edge_agent.wire.envelope import format_ts
 from simulators.nmea_out import fix_to_nmea
 from tests.harness import Running
 from tests.test_gnss_service import DEADLINE, RecordingSink
@@ -51,7 +52,7 @@ async def test_the_service_keeps_and_reports_what_the_pipeline_does(tmp_path: Pa
     pipeline = GnssPipeline(cfg.filter, cfg.report)
     outcomes = [*pipeline.feed(log_bytes()), *pipeline.end()]
     assert kept == [o.fix for o in outcomes if o.kept]
-    assert [e[2] for e in sink.events] == [o.fix.time for o in outcomes if o.report]
+    assert [e["ts"] for e in sink.events] == [format_ts(o.fix.time) for o in outcomes if o.report]
     dropped = {o.dropped for o in outcomes} - {None}
     assert dropped == {"null_island", "hdop", "jump"}
     counters = health.counters("gnss")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,8 +29,8 @@ from edge_agent.gnss.replay import fixes_from_bytes
 from edge_agent.gnss.service import GnssService, make_source
 from edge_agent.outbox import Outbox
 from edge_agent.platform.health import HealthRegistry
-from edge_agent.recorder import OutboxSink
-from edge_agent.sink import Accepted
+from edge_agent.recorder import MemorySink, OutboxSink
+from edge_agent.wire.envelope import format_ts
 from simulators.gnss import Driver, GnssSimulator, PtyPort, TcpPort, Waypoint, run_simulation
 from simulators.nmea_out import fix_to_nmea
 from tests.harness import Running as RunningService
@@ -208,21 +208,19 @@ async def test_unopenable_device_backs_off_and_never_raises(tmp_path: Path) -> N
     health = HealthRegistry()
     clock = unsynced_clock()
 
-    class NoSink:
-        async def emit(self, *a: Any, **k: Any) -> Accepted:
-            raise AssertionError("nothing to emit without a device")
-
     attempts: list[float] = []
 
     def rand() -> float:
         attempts.append(time.monotonic())
         return 0.0  # no wait between attempts: the test counts them
 
-    svc = GnssService(config(str(tmp_path / "ttyMissing")), NoSink(), health, clock, rand=rand)
+    sink = MemorySink(clock)
+    svc = GnssService(config(str(tmp_path / "ttyMissing")), sink, health, clock, rand=rand)
     async with Running(svc):
         await until(lambda: len(attempts) >= 3, "three reopen attempts")
         assert health.state("gnss") == "disconnected"
         assert "cannot open" in health.snapshot()["gnss"]["error"]
+    assert sink.events == []  # nothing to emit without a device
 
 
 async def gpsd_replay_server(lines: list[bytes]) -> tuple[asyncio.Server, int]:
@@ -263,26 +261,12 @@ async def test_gpsd_source_reads_tpv_reports(outbox: Outbox) -> None:
     assert len({f.time for f in fixes}) == len(expected) == 59
 
 
-class RecordingSink:
-    """Collects events; used where the test is about the service's decisions, not storage."""
+class RecordingSink(MemorySink):
+    """The in-memory sink of replays and tests (the outbox's checks, no file), used where the
+    test is about the service's decisions, not storage; ``fail``: refused as by a full outbox."""
 
     def __init__(self, fail: bool = False) -> None:
-        self.events: list[tuple[str, Mapping[str, Any], datetime | None, str | None]] = []
-        self.fail = fail
-
-    async def emit(
-        self,
-        type_: str,
-        data: Mapping[str, Any],
-        *,
-        ts: datetime | None = None,
-        ref: Mapping[str, Any] | None = None,
-        clock: str | None = None,
-    ) -> Accepted:
-        if self.fail:
-            raise RuntimeError("outbox full: low-value event refused")
-        self.events.append((type_, data, ts, clock))
-        return Accepted(str(len(self.events)), len(self.events))
+        super().__init__(unsynced_clock(), capacity=0 if fail else None)
 
 
 def fix_at(seconds: float, north_m: float = 0.0) -> Fix:
@@ -344,9 +328,9 @@ async def test_reported_pings_carry_gnss_time_and_clock() -> None:
     clock = unsynced_clock()
     svc = GnssService(config("socket://127.0.0.1:9"), sink, health, clock)
     await svc.process(fix_at(0))
-    ((type_, data, ts, source),) = sink.events
-    assert (type_, ts, source) == ("gnss.fix", fix_at(0).time, "gnss")
-    assert data == fix_at(0).event_data()
+    (env,) = sink.events
+    assert (env["type"], env["ts"], env["clock"]) == ("gnss.fix", format_ts(fix_at(0).time), "gnss")
+    assert env["data"] == fix_at(0).event_data()
     assert clock.now()[1] == "gnss"  # the kept fix now carries event times
 
 
