@@ -64,7 +64,7 @@ from edge_agent.platform.sqlite import (
     prepare_private,
     schema_version,
 )
-from edge_agent.sink import Accepted
+from edge_agent.sink import Accepted, EventRefused
 from edge_agent.wire.envelope import (
     encode_checked,
     encode_envelope,
@@ -143,11 +143,11 @@ class OutboxSchemaError(OutboxError):
     """The file was written by a newer agent: it is left untouched and the agent stops."""
 
 
-class EventTooLarge(OutboxError):
+class EventTooLarge(OutboxError, EventRefused):
     """An event whose envelope would not fit in one batch on the wire (256 KiB)."""
 
 
-class IdConflict(OutboxError):
+class IdConflict(OutboxError, EventRefused):
     """A client id accepted before with a different event: refused (HTTP 409), nothing stored."""
 
 

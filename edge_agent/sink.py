@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-__all__ = ["Accepted", "EventSink"]
+__all__ = ["Accepted", "EventRefused", "EventSink"]
+
+
+class EventRefused(Exception):
+    """Mixed into a sink's errors that refuse one event for good (too large for the wire, a
+    client id already taken by another event): a producer drops that event and goes on instead
+    of retrying it with everything else waiting behind it. Invalid events (``EnvelopeError``)
+    are refused for good too."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ import pytest
 
 from edge_agent.clock import Clock
 from edge_agent.gnss.fix import Fix
-from edge_agent.outbox import Outbox
+from edge_agent.outbox import IdConflict, Outbox
 from edge_agent.platform.health import HealthRegistry
 from edge_agent.recorder import MemorySink, OutboxSink
 from edge_agent.sink import Accepted, EventSink
@@ -257,6 +257,44 @@ async def test_a_failing_outbox_is_retried_with_backoff_and_nothing_is_lost(
     assert health.counters("trips")["emit-failed"] == 4
     assert delays == sorted(delays) and len(delays) == 4  # growing, capped backoff
     assert health.state("trips") == "ok"
+
+
+class RefusingSink(FlakySink):
+    """The real outbox sink, but the first event is refused for good (an id already taken by
+    another event): the trips service must drop it, never hold every later event behind it."""
+
+    async def emit(
+        self,
+        type_: str,
+        data: Mapping[str, Any],
+        *,
+        ts: datetime | None = None,
+        ref: Mapping[str, Any] | None = None,
+        clock: str | None = None,
+        event_id: str | None = None,
+    ) -> Accepted:
+        if self.failures:
+            self.failures -= 1
+            raise IdConflict(f"id {event_id!r} was accepted before for another event")
+        return await self.inner.emit(type_, data, ts=ts, ref=ref, clock=clock, event_id=event_id)
+
+
+async def test_an_event_refused_for_good_is_dropped_and_the_rest_go_on(
+    tmp_path: Path, outbox: Outbox, van: VanRun
+) -> None:
+    health = HealthRegistry()
+    service = TripService(
+        TripsConfig(reorder_window=0.0),
+        RefusingSink(OutboxSink(outbox, Clock("system")), failures=1),
+        health,
+        Clock("system"),
+    )
+    async with Running(service):
+        await service.on_manifest(json.dumps(van.scenario.manifest).encode())
+        await feed(service, van.fixes)
+    assert len(await trip_events(outbox)) == len(expected_events(van, TripsConfig())) - 1
+    assert health.counters("trips")["event-invalid"] == 1
+    assert "emit-failed" not in health.counters("trips")
 
 
 async def test_an_unreadable_state_file_is_moved_aside(

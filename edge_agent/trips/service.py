@@ -34,7 +34,7 @@ from typing import Any
 from edge_agent.clock import Clock
 from edge_agent.gnss.fix import Fix
 from edge_agent.platform.health import HealthRegistry
-from edge_agent.sink import EventSink
+from edge_agent.sink import EventRefused, EventSink
 from edge_agent.trips.config import TripsConfig
 from edge_agent.trips.engine import EngineParams, EngineState, TripEngine, TripEvent
 from edge_agent.trips.layout import build_zones
@@ -268,9 +268,10 @@ class TripService:
             item = self.pending[0]
             try:
                 await self._emit_one(item)
-            except EnvelopeError as exc:
-                # a bug, not a condition: retrying would not help
-                log.warning("trips: dropping an invalid %s event: %s", item.get("type"), exc)
+            except (EnvelopeError, EventRefused) as exc:
+                # refused for good (invalid, too large, an id taken): retrying would not help,
+                # and every later trip event would wait behind it
+                log.warning("trips: dropping a refused %s event: %s", item.get("type"), exc)
                 self._health.count(COMPONENT, "event-invalid")
                 self.pending.pop(0)
                 continue
