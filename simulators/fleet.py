@@ -40,10 +40,7 @@ from simulators.scoring import score
 from simulators.van import VanRun, run_van
 from simulators.world import START, fleet_scenarios
 
-# Only ``main`` belongs here. The other names are still imported from this module by
-# tests/test_trips_replay.py, tests/test_trips_service.py and benchmarks/bench_trips.py; they
-# live in simulators.world, simulators.van, simulators.nmea_out and simulators.scoring.
-__all__ = ["VanRun", "fleet_scenarios", "main", "nmea_lines", "run_van", "score"]
+__all__ = ["main"]
 
 
 def _write_van(out: Path, run: VanRun) -> dict[str, Any]:

@@ -21,7 +21,10 @@ from edge_agent.trips.manifest import parse_manifest
 from edge_agent.trips.reorder import FixOrder
 from edge_agent.trips.replay import replay_main
 from edge_agent.wire.envelope import parse_ts
-from simulators.fleet import fleet_scenarios, nmea_lines, run_van, score
+from simulators.nmea_out import nmea_lines
+from simulators.scoring import score
+from simulators.van import run_van
+from simulators.world import fleet_scenarios
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BT451 = FIXTURES / "gpsd-nmea" / "bt451.log"  # see fixtures/gpsd-nmea/README.md (BSD, GPSD)

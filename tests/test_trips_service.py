@@ -24,7 +24,8 @@ from edge_agent.trips.layout import build_zones
 from edge_agent.trips.manifest import parse_manifest
 from edge_agent.trips.service import TripService
 from edge_agent.wire.envelope import validate_envelope
-from simulators.fleet import VanRun, fleet_scenarios, run_van
+from simulators.van import VanRun, run_van
+from simulators.world import fleet_scenarios
 from tests.harness import Running
 
 DEADLINE_S = 30.0
