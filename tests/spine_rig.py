@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import sqlite3
 import threading
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 
 import paho.mqtt.client as paho
 from aiohttp import web
+from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.api import build_app
 from edge_agent.clock import Clock
@@ -107,6 +109,11 @@ class Rig:
     def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         exc = context.get("exception")
         where = context.get("future") or context.get("task") or context.get("handle")
+        if isinstance(exc, OSError) and exc.errno == errno.EBADF and "add_writer" in repr(where):
+            # paho asks (from its thread) to watch a socket that aiomqtt closed meanwhile, when
+            # the broker dies during a publish: third-party noise, nothing is lost or left open
+            loop.default_exception_handler(context)
+            return
         self.loop_errors.append(f"{context.get('message')}: {exc!r} ({where!r:.200})")
         loop.default_exception_handler(context)
 
@@ -409,7 +416,7 @@ class Rig:
 
     def publish_retained(self, topic: str, payload: bytes) -> None:
         """Publish a retained QoS 1 message as some other client would (a forger, a stale hub)."""
-        client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
         client.connect("127.0.0.1", self.broker.port)
         client.loop_start()
         try:

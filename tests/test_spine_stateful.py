@@ -191,7 +191,7 @@ class SpineMachine(RuleBasedStateMachine):
         self.max_handed = 0
         self.relocated: dict[str, int] = {}
         self.file_epoch = 0
-        self.forged_ack = False
+        self.ack_forged = False
         self.counter = 0
         self.trace: list[str] = []
         self.rig.on_rebase = self._on_rebase
@@ -475,7 +475,7 @@ class SpineMachine(RuleBasedStateMachine):
             "junk": "seven",
         }[kind]
         if isinstance(value, int) and value > self.rig.watermark():
-            self.forged_ack = True
+            self.ack_forged = True
         self.rig.publish_retained(self.rig.ack_topic(), json.dumps({"seq": value}).encode())
 
     @precondition(lambda self: self.broker.proc is not None)
@@ -510,7 +510,7 @@ class SpineMachine(RuleBasedStateMachine):
         with self.lock:
             for row in rows:
                 self._check_row(row)
-            forged = self.forged_ack
+            forged = self.ack_forged
         if not forged:
             assert acked <= wm, f"the agent took an ack of {acked}, the hub's watermark is {wm}"
 
