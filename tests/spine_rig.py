@@ -45,6 +45,8 @@ __all__ = ["DEVICE", "FLEET", "Limits", "Rig", "TimelineRow"]
 
 FLEET = "acme"
 DEVICE = "van-9"
+STOP_S = 10.0
+"""How long a cancelled uplink may take to end (it says offline first, within 2 s)."""
 T = TypeVar("T")
 
 
@@ -248,15 +250,23 @@ class Rig:
     async def _stop_agent(self, crash: bool) -> None:
         outbox = self.outbox
         assert outbox is not None
-        task = self._uplink_task
+        task, self._uplink_task = self._uplink_task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait([task], timeout=STOP_S)
+            if not task.done():
+                # a stop that never finishes: a van switched off must stop within seconds
+                frames = "; ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in task.get_stack())
+                self._uplink_task = task
+                raise AssertionError(
+                    f"the uplink did not stop within {STOP_S:.0f}s of being cancelled"
+                    f" (cancelling={task.cancelling()}, at {frames})"
+                )
             if not task.cancelled() and task.exception() is not None:
                 raise AssertionError(f"the uplink died: {task.exception()!r}")
-        if self._runner is not None:
-            await self._runner.cleanup()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
         if crash:
             # what a kill leaves: committed transactions only. The outbox's own private parts
             # are reached on purpose: there is no public way to drop an object without closing
@@ -270,7 +280,6 @@ class Rig:
         else:
             await outbox.close()
         self.outbox = self.uplink = self.health = None
-        self._uplink_task = self._runner = None
 
     def uplink_alive(self) -> str | None:
         """None while the uplink task runs; else why it ended (it must never end by itself)."""

@@ -82,8 +82,8 @@ LIFECYCLE_TYPES = frozenset({"outbox.evicted", "device.health"})
 
 _EXAMPLES = int(os.environ.get("LM_SPINE_EXAMPLES", "0"))
 SETTINGS = settings(
-    max_examples=_EXAMPLES or 8,
-    stateful_step_count=18,
+    max_examples=_EXAMPLES or 30,
+    stateful_step_count=20,
     deadline=None,
     derandomize=not _EXAMPLES,
     database=None,
