@@ -52,6 +52,7 @@ _EVENT_KEYS = frozenset({"type", "data", "ts", "ref", "id"})
 _ID_MAX = 128
 _ID_BAD = re.compile(r"[^!-~]")  # an id is printable ASCII without spaces
 _TYPE_MAX = 128
+_AGENT_ONLY = ("outbox.",)
 _LINGER_S = 1.0
 
 
@@ -68,6 +69,9 @@ def _one(clock: Clock, obj: Any, where: str, now: tuple[str, str]) -> Draft:
         raise EnvelopeError(
             f"{where}.type".lstrip("."), f"missing or not a string of 1 to {_TYPE_MAX} characters"
         )
+    if type_.startswith(_AGENT_ONLY):
+        # the outbox's own notices account for seqs at the hub: no client may send one
+        raise EnvelopeError(f"{where}.type".lstrip("."), f"{type_!r} is the agent's own")
     if "data" not in obj:
         raise EnvelopeError(f"{where}.data".lstrip("."), "missing")
     event_id = obj.get("id")

@@ -322,6 +322,7 @@ class Outbox:
         self.sync_check_bytes = SYNC_CHECK_BYTES
         self._checked = False
         self._check_task: asyncio.Task[None] | None = None
+        self._recovering = False
         self._wall = wall
         self._db: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
@@ -435,7 +436,11 @@ class Outbox:
             with contextlib.suppress(Exception):
                 await con.close()
         if failure is not None:
-            await self._recover_live(failure)
+            self._recovering = True  # close() waits for the recovery instead of cutting it
+            try:
+                await asyncio.shield(self._recover_live(failure))
+            finally:
+                self._recovering = False
             return
         self._checked = True
         log.info("outbox %s: integrity check passed", self.path)
@@ -627,10 +632,12 @@ class Outbox:
 
     async def _restart_seqs(self, next_seq: int, acked: int) -> None:
         db = self._require_db()
-        await db.execute("BEGIN IMMEDIATE")
-        await db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (next_seq,))
-        await db.execute("UPDATE meta SET value=? WHERE key='acked'", (acked,))
-        await db.execute("COMMIT")
+        # one statement, its own transaction: nothing is left open if a cancel lands mid-way
+        await db.execute(
+            "UPDATE meta SET value = CASE key WHEN 'next_seq' THEN ? ELSE ? END"
+            " WHERE key IN ('next_seq', 'acked')",
+            (next_seq, acked),
+        )
         self._next_seq, self._acked = next_seq, acked
 
     async def _load_counters(self) -> bool:
@@ -676,7 +683,8 @@ class Outbox:
                 await self.apply_ack(self._ack_seen)
         self._closing = True
         if self._check_task is not None:
-            self._check_task.cancel()
+            if not self._recovering:
+                self._check_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._check_task
         self._wakeup.set()
@@ -820,8 +828,8 @@ class Outbox:
         # the floor file is written before seqs beyond it are given (life-cycle notices: margin)
         self._reserve_seqs(self._next_seq + sum(len(sub.drafts) for sub in group) + 10_000)
         plan = _GroupPlan(self._next_seq, self._bytes, now)
-        await db.execute("BEGIN IMMEDIATE")
         try:
+            await db.execute("BEGIN IMMEDIATE")  # inside: a cancel here still rolls back
             known = await self._known_client_ids(db, group)
             for sub in group:
                 await self._plan_submission(db, plan, sub, known)
@@ -1094,6 +1102,12 @@ class Outbox:
         return out
 
     async def rebase(self, above: int) -> int:
+        """Renumber every unacked event to follow ``above`` (see ``_rebase``); shielded: a cancel
+        of the caller (a lost connection) must not stop it between its commit and the counters
+        that follow it."""
+        return await asyncio.shield(self._rebase(above))
+
+    async def _rebase(self, above: int) -> int:
         """Renumber every unacked event to follow ``above``; return the new last seq.
 
         Used when the hub proves that this device's seqs up to ``above`` are taken by events
@@ -1106,8 +1120,8 @@ class Outbox:
             above = max(above, self._next_seq - 1)
             acked = self._acked
             self._reserve_seqs(above + self._depth + 10_000)
-            await db.execute("BEGIN IMMEDIATE")
             try:
+                await db.execute("BEGIN IMMEDIATE")  # inside: a cancel here still rolls back
                 async with db.execute(
                     "SELECT seq, id, type, prio, accepted, body FROM events WHERE seq > ?"
                     " ORDER BY seq",
@@ -1226,8 +1240,8 @@ class Outbox:
         # only means a resend the hub de-duplicates; the next accepting commit (FULL) syncs
         # the WAL with it anyway. Half the fsyncs of a trickle of events, and less SD wear.
         await db.execute("PRAGMA synchronous=NORMAL")
-        await db.execute("BEGIN IMMEDIATE")
         try:
+            await db.execute("BEGIN IMMEDIATE")  # inside: a cancel here still rolls back
             async with db.execute(
                 "SELECT count(*), coalesce(sum(CASE WHEN prio < 2 THEN length(body) END), 0)"
                 " FROM events WHERE seq <= ?",

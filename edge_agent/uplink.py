@@ -220,6 +220,8 @@ class Uplink:
             )
             try:
                 async with client:
+                    if _cancelling():  # a stop requested while connecting: stop, do not serve
+                        raise asyncio.CancelledError
                     attempt = 0
                     self._client = client
                     self.health.set_state("broker", "connected", url=self.broker.url)
@@ -292,6 +294,9 @@ class Uplink:
             for task in tasks:
                 task.cancel()
             await asyncio.wait(tasks)
+            for task in tasks:  # read every child's end: none is left "never retrieved"
+                if not task.cancelled():
+                    task.exception()
         for task in done:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]

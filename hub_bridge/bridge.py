@@ -117,6 +117,9 @@ class HubBridge:
             )
             try:
                 async with client:
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():  # stopped while connecting
+                        raise asyncio.CancelledError
                     attempt = 0
                     self.health.set_state(
                         "broker", "connected", url=redact_url(self.config.broker.url)
@@ -190,7 +193,8 @@ class HubBridge:
             except Exception as exc:  # one bad message must never stop the hub
                 log.exception("message on %s failed", topic)
                 self.health.count("ingest", "internal-error")
-                await self._dead(topic, f"internal error: {exc!r}", payload)
+                with contextlib.suppress(Exception):  # recording it must not stop the hub either
+                    await self._dead(topic, f"internal error: {exc!r}", payload)
         except sqlite3.OperationalError as exc:
             # the store cannot be written (full disk, I/O error, locked too long): nothing is
             # acked, so every device keeps its events and resends them; the hub goes on and

@@ -240,8 +240,8 @@ class Timeline:
         received = time.time() if received is None else received
         db = self._db
         await self._durable(True)
-        await db.execute("BEGIN IMMEDIATE")
         try:
+            await db.execute("BEGIN IMMEDIATE")  # inside: a cancel here still rolls back
             seqs = [int(e["seq"]) for e in events]
             ids = [str(e["id"]) for e in events]
             by_seq: dict[int, str] = {}
@@ -391,8 +391,8 @@ class Timeline:
         sample = payload[: self.limits.dead_letter_keep_bytes]
         db = self._db
         await self._durable(False)
-        await db.execute("BEGIN IMMEDIATE")
         try:
+            await db.execute("BEGIN IMMEDIATE")  # inside: a cancel here still rolls back
             async with db.execute(
                 "INSERT INTO dead_letters"
                 " (first_seen, received, topic, kind, reason, size, count, payload)"
@@ -437,8 +437,8 @@ class Timeline:
         if row is not None and row[0] == state:
             return False
         await self._durable(True)
-        await self._db.execute("BEGIN IMMEDIATE")
         try:
+            await self._db.execute("BEGIN IMMEDIATE")  # inside: a cancel here still rolls back
             await self._db.execute(
                 "INSERT INTO devices (fleet, device, watermark, state, state_since, birth)"
                 " VALUES (?, ?, 0, ?, ?, ?) ON CONFLICT (fleet, device) DO UPDATE SET"

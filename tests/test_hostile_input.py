@@ -598,3 +598,21 @@ def test_a_hostile_mqtt_client_is_dead_lettered_and_the_hub_goes_on(
         client.loop_stop()
         client.disconnect()
         hub.stop()
+
+
+async def test_a_client_cannot_post_the_agents_own_notices(tmp_path: Path) -> None:
+    """An ``outbox.evicted`` from a client would make the hub account seqs the agent still
+    holds: refused with 400, nothing stored."""
+    from edge_agent.api import parse_submission
+    from edge_agent.clock import Clock
+    from edge_agent.wire.envelope import EnvelopeError
+
+    notice = {
+        "type": "outbox.evicted",
+        "data": {"ranges": [[1, 5]], "count": 5, "reason": "size-cap"},
+    }
+    with pytest.raises(EnvelopeError, match="agent's own"):
+        parse_submission(Clock("system"), notice, 10)
+    scan = {"type": "scan", "data": {"text": "JJD1", "symbology": "code128", "source": "h"}}
+    with pytest.raises(EnvelopeError, match=r"events\[1\]\.type"):
+        parse_submission(Clock("system"), [scan, notice], 10)

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import socket
 import ssl
 from collections.abc import Awaitable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -49,12 +50,28 @@ class Client(aiomqtt.Client):
         fut: Awaitable[T],
         timeout: float | None,  # noqa: ASYNC109 (aiomqtt's signature, overridden)
     ) -> T:
+        # never asyncio.wait_for: on Python 3.11 it returns the result and drops a cancel that
+        # lands in the same loop step as the broker's answer (a stopping agent then never stops)
+        limit = self.timeout if timeout is None else timeout
+        deadline = None if limit == math.inf else limit
         lost = self._disconnected
-        if fut is lost or fut is self._connected or lost.done():
-            return await super()._wait_for(fut, timeout)
-        op = asyncio.ensure_future(super()._wait_for(fut, timeout))
+        if fut is lost or fut is self._connected:
+            own = cast("asyncio.Future[T]", fut)
+            own.add_done_callback(_retrieve)  # whoever waits, its exception is never orphaned
+            try:
+                async with asyncio.timeout(deadline):
+                    return await asyncio.shield(own)  # a cancelled wait leaves aiomqtt's future
+            except TimeoutError:
+                raise aiomqtt.MqttError("Operation timed out") from None
+        op = asyncio.ensure_future(fut)
         try:
-            await asyncio.wait((op, lost), return_when=asyncio.FIRST_COMPLETED)
+            async with asyncio.timeout(deadline):
+                await asyncio.wait(
+                    (op,) if lost.done() else (op, lost), return_when=asyncio.FIRST_COMPLETED
+                )
+        except TimeoutError:
+            op.cancel()
+            raise aiomqtt.MqttError("Operation timed out") from None
         except asyncio.CancelledError:
             op.cancel()
             raise
@@ -65,6 +82,24 @@ class Client(aiomqtt.Client):
             await op
         cause = lost.exception()
         raise aiomqtt.MqttError("Disconnected while waiting for the broker") from cause
+
+    async def __aenter__(self) -> Client:
+        # aiomqtt replaces a _disconnected future that is already done when the CONNACK comes:
+        # a connection lost in that same instant (the broker dying, or another session with
+        # our client id taking over) would leave its exception unread
+        self._disconnected.add_done_callback(_retrieve)
+        try:
+            await super().__aenter__()
+        except BaseException:
+            # a failed or cancelled connect: never leave the reuse lock held or a half-open
+            # connection behind, and never an unread disconnection
+            if self._lock.locked():
+                self._lock.release()
+            with contextlib.suppress(Exception):
+                self._client.disconnect()
+            self._disconnected.add_done_callback(_retrieve)
+            raise
+        return self
 
     async def __aexit__(
         self,
@@ -78,6 +113,11 @@ class Client(aiomqtt.Client):
             lost = self._disconnected
             if lost.done() and not lost.cancelled():
                 lost.exception()  # marks it retrieved; the caller has its own MqttError
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 def tls_context(broker: BrokerConfig) -> ssl.SSLContext | None:
