@@ -41,7 +41,7 @@ from edge_agent.wire.envelope import EnvelopeError
 from edge_agent.wire.seqs import seq_ranges
 from hub_bridge.config import HubConfig
 from hub_bridge.ingest import check_events
-from hub_bridge.timeline import Timeline
+from hub_bridge.timeline import Batch, StoreResult, Timeline
 
 __all__ = ["HubBridge"]
 
@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 
 _LOG_WINDOW = 60.0
 _LOG_BURST = 20
+GROUP_MAX = 16
+"""Most queued messages committed in one transaction."""
+
 _HUB_PREFIX = f"{topics.PREFIX}/_hub/"
 
 
@@ -149,8 +152,31 @@ class HubBridge:
         # online only once subscribed: an agent resending at once must find us listening
         await client.publish(self.state_topic, self._hub_state("online"), qos=1, retain=True)
         self.subscribed.set()
-        async for message in client.messages:
-            await self._handle(client, message)
+        # messages that queued up while a batch was being stored are committed together
+        queue: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
+
+        async def pump() -> None:
+            async for message in client.messages:
+                queue.put_nowait(message)
+
+        reader = asyncio.create_task(pump(), name="hub-receive")
+        try:
+            while True:
+                nxt = asyncio.ensure_future(queue.get())
+                await asyncio.wait((nxt, reader), return_when=asyncio.FIRST_COMPLETED)
+                if not nxt.done():
+                    nxt.cancel()
+                    reader.result()  # the connection ended: its MqttError goes to run()
+                    raise aiomqtt.MqttError("the hub's message stream ended")
+                group = [nxt.result()]
+                while not queue.empty() and len(group) < GROUP_MAX:
+                    group.append(queue.get_nowait())
+                await self._handle_group(client, group)
+        finally:
+            reader.cancel()
+            await asyncio.wait([reader])
+            if not reader.cancelled():
+                reader.exception()
 
     async def _say_offline(self, client: aiomqtt.Client) -> None:
         payload = self._hub_state("offline", reason="shutdown")
@@ -171,6 +197,56 @@ class HubBridge:
             ack["conflicts"] = [list(r) for r in seq_ranges(sorted(set(conflicts)))[:100]]
         payload = json.dumps(ack)
         await client.publish(topics.ack(fleet, device), payload, qos=1, retain=True)
+
+    async def _handle_group(self, client: aiomqtt.Client, group: list[aiomqtt.Message]) -> None:
+        """Events messages of a group are checked one by one and stored in one transaction,
+        then each device gets one ack; anything else, or a failure, goes message by message."""
+        if len(group) == 1:
+            await self._handle(client, group[0])
+            return
+        prepared: list[tuple[str, bytes, topics.TopicName, Batch]] = []
+        events_messages: list[aiomqtt.Message] = []
+        try:
+            for message in group:
+                topic = str(message.topic)
+                payload = message.payload if isinstance(message.payload, bytes) else b""
+                name = self._events_name(topic)
+                if name is None:
+                    await self._handle(client, message)
+                    continue
+                events_messages.append(message)
+                batch = await self._prepare(topic, name, payload)
+                if batch is not None:
+                    prepared.append((topic, payload, name, batch))
+            results = await self.timeline.store_many([b for *_, b in prepared])
+        except aiomqtt.MqttError:
+            raise
+        except Exception:  # the group could not be stored as one: each message on its own, with
+            # the single-message handling (a store that cannot be written acks nothing)
+            log.debug("a group of %d messages: storing them one by one", len(group))
+            for message in events_messages:
+                await self._handle(client, message)
+            return
+        if self.health.state("timeline") == "unwritable":
+            self.health.set_state("timeline", "ok")
+        acks: dict[tuple[str, str], tuple[int, list[int]]] = {}
+        for (topic, payload, name, _), result in zip(prepared, results, strict=True):
+            await self._after_store(topic, payload, result)
+            key = (name.fleet, name.device)
+            conflicts = acks.get(key, (0, []))[1] + list(result.conflict_seqs)
+            acks[key] = (result.watermark, conflicts)
+        for (fleet, device), (wm, conflicts) in acks.items():
+            await self._publish_ack(client, fleet, device, wm, conflicts)
+
+    @staticmethod
+    def _events_name(topic: str) -> topics.TopicName | None:
+        if topic.startswith(_HUB_PREFIX):
+            return None
+        try:
+            name = topics.parse(topic)
+        except EnvelopeError:
+            return None
+        return name if name.kind == "events" else None
 
     async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         topic = str(message.topic)
@@ -214,6 +290,17 @@ class HubBridge:
     async def _on_events(
         self, client: aiomqtt.Client, topic: str, name: topics.TopicName, payload: bytes
     ) -> None:
+        batch = await self._prepare(topic, name, payload)
+        if batch is None:
+            return
+        result = (await self.timeline.store_many([batch]))[0]
+        await self._after_store(topic, payload, result)
+        await self._publish_ack(
+            client, name.fleet, name.device, result.watermark, result.conflict_seqs
+        )
+
+    async def _prepare(self, topic: str, name: topics.TopicName, payload: bytes) -> Batch | None:
+        """Check one events message; dead-letter what is refused; the batch to store, if any."""
         check = check_events(
             name,
             payload,
@@ -223,7 +310,7 @@ class HubBridge:
         )
         if check.dead_letter is not None:
             await self._dead(topic, check.dead_letter, payload)
-            return
+            return None
         seen = await self.timeline.rejected_before(
             name.fleet, name.device, [r.seq for r in check.rejects if r.seq is not None][:500]
         )
@@ -231,13 +318,10 @@ class HubBridge:
             if reject.seq is not None and reject.seq in seen:
                 continue  # the device resent what was rejected: recorded once is enough
             await self._dead(topic, reject.reason, json.dumps(reject.raw, default=str).encode())
-        result = await self.timeline.store(
-            name.fleet,
-            name.device,
-            check.events,
-            check.flags,
-            rejected_seqs=[r.seq for r in check.rejects if r.seq is not None],
-        )
+        rejected = tuple(r.seq for r in check.rejects if r.seq is not None)
+        return Batch(name.fleet, name.device, check.events, check.flags, rejected)
+
+    async def _after_store(self, topic: str, payload: bytes, result: StoreResult) -> None:
         if result.conflicts:
             await self._dead(
                 topic, f"{result.conflicts} event(s) reuse a seq stored with another id", payload
@@ -245,9 +329,6 @@ class HubBridge:
         self.batches += 1
         self.health.count("ingest", "stored", result.stored)
         self.health.count("ingest", "duplicates", result.duplicates)
-        await self._publish_ack(
-            client, name.fleet, name.device, result.watermark, result.conflict_seqs
-        )
 
     async def _on_state(self, topic: str, name: topics.TopicName, payload: bytes) -> None:
         if not payload:

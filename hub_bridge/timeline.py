@@ -37,7 +37,7 @@ import aiosqlite
 from edge_agent.platform.sqlite import NewerSchema, configure, migrate, prepare_private
 from edge_agent.wire.envelope import SEQ_MAX, encode_checked
 
-__all__ = ["SCHEMA_VERSION", "StoreResult", "Timeline", "TimelineError", "TimelineLimits"]
+__all__ = ["SCHEMA_VERSION", "Batch", "StoreResult", "Timeline", "TimelineError", "TimelineLimits"]
 
 # what of a dead letter is kept, whatever the configuration: topics and reasons are cut
 _TOPIC_CHARS = 256
@@ -145,6 +145,17 @@ def reason_kind(reason: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Batch:
+    """One device's validated events of one message, as ``store_many`` takes them."""
+
+    fleet: str
+    device: str
+    events: Sequence[dict[str, Any]]
+    flags: Sequence[list[str]]
+    rejected_seqs: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class StoreResult:
     """What storing one batch did."""
 
@@ -237,96 +248,111 @@ class Timeline:
         a conflict and is not stored (the caller dead-letters it). ``outbox.evicted`` events and
         ``rejected_seqs`` mark seqs as accounted for.
         """
+        batch = Batch(fleet, device, events, flags, tuple(rejected_seqs))
+        return (await self.store_many([batch], received))[0]
+
+    async def store_many(
+        self, batches: Sequence[Batch], received: float | None = None
+    ) -> list[StoreResult]:
+        """Store several batches (of one or several devices) in one transaction, in order; one
+        result per batch. The hub commits what queued up meanwhile at once: one fsync for many
+        batches while a fleet drains its backlogs."""
         received = time.time() if received is None else received
         db = self._db
         await self._durable(True)
         try:
             await db.execute("BEGIN IMMEDIATE")  # inside: a cancel here still rolls back
-            seqs = [int(e["seq"]) for e in events]
-            ids = [str(e["id"]) for e in events]
-            by_seq: dict[int, str] = {}
-            by_id: dict[str, int] = {}
-            if events:
-                async with db.execute(
-                    "SELECT seq, id FROM events WHERE fleet=? AND device=? AND seq BETWEEN ? AND ?",
-                    (fleet, device, min(seqs), max(seqs)),
-                ) as cur:
-                    by_seq = {int(s): str(i) for s, i in await cur.fetchall()}
-                for k in range(0, len(ids), 500):
-                    chunk = ids[k : k + 500]
-                    marks = ",".join("?" * len(chunk))
-                    async with db.execute(
-                        "SELECT id, seq FROM events"
-                        f" WHERE fleet=? AND device=? AND id IN ({marks})",
-                        (fleet, device, *chunk),
-                    ) as cur:
-                        by_id.update({str(i): int(s) for i, s in await cur.fetchall()})
-            rows: list[tuple[Any, ...]] = []
-            accounted: list[tuple[str, str, int, int, str]] = []
-            duplicates = conflicts = 0
-            conflict_seqs: list[int] = []
-            for env, fl in zip(events, flags, strict=True):
-                seq, eid = int(env["seq"]), str(env["id"])
-                if eid in by_id:
-                    duplicates += 1
-                    if by_id[eid] != seq and seq not in by_seq:
-                        # the same event again under a new seq (a client retried after the
-                        # agent forgot its id): the new seq is accounted for, not stored
-                        accounted.append((fleet, device, seq, seq, "duplicate"))
-                    continue
-                if seq in by_seq:
-                    conflicts += 1
-                    conflict_seqs.append(seq)
-                    continue
-                by_seq[seq] = eid
-                by_id[eid] = seq
-                rows.append(
-                    (
-                        fleet,
-                        device,
-                        seq,
-                        eid,
-                        env["type"],
-                        env["ts"],
-                        received,
-                        ",".join(fl) or None,
-                        encode_checked(
-                            eid,
-                            seq,
-                            fleet,
-                            device,
-                            env["type"],
-                            env["ts"],
-                            env["clock"],
-                            env["data"],
-                            env.get("ref"),
-                        ).decode(),
-                    )
-                )
-                if env["type"] == "outbox.evicted":
-                    reason = str(env["data"].get("reason", "evicted"))
-                    for lo, hi in env["data"]["ranges"]:
-                        accounted.append((fleet, device, int(lo), int(hi), reason))
-            for seq in rejected_seqs:
-                accounted.append((fleet, device, seq, seq, "rejected"))
-            if rows:
-                await db.executemany(
-                    "INSERT INTO events (fleet, device, seq, id, type, ts, received, flags, body)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-            if accounted:
-                await db.executemany(
-                    "INSERT OR IGNORE INTO accounted (fleet, device, lo, hi, reason)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    accounted,
-                )
-            watermark = await self._advance(fleet, device, received)
+            results = [await self._store_in_tx(b, received) for b in batches]
             await db.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(Exception):
                 await db.execute("ROLLBACK")
             raise
+        return results
+
+    async def _store_in_tx(self, batch: Batch, received: float) -> StoreResult:
+        db = self._db
+        fleet, device, events, flags = batch.fleet, batch.device, batch.events, batch.flags
+        rejected_seqs = batch.rejected_seqs
+        seqs = [int(e["seq"]) for e in events]
+        ids = [str(e["id"]) for e in events]
+        by_seq: dict[int, str] = {}
+        by_id: dict[str, int] = {}
+        if events:
+            async with db.execute(
+                "SELECT seq, id FROM events WHERE fleet=? AND device=? AND seq BETWEEN ? AND ?",
+                (fleet, device, min(seqs), max(seqs)),
+            ) as cur:
+                by_seq = {int(s): str(i) for s, i in await cur.fetchall()}
+            for k in range(0, len(ids), 500):
+                chunk = ids[k : k + 500]
+                marks = ",".join("?" * len(chunk))
+                async with db.execute(
+                    f"SELECT id, seq FROM events WHERE fleet=? AND device=? AND id IN ({marks})",
+                    (fleet, device, *chunk),
+                ) as cur:
+                    by_id.update({str(i): int(s) for i, s in await cur.fetchall()})
+        rows: list[tuple[Any, ...]] = []
+        accounted: list[tuple[str, str, int, int, str]] = []
+        duplicates = conflicts = 0
+        conflict_seqs: list[int] = []
+        for env, fl in zip(events, flags, strict=True):
+            seq, eid = int(env["seq"]), str(env["id"])
+            if eid in by_id:
+                duplicates += 1
+                if by_id[eid] != seq and seq not in by_seq:
+                    # the same event again under a new seq (a client retried after the
+                    # agent forgot its id): the new seq is accounted for, not stored
+                    accounted.append((fleet, device, seq, seq, "duplicate"))
+                continue
+            if seq in by_seq:
+                conflicts += 1
+                conflict_seqs.append(seq)
+                continue
+            by_seq[seq] = eid
+            by_id[eid] = seq
+            rows.append(
+                (
+                    fleet,
+                    device,
+                    seq,
+                    eid,
+                    env["type"],
+                    env["ts"],
+                    received,
+                    ",".join(fl) or None,
+                    encode_checked(
+                        eid,
+                        seq,
+                        fleet,
+                        device,
+                        env["type"],
+                        env["ts"],
+                        env["clock"],
+                        env["data"],
+                        env.get("ref"),
+                    ).decode(),
+                )
+            )
+            if env["type"] == "outbox.evicted":
+                reason = str(env["data"].get("reason", "evicted"))
+                for lo, hi in env["data"]["ranges"]:
+                    accounted.append((fleet, device, int(lo), int(hi), reason))
+        for seq in rejected_seqs:
+            accounted.append((fleet, device, seq, seq, "rejected"))
+        if rows:
+            await db.executemany(
+                "INSERT INTO events (fleet, device, seq, id, type, ts, received, flags, body)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        if accounted:
+            await db.executemany(
+                "INSERT OR IGNORE INTO accounted (fleet, device, lo, hi, reason)"
+                " VALUES (?, ?, ?, ?, ?)",
+                accounted,
+            )
+        watermark = await self._advance(fleet, device, received)
         return StoreResult(len(rows), duplicates, conflicts, watermark, tuple(conflict_seqs))
 
     async def _advance(self, fleet: str, device: str, now: float) -> int:
