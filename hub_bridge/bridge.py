@@ -160,6 +160,7 @@ class HubBridge:
                 queue.put_nowait(message)
 
         reader = asyncio.create_task(pump(), name="hub-receive")
+        nxt: asyncio.Future[aiomqtt.Message] | None = None
         try:
             while True:
                 nxt = asyncio.ensure_future(queue.get())
@@ -173,6 +174,8 @@ class HubBridge:
                     group.append(queue.get_nowait())
                 await self._handle_group(client, group)
         finally:
+            if nxt is not None and not nxt.done():
+                nxt.cancel()  # a stop while waiting: no pending get is left behind
             reader.cancel()
             await asyncio.wait([reader])
             if not reader.cancelled():
