@@ -63,9 +63,11 @@ def test_a_day_offline_drains_in_seq_order(tmp_path: Path, broker: Mosquitto) ->
         db = tmp_path / "timeline.db"
         wait_for(lambda: len(timeline_rows(db)) >= last, 180, f"{last} events", poll=0.5)
         rows = timeline_rows(db)
+        # every seq once, and the timeline returns them in seq order (DESIGN §3.3); the order in
+        # which batches arrive is not part of the contract: notices go ahead of the window, and a
+        # resend on the hub's birth overlaps batches published before it was subscribed
         assert [s for s, _, _ in rows] == list(range(1, last + 1))
-        ingest_order = [s for s, _, _ in sorted(rows, key=lambda r: r[2])]
-        assert ingest_order == sorted(ingest_order), "the backlog was not stored in seq order"
+        assert len({i for _, i, _ in rows}) == last, "an event is stored twice"
         wait_for(lambda: get(port, "/v1/health")["queue"]["depth"] == 0, 60, "outbox empty")
     finally:
         agent.stop()
