@@ -11,8 +11,6 @@ import contextlib
 import json
 import os
 import sqlite3
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +26,7 @@ from edge_agent.outbox import (
 from edge_agent.sink import Accepted
 from edge_agent.wire.envelope import validate_envelope
 from edge_agent.wire.limits import NOTICE_MAX_RANGES
+from tests.diskfull import fill, tmpfs
 
 TS = "2026-11-21T08:00:00.000Z"
 
@@ -149,40 +148,6 @@ async def test_rebase_renumbers_unacked_events_after_the_hubs(tmp_path: Path) ->
     assert again[0].seq == 1002
     assert (await ob.append([scan(9)]))[0].seq > last
     await ob.close()
-
-
-@contextlib.contextmanager
-def tmpfs(where: Path, size: str) -> Iterator[Path]:
-    where.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs (a real full disk) needs root, this run is not root")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"this machine cannot mount a tmpfs: {done.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
-def fill(path: Path, leave: int = 0) -> None:
-    """Fill the file system that holds ``path`` (another process's file), leaving ``leave``
-    bytes free."""
-    st = os.statvfs(path.parent)
-    todo = max(0, st.f_bavail * st.f_frsize - leave)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        for chunk in (65536, 4096, 512, 1):
-            with contextlib.suppress(OSError):
-                while todo >= chunk or (leave == 0 and chunk == 1):
-                    todo -= os.write(fd, b"\0" * chunk)
-    finally:
-        os.close(fd)
 
 
 async def test_a_full_disk_refuses_with_disk_full_and_recovers_by_itself(tmp_path: Path) -> None:

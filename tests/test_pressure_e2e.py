@@ -7,16 +7,13 @@ its hub, a full disk, and a stop that never finished.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +21,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from simulators.broker import Mosquitto
+from tests.diskfull import fill, tmpfs
 from tests.harness import (
     ROOT,
     Proc,
@@ -281,38 +279,6 @@ def test_a_stop_that_hangs_ends_after_the_grace(tmp_path: Path) -> None:
     assert time.monotonic() - began < 10
     assert proc.returncode == 1
     assert "did not stop" in err and "task " in err  # where it hung is in the log
-
-
-@contextlib.contextmanager
-def tmpfs(where: Path, size: str) -> Iterator[Path]:
-    where.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("a real full disk needs a tmpfs mounted as root; this run cannot mount")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"this machine cannot mount a tmpfs: {done.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
-def fill(path: Path, leave: int) -> None:
-    st = os.statvfs(path.parent)
-    todo = max(0, st.f_bavail * st.f_frsize - leave)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        for chunk in (65536, 4096, 512):
-            with contextlib.suppress(OSError):
-                while todo >= chunk:
-                    todo -= os.write(fd, b"\0" * chunk)
-    finally:
-        os.close(fd)
 
 
 def test_a_full_disk_answers_507_and_recovers_by_itself(tmp_path: Path, broker: Mosquitto) -> None:
