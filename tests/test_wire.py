@@ -123,7 +123,7 @@ def test_check_events_dead_letters_forgery_and_oversize() -> None:
 
 
 @given(st.binary(max_size=2000))
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 def test_check_events_never_raises_on_bytes(payload: bytes) -> None:
     out = check_events(TOPIC, payload, NOW)
     assert out.dead_letter is not None or out.events or out.rejects
@@ -137,7 +137,7 @@ json_values = st.recursive(
 
 
 @given(st.lists(st.dictionaries(st.sampled_from(list(env())), json_values), max_size=4))
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 def test_check_events_never_raises_on_mutated_envelopes(items: list[dict[str, Any]]) -> None:
     merged = [{**env(seq=i + 1), **item} for i, item in enumerate(items)]
     payload = json.dumps({"events": merged}).encode()

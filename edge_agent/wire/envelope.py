@@ -146,18 +146,62 @@ class DwellData(ZoneData):
     dwell_s: float = Field(ge=0)
 
 
+Name = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
 class DoorData(_Open):
-    door: str = Field(min_length=1, max_length=128)
+    dock: Name
     state: Literal["open", "closed"]
 
 
 class BayData(_Open):
-    bay: str = Field(min_length=1, max_length=128)
+    dock: Name
     state: Literal["occupied", "free"]
 
 
-class LoadData(_Open):
-    parcel: str = Field(min_length=1, max_length=256)
+class VehicleAtDockData(_Open):
+    dock: Name
+    vehicle: Name
+
+
+class VerifiedData(_Open):
+    parcel: Name
+    route: Name
+    vehicle: Name
+    dock: Name
+
+
+class MisloadData(_Open):
+    """A parcel of another route loaded at ``dock`` (``vehicle`` null: none known there)."""
+
+    parcel: Name
+    dock: Name
+    vehicle: Name | None
+    expected_route: Name
+    expected_vehicle: Name
+    expected_dock: Name
+
+
+class UnknownParcelData(_Open):
+    parcel: Name
+    dock: Name
+    vehicle: Name | None
+
+
+class GateOutData(_Open):
+    route: Name
+    vehicle: Name
+    dock: Name
+    expected: int = Field(ge=0)
+    verified: int = Field(ge=0)
+    misloaded: int = Field(ge=0)
+    missing: list[Name] = Field(max_length=100_000)
+
+
+class MissingData(_Open):
+    route: Name
+    vehicle: Name
+    parcels: list[Name] = Field(min_length=1, max_length=100_000)
 
 
 class EvictedData(_Open):
@@ -196,9 +240,12 @@ _REGISTRY: dict[str, type[_Open]] = {
     "pod": PodData,
     "dock.door": DoorData,
     "dock.bay": BayData,
-    "load.verified": LoadData,
-    "load.misload": LoadData,
-    "load.missing": LoadData,
+    "dock.vehicle": VehicleAtDockData,
+    "load.verified": VerifiedData,
+    "load.misload": MisloadData,
+    "load.unknown": UnknownParcelData,
+    "load.gateout": GateOutData,
+    "load.missing": MissingData,
     "device.health": FreeData,
     "outbox.evicted": EvictedData,
 }
