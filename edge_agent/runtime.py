@@ -31,6 +31,7 @@ from edge_agent.platform.linkwatch import LinkWatch
 from edge_agent.platform.yamlconf import ConfigError
 from edge_agent.recorder import OutboxSink
 from edge_agent.uplink import Uplink
+from edge_agent.wire.commands import CommandRefused
 from edge_agent.wire.envelope import EnvelopeError
 from edge_agent.wire.limits import batch_body_limit
 
@@ -70,8 +71,8 @@ class Agent:
     async def _on_command(self, name: str, payload: bytes) -> None:
         handler = self._command_handlers.get(name)
         if handler is None:
-            self.health.count("commands", f"unhandled:{name}")
-            return
+            self.health.count("commands", f"unhandled:{name[:64]}")
+            raise CommandRefused(f"unknown command {name[:64]!r} for a {self.config.device.role}")
         await handler(payload)
 
     async def run(self, stop: asyncio.Event, ready: Callable[[Agent], None] | None = None) -> None:

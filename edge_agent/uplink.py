@@ -41,6 +41,7 @@ from edge_agent.platform.linkwatch import LinkWatch
 from edge_agent.platform.mqtt import make_client
 from edge_agent.platform.settings import BrokerConfig
 from edge_agent.wire import topics
+from edge_agent.wire.commands import CommandRefused, command_ack, command_id
 from edge_agent.wire.envelope import encode_batch
 from edge_agent.wire.limits import BATCH_OVERHEAD
 
@@ -49,6 +50,7 @@ __all__ = ["MAX_SEQ", "Ack", "Uplink", "parse_ack", "parse_hub_state"]
 log = logging.getLogger(__name__)
 
 CommandHandler = Callable[[str, bytes], Awaitable[None]]
+"""Applies one command (name, payload); raises ``CommandRefused`` to refuse it."""
 
 MAX_SEQ = 2**48
 """An ack at or beyond this is impossible and ignored: no device counts this far, and a seq
@@ -312,12 +314,26 @@ class Uplink:
             elif topic.startswith(_HUB_STATE_PREFIX):
                 self._on_hub_state(topic, payload)
             elif self.on_command is not None:
-                try:
-                    name = topics.parse(topic).name or ""
-                    await self.on_command(name, payload)
-                except Exception:
-                    log.exception("command on %s failed", topic)
-                    self.health.count("uplink", "command-failed")
+                await self._on_command(client, topic, payload)
+
+    async def _on_command(self, client: aiomqtt.Client, topic: str, payload: bytes) -> None:
+        """Apply a command and answer it on ``cmd-ack`` when it carries an ``id``."""
+        assert self.on_command is not None
+        error: str | None = None
+        try:
+            name = topics.parse(topic).name or ""
+            await self.on_command(name, payload)
+        except CommandRefused as exc:
+            error = str(exc) or "refused"
+            self.health.count("uplink", "command-refused")
+        except Exception as exc:
+            log.exception("command on %s failed", topic)
+            self.health.count("uplink", "command-failed")
+            error = f"failed: {type(exc).__name__}"
+        cid = command_id(payload)
+        if cid is not None:
+            ack = command_ack(cid, error)
+            await client.publish(topics.cmd_ack(self.fleet, self.device), ack, qos=1)
 
     def _on_hub_state(self, topic: str, payload: bytes) -> None:
         """A hub instance's birth or will: when one comes online, resend what is unacked now.

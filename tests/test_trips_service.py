@@ -23,6 +23,7 @@ from edge_agent.trips.engine import EngineParams, TripEngine
 from edge_agent.trips.layout import build_zones
 from edge_agent.trips.manifest import parse_manifest
 from edge_agent.trips.service import TripService
+from edge_agent.wire.commands import CommandRefused
 from edge_agent.wire.envelope import validate_envelope
 from simulators.van import VanRun, run_van
 from simulators.world import fleet_scenarios
@@ -122,8 +123,12 @@ async def test_a_bad_manifest_is_reported_and_the_good_one_kept(
     service = make(tmp_path, OutboxSink(outbox, Clock("system")), health)
     async with Running(service):
         await service.on_manifest(json.dumps(van.scenario.manifest).encode())
-        await service.on_manifest(b'{"route": "x", "depot": {"lat": 95, "lon": 1}, "stops": []}')
-        await service.on_manifest(b"\x00\xff garbage")
+        await asyncio.wait_for(service.idle(), DEADLINE_S)
+        bad = b'{"route": "x", "depot": {"lat": 95, "lon": 1}, "stops": []}'
+        with pytest.raises(CommandRefused, match="depot"):
+            await service.on_manifest(bad)
+        with pytest.raises(CommandRefused):
+            await service.on_manifest(b"\x00\xff garbage")
         await asyncio.wait_for(service.idle(), DEADLINE_S)
         assert health.state("trips") == "manifest-invalid"
         assert health.counters("trips")["manifest-invalid"] == 2

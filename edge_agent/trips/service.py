@@ -41,6 +41,7 @@ from edge_agent.trips.layout import build_zones
 from edge_agent.trips.manifest import Manifest, ManifestError, load_manifest_file, parse_manifest
 from edge_agent.trips.reorder import FixOrder
 from edge_agent.trips.store import TripStore
+from edge_agent.wire.commands import CommandRefused
 from edge_agent.wire.envelope import EnvelopeError, new_event_id, parse_ts
 
 __all__ = ["TripService"]
@@ -108,7 +109,17 @@ class TripService:
         self._put(fix)
 
     async def on_manifest(self, payload: bytes) -> None:
-        """Queue the payload of a ``cmd/manifest`` command; it is validated when applied."""
+        """Check and queue the payload of a ``cmd/manifest`` command.
+
+        An invalid manifest is counted, reported in health and refused (``CommandRefused``:
+        the hub's ack says why); the one in use stays.
+        """
+        try:
+            parse_manifest(payload)
+        except ManifestError as exc:
+            self._health.count(COMPONENT, "manifest-invalid")
+            self._health.set_state(COMPONENT, "manifest-invalid", path=exc.path, reason=exc.reason)
+            raise CommandRefused(f"manifest: {exc}") from None
         self._put(_Manifest(bytes(payload)))
 
     def _put(self, item: Fix | _Manifest) -> None:

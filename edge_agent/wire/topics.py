@@ -12,6 +12,7 @@ __all__ = [
     "TopicName",
     "ack",
     "cmd",
+    "cmd_ack",
     "events",
     "hub_state",
     "parse",
@@ -50,6 +51,11 @@ def cmd(fleet: str, device: str, name: str) -> str:
     return f"{PREFIX}/{fleet}/{device}/cmd/{name}"
 
 
+def cmd_ack(fleet: str, device: str) -> str:
+    """Edge to hub: the answer to a command (``{"id", "ok", "error"?}``)."""
+    return f"{PREFIX}/{fleet}/{device}/cmd-ack"
+
+
 def hub_state(hub_id: str) -> str:
     """Hub to all, retained: a hub instance's birth and will (Sparkplug's primary host STATE)."""
     return f"{PREFIX}/_hub/{hub_id}/state"
@@ -71,6 +77,6 @@ def parse(topic: str) -> TopicName:
         raise EnvelopeError("topic", f"{topic!r}: {exc}") from None
     if kind == "cmd" and len(parts) == 6 and parts[5]:
         return TopicName(fleet, device, kind, parts[5])
-    if kind in ("events", "state", "ack") and len(parts) == 5:
+    if kind in ("events", "state", "ack", "cmd-ack") and len(parts) == 5:
         return TopicName(fleet, device, kind)
     raise EnvelopeError("topic", f"{topic!r}: unknown topic kind")
