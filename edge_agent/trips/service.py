@@ -10,10 +10,8 @@ Both go through one queue to one consumer, so a manifest applies between two fix
 one. Fixes pass the reorder buffer (``reorder.FixOrder``), then the step engine; a new manifest
 first drains the buffer through the old zones, then carries the state over (``adopt``).
 
-Exactly once, across crashes: the events a fix produces get their ids first and are written
-ahead into the state file, then committed to the outbox with those ids (the outbox keeps client
-ids and does not store one twice), then the state is saved without them. A crash between any two
-steps repeats at most a commit the outbox recognises.
+Exactly once, across crashes: the events a fix produces are written ahead with their ids into
+the state file, then committed (``edge_agent.pending``).
 
 Never raises on bad input or a failing outbox: an invalid manifest is counted and reported in
 health (``trips``: ``manifest-invalid``, the old one stays), a failing commit is retried with
@@ -33,16 +31,16 @@ from typing import Any
 
 from edge_agent.clock import Clock
 from edge_agent.gnss.fix import Fix
+from edge_agent.pending import PendingEvents
 from edge_agent.platform.health import HealthRegistry
-from edge_agent.sink import EventRefused, EventSink
+from edge_agent.platform.statefiles import StateFiles
+from edge_agent.sink import EventSink
 from edge_agent.trips.config import TripsConfig
 from edge_agent.trips.engine import EngineParams, EngineState, TripEngine, TripEvent
 from edge_agent.trips.layout import build_zones
 from edge_agent.trips.manifest import Manifest, ManifestError, load_manifest_file, parse_manifest
 from edge_agent.trips.reorder import FixOrder
-from edge_agent.trips.store import TripStore
 from edge_agent.wire.commands import CommandRefused
-from edge_agent.wire.envelope import EnvelopeError, new_event_id, parse_ts
 
 __all__ = ["TripService"]
 
@@ -50,8 +48,9 @@ log = logging.getLogger(__name__)
 
 COMPONENT = "trips"
 SAVE_EVERY_S = 60.0
-BACKOFF_MAX_S = 30.0
 STATE_FORMAT = 1
+MANIFEST_FILE = "trips-manifest.json"
+STATE_FILE = "trips-state.json"
 
 
 class _Manifest:
@@ -83,7 +82,11 @@ class TripService:
         self._mono = monotonic
         self._sleep = sleep
         folder = config.state_dir if config.state_dir is not None else state_dir
-        self._store = TripStore(folder) if folder is not None else None
+        self._store = (
+            StateFiles(folder, document=MANIFEST_FILE, state=STATE_FILE)
+            if folder is not None
+            else None
+        )
         self._params = EngineParams.from_config(config)
         self._queue: deque[Fix | _Manifest] = deque()
         self._queue_size = queue_size
@@ -93,10 +96,9 @@ class TripService:
         self.engine = TripEngine(build_zones(None, config), self._params)
         self.state: EngineState = self.engine.new_state()
         self._order = FixOrder(config.reorder_window, config.max_time_jump)
-        self.pending: list[dict[str, Any]] = []
+        self.pending = PendingEvents(sink, health, COMPONENT, clock="gnss", sleep=sleep)
         self._saved_fixes = -1
         self._saved_at = monotonic()
-        self.emitted = 0
 
     # ------------------------------------------------------------------ feeding
 
@@ -169,13 +171,13 @@ class TripService:
     async def _start(self) -> None:
         manifest: Manifest | None = None
         if self._store is not None:
-            raw = await asyncio.to_thread(self._store.load_manifest)
+            raw = await asyncio.to_thread(self._store.load_document)
             if raw is not None:
                 try:
                     manifest = parse_manifest(raw)
                 except ManifestError as exc:
                     moved = await asyncio.to_thread(
-                        self._store.move_aside, self._store.manifest_path
+                        self._store.move_aside, self._store.document_path
                     )
                     self._health.set_state(
                         COMPONENT,
@@ -201,13 +203,13 @@ class TripService:
                     if data.get("format") != STATE_FORMAT:
                         raise ValueError("unknown state format")
                     self.state = self.engine.load(data["engine"])
-                    self.pending = [dict(p) for p in data.get("pending") or []]
+                    self.pending.load(data.get("pending"))
                 except (ValueError, KeyError, TypeError) as exc:
                     moved = await asyncio.to_thread(self._store.move_aside, self._store.state_path)
                     log.warning("trips: state file unusable (%s), moved to %s", exc, moved)
                     self._health.count(COMPONENT, "state-corrupt")
         if self.pending:
-            await self._emit_pending()
+            await self.pending.flush()
             await self._save_now()
         if self._health.state(COMPONENT) is None:
             self._health.set_state(COMPONENT, "ok" if manifest is not None else "no-manifest")
@@ -259,7 +261,7 @@ class TripService:
         self._health.set_state(COMPONENT, "ok", route=manifest.route, stops=len(manifest.stops))
         if self._store is not None:
             try:
-                await asyncio.to_thread(self._store.save_manifest, payload)
+                await asyncio.to_thread(self._store.save_document, payload)
             except OSError as exc:
                 self._health.set_state(COMPONENT, "state-unwritable", error=str(exc))
         await self._save_now()
@@ -268,53 +270,10 @@ class TripService:
 
     async def _commit(self, events: list[TripEvent]) -> None:
         for ev in events:
-            self.pending.append({"id": new_event_id(), **ev.to_json(), "ref": ev.ref})
+            self.pending.add(ev.type, ev.ts, ev.data, ev.ref)
         await self._save_now()  # written ahead: a crash from here on repeats, never loses
-        await self._emit_pending()
+        await self.pending.flush()
         await self._save_now()
-
-    async def _emit_pending(self) -> None:
-        attempt = 0
-        while self.pending:
-            item = self.pending[0]
-            try:
-                await self._emit_one(item)
-            except (EnvelopeError, EventRefused) as exc:
-                # refused for good (invalid, too large, an id taken): retrying would not help,
-                # and every later trip event would wait behind it
-                log.warning("trips: dropping a refused %s event: %s", item.get("type"), exc)
-                self._health.count(COMPONENT, "event-invalid")
-                self.pending.pop(0)
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                attempt += 1
-                self._health.count(COMPONENT, "emit-failed")
-                self._health.set_state(
-                    COMPONENT, "emit-failed", error=f"{type(exc).__name__}: {exc}"
-                )
-                await self._sleep(min(BACKOFF_MAX_S, 0.25 * 2 ** min(attempt, 8)))
-                continue
-            self.pending.pop(0)
-            self.emitted += 1
-            if attempt:
-                attempt = 0
-                self._health.set_state(COMPONENT, "ok")
-
-    async def _emit_one(self, item: dict[str, Any]) -> None:
-        try:
-            ts = parse_ts(item["ts"])
-        except ValueError as exc:  # a state file edited by hand: this event cannot be sent
-            raise EnvelopeError("ts", str(exc)) from None
-        await self._sink.emit(
-            item["type"],
-            item["data"],
-            ts=ts,
-            ref=item["ref"] or None,
-            clock="gnss",
-            event_id=item["id"],
-        )
 
     # ------------------------------------------------------------------ persistence
 
@@ -330,7 +289,7 @@ class TripService:
         data = {
             "format": STATE_FORMAT,
             "engine": self.engine.dump(self.state),
-            "pending": list(self.pending),
+            "pending": self.pending.dump(),
         }
         try:
             await asyncio.to_thread(self._store.save_state, data)

@@ -1,11 +1,12 @@
-"""The trip service's files: the last manifest received and the engine state, kept across restarts.
+"""A producer's files kept across restarts: the last document it was given and its engine state.
 
-Two small JSON files in one folder (by default the outbox's): ``trips-manifest.json`` holds the
-payload of the last valid ``cmd/manifest`` as received, ``trips-state.json`` the engine state and
-the events not yet confirmed durable in the outbox (written ahead, see ``service``). Each is
-replaced atomically (write a temporary file, fsync, rename, fsync the folder), so a power cut
-leaves the old or the new file, never half of one. A file that cannot be parsed is moved aside
-(``.corrupt-<time>``) and reported, and the service starts from scratch rather than not at all.
+Two small files in one folder (by default the outbox's): the *document* is the payload of the
+last valid command that configures the producer, as received (the trip service's manifest, the
+station's load plan); the *state* is the engine state and the events not yet confirmed durable
+in the outbox (written ahead). Each is replaced atomically (write a temporary file, fsync,
+rename, fsync the folder), so a power cut leaves the old or the new file, never half of one. A
+file that cannot be parsed is moved aside (``.corrupt-<time>``) and reported, and the service
+starts from scratch rather than not at all.
 
 Blocking I/O: the service calls these through ``asyncio.to_thread``.
 """
@@ -18,31 +19,28 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TripStore"]
-
-MANIFEST_FILE = "trips-manifest.json"
-STATE_FILE = "trips-state.json"
+__all__ = ["StateFiles"]
 
 
-class TripStore:
-    """Reads and atomically writes the manifest and state files in ``folder``."""
+class StateFiles:
+    """Reads and atomically writes the ``document`` and ``state`` files in ``folder``."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, document: str, state: str) -> None:
         self.folder = folder
-        self.manifest_path = folder / MANIFEST_FILE
-        self.state_path = folder / STATE_FILE
+        self.document_path = folder / document
+        self.state_path = folder / state
         self.moved_aside: list[str] = []
 
-    def load_manifest(self) -> bytes | None:
-        """The stored manifest payload, or None if there is none."""
+    def load_document(self) -> bytes | None:
+        """The stored document payload, or None if there is none."""
         try:
-            return self.manifest_path.read_bytes()
+            return self.document_path.read_bytes()
         except FileNotFoundError:
             return None
 
-    def save_manifest(self, payload: bytes) -> None:
-        """Keep a (validated) manifest payload."""
-        self._write(self.manifest_path, payload)
+    def save_document(self, payload: bytes) -> None:
+        """Keep a (validated) document payload."""
+        self._write(self.document_path, payload)
 
     def load_state(self) -> dict[str, Any] | None:
         """The stored state, or None if there is none or it was unreadable (moved aside)."""
@@ -73,7 +71,7 @@ class TripStore:
     def _write(self, path: Path, payload: bytes) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        # routes name recipients' addresses and parcels: readable by the service user only
+        # routes and plans name recipients' addresses and parcels: readable by the service user only
         with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
             f.write(payload)
             f.flush()
