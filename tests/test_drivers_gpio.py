@@ -1,22 +1,14 @@
 """GPIO drivers at the ``gpiod`` (libgpiod v2) boundary.
 
-This machine has no GPIO chip, so the chip side is a stand-in: ``FakeGpiod`` keeps gpiod v2's
-request/event API (``request_lines`` → a request with ``fd``, ``wait_edge_events``,
-``read_edge_events``, ``get_value``, ``set_value``, ``release``) and takes the real
-``gpiod.LineSettings`` and enums, so the settings the driver builds are checked by the real
-bindings. Its ``fd`` is a real pipe that becomes readable when an edge is queued, as the
-kernel's line request does: the driver wakes on the event loop, it does not poll. The real
-bindings are also called on a missing chip.
+This machine has no GPIO chip, so the chip side is the stand-in of ``tests/gpiod_standin.py``
+(gpiod v2's request/event API over the real ``LineSettings`` and enums, a real pipe as the
+request's fd). The real bindings are also called on a missing chip.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-from dataclasses import dataclass, field
 from datetime import timedelta
-from types import SimpleNamespace
-from typing import Any
 
 import gpiod
 import pytest
@@ -25,97 +17,10 @@ from gpiod.line import Bias, Clock, Direction, Edge, Value
 from edge_agent.drivers.base import SourceError
 from edge_agent.drivers.gpio import GpioInput, GpioOutput, LineEdge
 from edge_agent.drivers.url import parse_device_url
+from tests.gpiod_standin import FakeGpiod
 
 DOOR = "gpio:///dev/gpiochip0?line=17&edge=both&bias=pull_up&debounce=10ms&active_low=true"
 LIGHT = "gpio:///dev/gpiochip0?line=27&direction=output&initial=1"
-
-
-@dataclass
-class FakeRequest:
-    """A line request as gpiod v2 returns it; ``push`` is what the kernel would do."""
-
-    path: str
-    consumer: str | None
-    config: dict[Any, Any]
-    value: Value = Value.INACTIVE
-    released: bool = False
-    waits: list[Any] = field(default_factory=list)
-    written: list[tuple[Any, Value]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self._r, self._w = os.pipe()
-        os.set_blocking(self._r, False)
-        self._queue: list[Any] = []
-        self._seq = 0
-        self.offsets = [k for k in self.config if isinstance(k, int)]
-
-    @property
-    def fd(self) -> int:
-        return self._r
-
-    def push(self, rising: bool, timestamp_ns: int) -> None:
-        self._seq += 1
-        kind = gpiod.EdgeEvent.Type.RISING_EDGE if rising else gpiod.EdgeEvent.Type.FALLING_EDGE
-        self._queue.append(
-            SimpleNamespace(
-                event_type=kind,
-                timestamp_ns=timestamp_ns,
-                line_offset=self.offsets[0],
-                global_seqno=self._seq,
-                line_seqno=self._seq,
-            )
-        )
-        os.write(self._w, b"e")
-
-    def wait_edge_events(self, timeout: timedelta | float | None = None) -> bool:
-        self.waits.append(timeout)
-        return bool(self._queue)
-
-    def read_edge_events(self, max_events: int | None = None) -> list[Any]:
-        events, self._queue = self._queue, []
-        while True:  # the kernel's fd is readable exactly while events are queued
-            try:
-                os.read(self._r, 4096)
-            except BlockingIOError:
-                break
-        return events
-
-    def get_value(self, line: Any) -> Value:
-        return self.value
-
-    def set_value(self, line: Any, value: Value) -> None:
-        self.written.append((line, value))
-
-    def release(self) -> None:
-        self.released = True
-        os.close(self._r)
-        os.close(self._w)
-
-
-class FakeGpiod:
-    """The ``gpiod`` module with a stand-in chip (module docstring)."""
-
-    line = gpiod.line
-    LineSettings = gpiod.LineSettings
-    EdgeEvent = gpiod.EdgeEvent
-
-    def __init__(self, *, busy: bool = False) -> None:
-        self.requests: list[FakeRequest] = []
-        self.busy = busy
-
-    def request_lines(
-        self,
-        path: str,
-        config: dict[Any, Any],
-        consumer: str | None = None,
-        event_buffer_size: int | None = None,
-        output_values: dict[Any, Value] | None = None,
-    ) -> FakeRequest:
-        if self.busy:
-            raise OSError(16, "Device or resource busy")
-        request = FakeRequest(path, consumer, config)
-        self.requests.append(request)
-        return request
 
 
 async def test_input_edges_carry_the_kernel_timestamps_in_order() -> None:
