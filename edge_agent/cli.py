@@ -57,6 +57,12 @@ def _cmd_trips_replay(args: argparse.Namespace) -> int:
     return replay_main(args.manifest, args.log, sys.stdout)
 
 
+def _cmd_load_replay(args: argparse.Namespace) -> int:
+    from edge_agent.station.replay import replay_main
+
+    return replay_main(args.plan, args.input, sys.stdout)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``edge-agent``."""
     p = argparse.ArgumentParser(prog="edge-agent", description=__doc__.splitlines()[0])
@@ -87,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     treplay.add_argument("--manifest", required=True, help="manifest JSON (DESIGN §2)")
     treplay.add_argument("log", help="NMEA log, or - for standard input")
     treplay.set_defaults(func=_cmd_trips_replay)
+
+    load = sub.add_parser("load", help="station load-verification tools")
+    load_sub = load.add_subparsers(dest="load_cmd", required=True)
+    lreplay = load_sub.add_parser("replay", help="run the load engine over recorded observations")
+    lreplay.add_argument("--plan", required=True, help="load plan JSON (DESIGN §8)")
+    lreplay.add_argument("input", help="observations, one JSON object per line, or - for stdin")
+    lreplay.set_defaults(func=_cmd_load_replay)
     return p
 
 

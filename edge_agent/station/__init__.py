@@ -1,0 +1,1 @@
+"""The station agent (DESIGN §8): dock doors, bays, cameras and scanners, load verification."""
