@@ -12,15 +12,17 @@ identified or not, has its parcels walked past the door, and leaves. On the way:
 - **left behind**: a parcel of the route is never brought to the dock;
 - **duplicates**: one label read several times in one pass (camera and handheld, frame after
   frame), and a corrected parcel read again as it is carried back out;
+- a van may come back to its dock for a second route (``reuse``);
 - the van is identified by a vehicle-code scan (``VEH:<id>`` or the plain id) or a command in
   ``vehicle_id`` of the departures, and not at all in the others (the station infers it);
 - the van leaves by door closed and bay free, by a ``GATEOUT`` scan (``gateout_scan``: the bay
   sensor did not see this van), or by both (``gateout_both``: one gate-out all the same).
 
 Parcels are plain carrier codes or GS1 SSCCs; an SSCC label reads as ``(00)…``, ``]C100…``,
-``<GS>00…`` or with a postcode after it, and the plan lists either the SSCC or the element string,
-so the station must name a parcel by its SSCC. Every parcel has one fate (loaded and read, loaded
-unread, left behind, misloaded); a misloaded parcel's label is always readable.
+``<GS>00…``, ``00…`` (a camera's GS1-128) or with a postcode after it, and the plan lists either
+the SSCC or the element string, so the station must name a parcel by its SSCC. Every parcel has
+one fate (loaded and read, loaded unread, left behind, misloaded); a misloaded parcel's label is
+always readable.
 
 Outputs of ``write_shift``: ``plan.json`` (DESIGN §8 load plan), ``input.jsonl`` (the input of
 ``edge-agent load replay``, in time order, door and bay as clean state changes), ``edges.json``
@@ -105,6 +107,7 @@ class ShiftParams:
     vehicle_id: float = 0.85  # of departures, the van is identified
     vehicle_command: float = 0.1  # of identified departures, by a command, not a scan
     late_vehicle: float = 0.15  # of scan-identified departures, the code read after some parcels
+    reuse: float = 0.25  # of later routes at a dock, loaded onto the van of its previous route
     gateout_scan: float = 0.2  # of departures, gate-out by a GATEOUT scan only
     gateout_both: float = 0.1  # of departures, GATEOUT scan and door + bay
     bounce: bool = True  # contact bounce in edges.json
@@ -248,9 +251,11 @@ class _Ids:
         if not p.gs1:
             # a keyboard wedge may leave a line end, a handheld a space: the station strips them
             return p.key if rng.random() < 0.95 else rng.choice((" ", "", "\t")) + p.key + "\r\n"
-        form = rng.randrange(5)
+        form = rng.randrange(6)
         if form == 0:
             return f"(00){p.key}"
+        if form == 5:
+            return f"00{p.key}"  # a GS1-128 label as a camera decodes it: no AIM prefix
         if form == 1:
             return f"]C100{p.key}"
         if form == 2:
@@ -300,7 +305,13 @@ def simulate_shift(params: ShiftParams = ShiftParams()) -> Shift:
     docks = [f"dock-{i + 1}" for i in range(params.docks)]
     # routes are numbered in plan order, and plan order is each dock's serving order: the
     # station infers an unidentified van as the dock's next route in plan order
-    deps = [_departure(rng, ids, params, i, docks[i % params.docks]) for i in range(params.routes)]
+    deps: list[Departure] = []
+    for i in range(params.routes):
+        d = _departure(rng, ids, params, i, docks[i % params.docks])
+        if i >= params.docks and rng.random() < params.reuse:
+            # the van that left this dock last comes back for a second round
+            d.vehicle = deps[i - params.docks].vehicle
+        deps.append(d)
     misloads = _draw_fates(rng, ids, params, deps)
     items = {d.route: _items(rng, d) for d in deps}
     stream = _Stream()
@@ -676,6 +687,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         corrected=args.corrected,
         duplicates=args.duplicates,
         vehicle_id=args.vehicle_id,
+        reuse=args.reuse,
         gateout_scan=args.gateout_scan,
         gateout_both=args.gateout_both,
         seed=args.seed,
@@ -741,6 +753,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     g.add_argument("--corrected", type=_rate, default=0.5, help="of misloads")
     g.add_argument("--duplicates", type=_rate, default=0.2, help="of reads")
     g.add_argument("--vehicle-id", type=_rate, default=0.85, help="of departures")
+    g.add_argument("--reuse", type=_rate, default=0.25, help="of later routes at a dock")
     g.add_argument("--gateout-scan", type=_rate, default=0.2, help="of departures")
     g.add_argument("--gateout-both", type=_rate, default=0.1, help="of departures")
     g.add_argument("--seed", type=int, default=1)
