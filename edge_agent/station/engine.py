@@ -215,7 +215,8 @@ class Session:
     explicit: bool = False  # the vehicle was declared (else inferred from the plan, or none)
     bay_seen_occupied: bool = False
     reported: dict[str, str] = field(default_factory=dict)  # parcel -> colour it got (g/r)
-    misloaded: set[str] = field(default_factory=set)  # plan parcels of other routes put here
+    # plan parcels of other routes put here -> whether theirs had already verified them then
+    misloaded: dict[str, bool] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -405,7 +406,8 @@ class LoadEngine:
                 res, "load.misload", t, data,
                 route=owner.route, vehicle=s.vehicle, dock=dock, parcel=key,
             )  # fmt: skip
-            s.misloaded.add(key)
+            if key not in s.misloaded:
+                s.misloaded[key] = self._verified_anywhere(state, key)
             s.reported[key] = _RED
             res.cues.append(SignalCue(dock, "red", "misload"))
         else:
@@ -452,7 +454,11 @@ class LoadEngine:
             return
         s.route = route
         s.reported.clear()
-        s.misloaded = {p for p in s.misloaded if self._owner_route(p) not in (None, route)}
+        s.misloaded = {
+            p: before
+            for p, before in s.misloaded.items()
+            if self._owner_route(p) not in (None, route)
+        }
 
     def _owner_route(self, parcel: str) -> str | None:
         owner = self.plan.route_of.get(parcel)
@@ -508,7 +514,13 @@ class LoadEngine:
         if route is not None:
             done = state.verified.get(route.route, set())
             missing = sorted(p for p in route.parcels if p not in done)
-            misloaded = sum(1 for p in s.misloaded if not self._verified_anywhere(state, p))
+            # a misload counts unless its parcel was verified on its own route since: verified
+            # before (then taken to the wrong vehicle) it counts whatever follows
+            misloaded = sum(
+                1
+                for p, before in s.misloaded.items()
+                if before or not self._verified_anywhere(state, p)
+            )
             vehicle = s.vehicle if s.vehicle is not None else route.vehicle
             data = {
                 "route": route.route,
@@ -546,7 +558,7 @@ class LoadEngine:
                     "explicit": s.explicit,
                     "bay_seen": s.bay_seen_occupied,
                     "reported": dict(s.reported),
-                    "misloaded": sorted(s.misloaded),
+                    "misloaded": dict(sorted(s.misloaded.items())),
                 },
             }
         return {
@@ -622,9 +634,10 @@ class LoadEngine:
             bay_seen_occupied=_bool(raw.get("bay_seen", False), f"{where}.bay_seen"),
             reported=dict(reported),
         )
+        misloaded = _mapping(raw.get("misloaded", {}), f"{where}.misloaded")
         s.misloaded = {
-            p
-            for p in _strings(raw.get("misloaded", []), f"{where}.misloaded")
+            p: _bool(before, f"{where}.misloaded[{p!r}]")
+            for p, before in misloaded.items()
             if self._owner_route(p) not in (None, s.route)
         }
         ds.session = s
