@@ -12,11 +12,13 @@ identified or not, has its parcels walked past the door, and leaves. On the way:
 - **left behind**: a parcel of the route is never brought to the dock;
 - **duplicates**: one label read several times in one pass (camera and handheld, frame after
   frame), and a corrected parcel read again as it is carried back out;
-- a van may come back to its dock for a second route (``reuse``);
+- a van may come back to its dock for a second route (``reuse``), and two identified vans may
+  come to a dock the other way round from the plan (``out_of_order``);
 - the van is identified by a vehicle-code scan (``VEH:<id>`` or the plain id) or a command in
   ``vehicle_id`` of the departures, and not at all in the others (the station infers it);
 - the van leaves by door closed and bay free, by a ``GATEOUT`` scan (``gateout_scan``: the bay
-  sensor did not see this van), or by both (``gateout_both``: one gate-out all the same).
+  sensor did not see this van), or by both (``gateout_both``: one gate-out all the same); a
+  ``gateout_command`` share of those GATEOUT signals are a gate-out command (``kind: gateout``).
 
 Parcels are plain carrier codes or GS1 SSCCs; an SSCC label reads as ``(00)…``, ``]C100…``,
 ``<GS>00…``, ``00…`` (a camera's GS1-128) or with a postcode after it, and the plan lists either
@@ -108,8 +110,10 @@ class ShiftParams:
     vehicle_command: float = 0.1  # of identified departures, by a command, not a scan
     late_vehicle: float = 0.15  # of scan-identified departures, the code read after some parcels
     reuse: float = 0.25  # of later routes at a dock, loaded onto the van of its previous route
+    out_of_order: float = 0.1  # of a dock's next two routes, served the other way round
     gateout_scan: float = 0.2  # of departures, gate-out by a GATEOUT scan only
     gateout_both: float = 0.1  # of departures, GATEOUT scan and door + bay
+    gateout_command: float = 0.2  # of those GATEOUT signals, a gate-out command, not a scan
     bounce: bool = True  # contact bounce in edges.json
     seed: int = 1
     station: str = "depot-1"
@@ -197,6 +201,7 @@ class Departure:
     load_end: int = 0
     gateout: int = 0  # the first signal that ends the stay for the station
     last_signal: int = 0
+    out_of_order: bool = False  # came before a route planned earlier at its dock
     fates: dict[str, Fate] = field(default_factory=dict)
     unknowns: list[str] = field(default_factory=list)
     misloads_in: list[Misload] = field(default_factory=list)
@@ -303,8 +308,9 @@ def simulate_shift(params: ShiftParams = ShiftParams()) -> Shift:
     rng = random.Random(params.seed)
     ids = _Ids(rng)
     docks = [f"dock-{i + 1}" for i in range(params.docks)]
-    # routes are numbered in plan order, and plan order is each dock's serving order: the
-    # station infers an unidentified van as the dock's next route in plan order
+    # routes are numbered in plan order, and plan order is each dock's serving order but where
+    # two identified vans come the other way round: the station infers an unidentified van as
+    # the dock's next route in plan order
     deps: list[Departure] = []
     for i in range(params.routes):
         d = _departure(rng, ids, params, i, docks[i % params.docks])
@@ -321,9 +327,8 @@ def simulate_shift(params: ShiftParams = ShiftParams()) -> Shift:
         stream.add(0, "bay", dock, "free")
     for dock in docks:
         t = _u(rng, (1_000, 120_000))
-        for d in deps:
-            if d.dock == dock:
-                t = _schedule(rng, ids, d, items[d.route], t, stream)
+        for d in _serving_order(rng, params, [d for d in deps if d.dock == dock]):
+            t = _schedule(rng, params, ids, d, items[d.route], t, stream)
     _corrections(rng, ids, params, misloads, {d.route: d for d in deps}, stream)
     _duplicates(rng, params, stream)
     obs = stream.ordered()
@@ -343,6 +348,30 @@ def simulate_shift(params: ShiftParams = ShiftParams()) -> Shift:
     shift.edges = _edges(rng, params, docks, obs)
     shift.truth = _truth(params, deps, misloads)
     return shift
+
+
+def _serving_order(
+    rng: random.Random, params: ShiftParams, queue: list[Departure]
+) -> list[Departure]:
+    """A dock's routes in the order their vans come: plan order, but for some pairs of vans
+    that are both identified before loading starts (the station cannot tell them apart else)."""
+    early = ("scan", "plain", "command")
+    out = list(queue)
+    k = 0
+    while k + 1 < len(out):
+        a, b = out[k], out[k + 1]
+        if (
+            a.vehicle_by in early
+            and b.vehicle_by in early
+            and a.vehicle != b.vehicle
+            and rng.random() < params.out_of_order
+        ):
+            out[k], out[k + 1] = b, a
+            b.out_of_order = True
+            k += 2
+        else:
+            k += 1
+    return out
 
 
 def _departure(rng: random.Random, ids: _Ids, params: ShiftParams, i: int, dock: str) -> Departure:
@@ -424,6 +453,7 @@ def _items(rng: random.Random, d: Departure) -> list[tuple[_ItemKind, str, Mislo
 
 def _schedule(
     rng: random.Random,
+    params: ShiftParams,
     ids: _Ids,
     d: Departure,
     items: list[tuple[_ItemKind, str, Misload | None]],
@@ -462,7 +492,7 @@ def _schedule(
     door_t = s.add(t if door_first else second, "door", d.dock, "closed")
     if d.gateout_by == "scan":
         # the bay sensor did not see this van: the GATEOUT code is what ends its stay
-        scan_t = s.add(second if door_first else t, "scan", d.dock, _gateout_text(rng, d.dock))
+        scan_t = _gateout(rng, params, s, second if door_first else t, d.dock)
         d.gateout, d.last_signal = scan_t, max(scan_t, door_t)
         return d.last_signal + _u(rng, _NEXT_VAN_GAP)
     bay_t = s.add(second if door_first else t, "bay", d.dock, "free")
@@ -472,7 +502,7 @@ def _schedule(
         # slack), or just after the sensors saw it go
         before = rng.random() < 0.5
         scan_t = t - _u(rng, (1_000, 5_000)) if before else d.gateout + _u(rng, (500, 5_000))
-        scan_t = s.add(scan_t, "scan", d.dock, _gateout_text(rng, d.dock))
+        scan_t = _gateout(rng, params, s, scan_t, d.dock)
         d.gateout, d.last_signal = min(scan_t, d.gateout), max(scan_t, d.last_signal)
     return d.last_signal + _u(rng, _NEXT_VAN_GAP)
 
@@ -486,8 +516,10 @@ def _vehicle(s: _Stream, t: int, d: Departure) -> None:
         s.add(t, "scan", d.dock, f"VEH:{d.vehicle}")
 
 
-def _gateout_text(rng: random.Random, dock: str) -> str:
-    return "GATEOUT" if rng.random() < 0.6 else f"GATEOUT:{dock}"
+def _gateout(rng: random.Random, params: ShiftParams, s: _Stream, t: int, dock: str) -> int:
+    if rng.random() < params.gateout_command:
+        return s.add(t, "gateout", dock)
+    return s.add(t, "scan", dock, "GATEOUT" if rng.random() < 0.6 else f"GATEOUT:{dock}")
 
 
 def _corrections(
@@ -602,6 +634,7 @@ def _truth(params: ShiftParams, deps: list[Departure], misloads: list[Misload]) 
                 "gateout_at": ts(d.gateout),
                 "vehicle_by": d.vehicle_by,
                 "gateout_by": d.gateout_by,
+                "out_of_order": d.out_of_order,
                 "expected": len(d.parcels),
                 "verified": len(ok),
                 "misloaded": len(onto),
