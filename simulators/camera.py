@@ -27,7 +27,17 @@ import numpy as np
 import numpy.typing as npt
 import zxingcpp
 
-__all__ = ["Impairments", "Label", "make_labels", "render_frame", "render_label", "write_frames"]
+__all__ = [
+    "Impairments",
+    "Label",
+    "blank_belt",
+    "finish_frame",
+    "make_labels",
+    "motion_kernel",
+    "render_frame",
+    "render_label",
+    "write_frames",
+]
 
 Frame = npt.NDArray[np.uint8]
 _FORMATS = {
@@ -100,13 +110,56 @@ def render_label(label: Label, module_px: int) -> Frame:
     return cv2.copyMakeBorder(code, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=255)  # type: ignore[return-value]
 
 
+def blank_belt(size: tuple[int, int], rng: np.random.Generator) -> npt.NDArray[np.float32]:
+    """An empty grey belt of ``size`` (w, h) as float grey levels, with its coarse texture."""
+    w, h = size
+    belt: npt.NDArray[np.float32] = np.full((h, w), 90, dtype=np.float32)
+    belt += rng.normal(0, 4, (h // 8 + 1, w // 8 + 1)).repeat(8, 0).repeat(8, 1)[:h, :w]
+    return belt
+
+
+def motion_kernel(length_px: float, angle_deg: float) -> npt.NDArray[np.float32]:
+    """A normalised line kernel for ``cv2.filter2D``: motion blur of ``length_px`` pixels along
+    ``angle_deg`` (0: along +x, 90: along +y, image coordinates)."""
+    length = max(1.0, float(length_px))
+    size = int(np.ceil(length)) | 1  # odd, so the kernel has a centre pixel
+    kernel = np.zeros((size, size), dtype=np.float32)
+    c, half = size // 2, (length - 1) / 2
+    dx, dy = np.cos(np.radians(angle_deg)) * half, np.sin(np.radians(angle_deg)) * half
+    s = 16  # cv2.line's fixed-point sub-pixel endpoints: 4 fractional bits
+    p0 = (round((c - dx) * s), round((c - dy) * s))
+    p1 = (round((c + dx) * s), round((c + dy) * s))
+    cv2.line(kernel, p0, p1, 1.0, 1, cv2.LINE_AA, shift=4)
+    if kernel.sum() <= 0:
+        kernel[c, c] = 1.0
+    return kernel / kernel.sum()  # type: ignore[no-any-return]
+
+
+def finish_frame(
+    belt: npt.NDArray[np.float32], imp: Impairments, rng: np.random.Generator
+) -> Frame:
+    """The camera's own impairments over a composed scene (glare, focus blur, sensor noise),
+    as a BGR frame."""
+    h, w = belt.shape
+    if imp.glare > 0:
+        gx, gy = rng.uniform(0, w), rng.uniform(0, h)
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        radius = 0.15 * min(w, h)
+        belt = belt + 255 * imp.glare * np.exp(-((xx - gx) ** 2 + (yy - gy) ** 2) / (2 * radius**2))
+    if imp.blur > 0:
+        belt = cv2.GaussianBlur(belt, (0, 0), imp.blur)  # type: ignore[assignment]
+    if imp.noise > 0:
+        belt = belt + rng.normal(0, imp.noise, belt.shape).astype(np.float32)
+    grey = np.clip(belt, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)  # type: ignore[return-value]
+
+
 def render_frame(
     label: Label | None, size: tuple[int, int], imp: Impairments, rng: np.random.Generator
 ) -> Frame:
     """One BGR camera frame of ``size`` (w, h): the label somewhere on a grey belt."""
     w, h = size
-    belt: npt.NDArray[np.float32] = np.full((h, w), 90, dtype=np.float32)
-    belt += rng.normal(0, 4, (h // 8 + 1, w // 8 + 1)).repeat(8, 0).repeat(8, 1)[:h, :w]
+    belt = blank_belt(size, rng)
     if label is not None:
         module = 3 if label.format == "Code128" else 5
         paper = render_label(label, module).astype(np.float32) * 0.9 + 10
@@ -123,17 +176,7 @@ def render_frame(
         m = cv2.getPerspectiveTransform(src, dst)
         warped = cv2.warpPerspective(paper, m, (w, h), borderValue=-1.0)
         belt = np.where(warped >= 0, warped, belt)
-    if imp.glare > 0:
-        gx, gy = rng.uniform(0, w), rng.uniform(0, h)
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        radius = 0.15 * min(w, h)
-        belt += 255 * imp.glare * np.exp(-((xx - gx) ** 2 + (yy - gy) ** 2) / (2 * radius**2))
-    if imp.blur > 0:
-        belt = cv2.GaussianBlur(belt, (0, 0), imp.blur)  # type: ignore[assignment]
-    if imp.noise > 0:
-        belt += rng.normal(0, imp.noise, belt.shape).astype(np.float32)
-    grey = np.clip(belt, 0, 255).astype(np.uint8)
-    return cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)  # type: ignore[return-value]
+    return finish_frame(belt, imp, rng)
 
 
 def write_frames(

@@ -11,6 +11,9 @@ Example (defaults shown; ``cameras`` and ``scanners`` may each be empty)::
           fps: 0                  # pace a file/folder replay at this rate (0: as fast as read)
           loop: false             # replay a file/folder forever
           reconnect_max: 30s      # reopen backoff cap after a failure
+          decode: first           # first: the codes of the first pass that finds any (a van
+                                  # camera, one label at a time); every: every code in the
+                                  # frame (a dock door: several labels in view at once)
       scanners:
         - id: hand-1
           kind: serial            # serial (a serial path, serial:// or socket://host:port) or
@@ -49,6 +52,7 @@ class CameraConfig(_Section):
     fps: float = Field(default=0.0, ge=0)
     loop: bool = False
     reconnect_max: Duration = 30.0
+    decode: Literal["first", "every"] = "first"
 
 
 class ScannerConfig(_Section):

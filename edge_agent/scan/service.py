@@ -6,7 +6,18 @@ transition of component ``scan:<id>``) and the device reopened after a capped, j
 
 Each camera has a reader thread that puts frames into a ``FrameMailbox`` (newest frame only,
 drops counted as ``dropped_frames``) and a decode loop that runs the engine in a worker thread,
-so the agent's event loop stays responsive while frames decode.
+so the agent's event loop stays responsive while frames decode. A camera with ``decode: every``
+(a dock door) reads every code of each frame (``DecodeEngine.decode_all``), not only the first
+pass's.
+
+Every read, from a camera or a scanner, goes through one sliding dedup window per (source,
+symbology, text): a label seen in frame after frame is one read for as long as it is seen
+again within the window, i.e. one read per pass in front of the camera; once it has been out
+of sight for longer than the window, its next sighting is a new pass. Frames the mailbox drops
+only lengthen the gaps between sightings, so a pass stays one read while the window is longer
+than the time between two decoded frames in which the label is seen. A new read becomes a
+``scan`` event, or, when the service was given ``deliver`` (the station), is handed to it
+instead.
 """
 
 from __future__ import annotations
@@ -15,7 +26,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from edge_agent.clock import Clock
 from edge_agent.outbox import OutboxError
@@ -47,6 +58,7 @@ class ScanService:
         *,
         monotonic: Callable[[], float] = time.monotonic,
         source_factory: Callable[[CameraConfig], FrameSource] | None = None,
+        deliver: Callable[[Read], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config
         self.sink = sink
@@ -59,6 +71,7 @@ class ScanService:
         self._mono = monotonic
         self._factory = source_factory or (lambda cam: open_source(cam.source, loop=cam.loop))
         self.ended: dict[str, asyncio.Event] = {c.id: asyncio.Event() for c in config.cameras}
+        self._deliver = deliver
 
     async def run(self) -> None:
         """Run every camera and scanner until cancelled."""
@@ -71,10 +84,20 @@ class ScanService:
                 )
 
     async def submit(self, read: Read) -> bool:
-        """Dedup one read and emit it as a ``scan`` event if new; True if emitted."""
+        """Dedup one read; a new one is emitted as a ``scan`` event, or handed to ``deliver``
+        when the service has one. True if it was new and taken."""
         if not self.dedup.is_new(read.source, read.symbology, read.text, self._mono()):
             self.health.count(f"scan:{read.source}", "duplicates")
             return False
+        if self._deliver is not None:
+            try:
+                await self._deliver(read)
+            except Exception:  # the consumer's fault must not stop the camera or scanner
+                self.health.count(f"scan:{read.source}", "deliver_failed")
+                log.exception("read from %s not delivered", read.source)
+                return False
+            self.emitted += 1
+            return True
         data, ref = scan_event(read)
         try:
             await self.sink.emit("scan", data, ref=ref)
@@ -116,6 +139,7 @@ class ScanService:
         )
         reader.start()
         dropped_counted = 0
+        decode = self.engine.decode_all if cam.decode == "every" else self.engine.decode
         try:
             while True:
                 item = await asyncio.to_thread(mailbox.take, _TAKE_WAIT)
@@ -129,7 +153,7 @@ class ScanService:
                         break
                     continue
                 _, frame = item
-                result = await asyncio.to_thread(self.engine.decode, frame)
+                result = await asyncio.to_thread(decode, frame)
                 self.frames_decoded += 1
                 if result.out_of_time:
                     self.health.count(component, "budget_spent")
