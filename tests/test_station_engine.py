@@ -357,6 +357,28 @@ def test_a_vehicle_doing_two_routes_loads_them_one_after_the_other() -> None:
     assert ev.data["expected_route"] == "r1" and ev.data["expected_vehicle"] == "van-1"
 
 
+def test_a_vehicle_declared_at_an_occupied_bay_leaves_by_the_sensors() -> None:
+    d = Dock()
+    d.bay("D1", "occupied")
+    d.vehicle("D1", "van-1")
+    d.scan("D1", "GATEOUT")  # wave 1 closed by hand, the van still in the bay
+    d.vehicle("D1", "van-1")  # wave 2 declared: the van in the bay is this session's
+    gate = only(d.bay("D1", "free"), "load.gateout")
+    assert gate.data["route"] == "r4"
+
+
+def test_a_stray_read_after_a_gate_out_is_no_second_departure() -> None:
+    d = Dock()
+    d.bay("D1", "occupied")
+    d.scan("D1", "A1", "GATEOUT")
+    d.scan("D1", "A2")  # a camera reads a label as the van pulls out: a new session (r3)
+    assert types(d.bay("D1", "free")) == ["dock.bay"]  # that session never saw the bay occupied
+    s = d.state.docks["D1"].session
+    assert s is not None and s.route == "r3"
+    d.bay("D1", "occupied")  # the next vehicle arrives: the same session goes on
+    assert types(d.bay("D1", "free"))[-1] == "load.missing"
+
+
 def test_one_dock_vehicle_per_session() -> None:
     d = Dock()
     d.vehicle("D1", "van-1")

@@ -39,7 +39,7 @@ def at(s: int) -> str:
     return f"2026-03-02T08:{s // 60:02d}:{s % 60:02d}.250Z"
 
 
-def line(s: int, kind: str, dock: str = "D1", **fields: Any) -> str:
+def line(s: int, kind: str, dock: Any = "D1", **fields: Any) -> str:
     return json.dumps({"t": at(s), "kind": kind, "dock": dock, **fields})
 
 
