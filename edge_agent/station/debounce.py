@@ -109,7 +109,7 @@ class Debouncer:
             return []
         reports: list[ContactReport] = []
         held_from = self._last_edge
-        if t - held_from >= self.settle_s:
+        if t >= held_from + self.settle_s:  # the form of next_deadline(): no rounding gap
             began = self._burst_start
             self._burst_start = None
             if self._unstable:
@@ -119,7 +119,7 @@ class Debouncer:
             if self._raw != self._stable:
                 self._stable = self._raw
                 reports.append(ContactChange(began, self._raw))
-        elif not self._unstable and t - self._burst_start >= self.unstable_after_s:
+        elif not self._unstable and t >= self._burst_start + self.unstable_after_s:
             self._unstable = True
             reports.append(ContactUnstable(self._burst_start + self.unstable_after_s))
         return reports

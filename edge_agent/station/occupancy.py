@@ -114,14 +114,14 @@ class Occupancy:
         if side != self._run:
             self._run = side
             self._run_since = t
-        if side is not None and side != self._occupied and t - self._run_since >= self.hold_s:
+        if side is not None and side != self._occupied and t >= self._run_since + self.hold_s:
             self._occupied = side
             reports.append(BayChange(self._run_since, side))
         return reports
 
     def poll(self, t: float) -> list[BayReport]:
         """What silence until ``t`` means (call at ``next_deadline()``; any time is safe)."""
-        if self._stale or self._last is None or t - self._last < self.stale_after_s:
+        if self._stale or self._last is None or t < self._last + self.stale_after_s:
             return []
         self._stale = True
         self._run = None  # a run broken by silence starts again with the next readings
