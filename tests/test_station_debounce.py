@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import tracemalloc
 
 import pytest
@@ -166,10 +167,10 @@ def test_reports_alternate_and_follow_the_last_level(steps: list[tuple[bool, flo
     reports = run(deb, edges, until=t + 10.0)
     changes = [r for r in reports if isinstance(r, ContactChange)]
     levels = [False] + [c.level for c in changes]
-    assert all(a != b for a, b in zip(levels, levels[1:], strict=False))  # no repeats
+    assert all(a != b for a, b in itertools.pairwise(levels))  # no repeats
     assert deb.stable == (edges[-1][0] if edges else False)  # it ends at the last level
     times = [c.t for c in changes]
     assert times == sorted(times)
     kinds = [type(r) for r in reports if not isinstance(r, ContactChange)]
-    for a, b in zip(kinds, kinds[1:], strict=False):
+    for a, b in itertools.pairwise(kinds):
         assert a != b  # unstable and settled alternate: each spell reported once

@@ -56,7 +56,7 @@ def test_the_band_between_thresholds_keeps_the_state_and_breaks_a_run() -> None:
     assert feed(occ, every(2.1, 10.0, 2.2)) == []
     assert occ.occupied is True
     # free needs readings above free_above for the whole hold, a band reading restarts it
-    readings = every(10.1, 10.8, 3.0) + [(10.9, 2.3)] + every(11.0, 11.9, 3.0)
+    readings = [*every(10.1, 10.8, 3.0), (10.9, 2.3), *every(11.0, 11.9, 3.0)]
     assert feed(occ, readings) == []
     assert feed(occ, [(12.0, 3.0)]) == [BayChange(11.0, False)]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from edge_agent.station.signal import OFF, Levels, SignalPattern
@@ -42,7 +44,7 @@ def test_red_is_steady_with_three_beeps_of_150_ms() -> None:
     ]
     assert [lv for _, lv in got] == [lv for _, lv in expected]
     assert [t for t, _ in got] == pytest.approx([t for t, _ in expected])
-    on_time = sum(b[0] - a[0] for a, b in zip(got, got[1:], strict=False) if a[1].buzzer)
+    on_time = sum(b[0] - a[0] for a, b in itertools.pairwise(got) if a[1].buzzer)
     assert on_time == pytest.approx(0.45)
 
 
