@@ -67,7 +67,7 @@ def test_a_full_section_with_units() -> None:
 
     cfg = load(FULL.replace("180cm", "1.8m"))
     assert cfg.gateout_codes == ["GATEOUT", "LEAVE"] and cfg.vehicle_prefix == "VAN:"
-    assert (cfg.dedup_window, cfg.budget) == (2.0, pytest.approx(0.06))
+    assert cfg.dedup_window == 2.0 and cfg.budget == pytest.approx(0.06)
     one, two = cfg.docks
     assert one.settle == pytest.approx(0.03) and one.unstable_after == 2.0
     assert isinstance(one.bay, str) and one.bay.endswith("line=22")

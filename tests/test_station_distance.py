@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -139,7 +141,12 @@ def test_frames_between_header_free_garbage_all_come_out(
 ) -> None:
     # garbage without the format's header byte cannot fake a frame: every frame is found
     header = {"tfmini": 0x59, "a02yyuw": 0xFF, "maxbotix": ord("R")}[protocol]
-    build = {"tfmini": tfmini, "a02yyuw": a02, "maxbotix": maxbotix}[protocol]
+    builders: dict[str, Callable[[int], bytes]] = {
+        "tfmini": tfmini,
+        "a02yyuw": a02,
+        "maxbotix": maxbotix,
+    }
+    build = builders[protocol]
     stream = b""
     expected = []
     for value, junk in items:

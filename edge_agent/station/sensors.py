@@ -85,7 +85,7 @@ class SensorClock:
     def to_utc(self, t_s: float) -> datetime:
         """The UTC time of monotonic instant ``t_s`` (seconds)."""
         now_utc, now_ns = self.utc_now(), self.monotonic_ns()
-        ago_us = (now_ns - round(t_s * 1e9)) // 1000
+        ago_us = round((now_ns - t_s * 1e9) / 1000)  # to the microsecond a datetime holds
         return now_utc - timedelta(microseconds=ago_us)
 
 
