@@ -13,13 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge_agent.gnss.config import GnssConfig
 from edge_agent.platform.settings import BrokerConfig, TlsConfig, parse_listen
 from edge_agent.platform.units import ByteSize, Duration
 from edge_agent.platform.yamlconf import load_model
 from edge_agent.scan.config import ScanConfig
+from edge_agent.station.config import StationConfig
 from edge_agent.trips.config import TripsConfig
 from edge_agent.wire.envelope import IDENT_RE
 
@@ -112,6 +113,16 @@ class AgentConfig(_Section):
     gnss: GnssConfig | None = None
     scan: ScanConfig | None = None
     trips: TripsConfig | None = None
+    station: StationConfig | None = None
+
+    @model_validator(mode="after")
+    def _role_fits(self) -> AgentConfig:
+        # a station's docks on a van (or trips on a station) is a wrong file, not a wish
+        if self.station is not None and self.device.role != "station":
+            raise ValueError("station: only for device.role: station")
+        if self.device.role == "station" and self.trips is not None:
+            raise ValueError("trips: a station has no trips (device.role is station)")
+        return self
 
 
 def load_agent_config(path: str | Path) -> AgentConfig:

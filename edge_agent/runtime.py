@@ -1,5 +1,6 @@
 """The agent's runtime: opens the outbox, serves the local API, runs the uplink and the
-configured components (GNSS, scanning, trips) as named tasks of one ``asyncio.TaskGroup``.
+configured components (GNSS, scanning, trips, the station's docks) as named tasks of one
+``asyncio.TaskGroup``.
 
 SIGTERM and SIGINT stop it cleanly: tasks are cancelled, the uplink announces ``offline``, queued
 events are committed and the outbox is closed. A crash (SIGKILL, power cut) loses nothing that was
@@ -36,6 +37,7 @@ from edge_agent.wire.envelope import EnvelopeError
 from edge_agent.wire.limits import batch_body_limit
 
 if TYPE_CHECKING:
+    from edge_agent.station.service import StationService
     from edge_agent.trips.service import TripService
 
 __all__ = ["Agent", "run_agent_from_file"]
@@ -63,6 +65,7 @@ class Agent:
         self.api_port: int | None = None
         self.gnss: GnssService | None = None
         self.trips: TripService | None = None
+        self.station: StationService | None = None
         self._command_handlers: dict[str, Callable[[bytes], Awaitable[None]]] = {}
 
     def _on_outbox_alarm(self, name: str, detail: dict[str, Any]) -> None:
@@ -161,7 +164,7 @@ class Agent:
         return tasks
 
     def _component_runners(self, sink: OutboxSink) -> list[tuple[str, ComponentRunner]]:
-        """The configured components: GNSS, scanning and trips plug in here."""
+        """The configured components: GNSS, scanning, trips and the station plug in here."""
         runners: list[tuple[str, ComponentRunner]] = []
         if self.config.gnss is not None:
             # Other components take every kept fix with self.gnss.add_listener/subscribe.
@@ -187,6 +190,19 @@ class Agent:
             if self.gnss is not None:
                 self.gnss.add_listener(trips.submit_fix)
             runners.append(("trips", trips.run))
+        if self.config.station is not None:
+            from edge_agent.station.service import StationService
+
+            station = StationService(
+                self.config.station,
+                sink,
+                self.health,
+                self.clock,
+                state_dir=self.config.outbox.path.parent,
+            )
+            self.station = station
+            self._command_handlers["loadplan"] = station.on_loadplan
+            runners.append(("station", station.run))
         return runners
 
     async def _health_loop(self, sink: OutboxSink) -> None:
