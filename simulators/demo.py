@@ -1,16 +1,20 @@
 """The demo on embedded defaults: the whole system on one machine, on simulators.
 
-A private mosquitto on a free port (or ``--broker URL``), the hub, and one edge agent per van. Each
-van's agent reads its GNSS receiver (the GNSS simulator on a TCP socket, playing the van's day at
-``--speed`` times real time) and gets its manifest from the hub side on ``cmd/manifest``; its trip
-engine turns the fixes into departures, approaches, arrivals, dwells and departures. The driver's
+A private mosquitto on a free port (or ``--broker URL``), the hub, a station agent at the depot's
+docks and one edge agent per van. The vans are first loaded at two docks (``station_demo``: the
+load plan over ``cmd/loadplan``, one misload caught and corrected, one parcel left behind, one
+gate-out per van). Each van's agent reads its GNSS receiver (the GNSS simulator on a TCP socket,
+playing the van's day at ``--speed`` times real time) and gets its manifest from the hub side on
+``cmd/manifest``; its trip engine turns the fixes into departures, approaches, arrivals, dwells
+and departures. The driver's
 app (the driver-app simulator) posts the scans and proofs of delivery at each stop to the van's
 local API; one stop is in a dead zone and its events are posted later as a backlog. A third of the
 way through, the broker is killed (it has no persistence) and started again.
 
-At the end the demo prints each van's timeline as the hub stored it, scores the trip events
-against the simulator's ground truth, and checks that every event the app had accepted is in the
-timeline exactly once. Exit status 0 when all of that holds.
+At the end the demo prints the station's and each van's timeline as the hub stored it, checks the
+station's load events against what the docks played, scores the trip events against the
+simulator's ground truth, and checks that every event the app had accepted is in the timeline
+exactly once. Exit status 0 when all of that holds.
 
     python -m simulators.demo [--vans 2] [--stops 3] [--speed 100] [--broker URL] [--workdir DIR]
 """
@@ -35,6 +39,7 @@ from simulators.broker import Mosquitto, free_port
 from simulators.driver_app import plan_deliveries, run_app
 from simulators.feed import drive_fleet
 from simulators.scoring import score
+from simulators.station_demo import LoadingScript, check_station, print_station
 from simulators.van import VanRun, run_van
 from simulators.world import fleet_scenarios
 
@@ -126,7 +131,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo: broker {url}, {len(runs)} vans, files in {work}", flush=True)
         day = max(r.fixes[-1].time.timestamp() - r.fixes[0].time.timestamp() for r in runs)
 
+        station = LoadingScript(runs)
+
+        async def load_at_the_docks() -> None:
+            await station.start_devices()
+            try:
+                cfg = station.agent_config(url, work, free_port())
+                await asyncio.to_thread(launch, "edge_agent", "depot-1", cfg)
+                ack = await station.send_plan(url)
+                print(f"demo: station depot-1 took its load plan: {ack}", flush=True)
+                await station.load()
+            finally:
+                await station.close()
+            print("demo: the vans are loaded and leave the docks for their routes", flush=True)
+
         async def scenario() -> None:
+            await load_at_the_docks()
             tasks = [asyncio.create_task(drive_fleet(runs, gnss_ports, url, args.speed))]
             for run, port in zip(runs, api_ports, strict=True):
                 posts = plan_deliveries(run, args.speed)
@@ -165,7 +185,11 @@ def main(argv: list[str] | None = None) -> int:
         if broker is not None:
             broker.stop()
     timeline = [json.loads(line) for line in out.stdout.splitlines()]
-    return _report(timeline, runs, accepted)
+    print_station(timeline)
+    problems = check_station(timeline, station)
+    for problem in problems:
+        print(f"  station: {problem}")
+    return _report(timeline, runs, accepted) or (1 if problems else 0)
 
 
 async def _app(van: str, port: int, posts: list[Any], accepted: dict[str, int]) -> None:
