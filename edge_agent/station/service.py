@@ -36,6 +36,7 @@ from typing import Any
 from edge_agent.clock import Clock
 from edge_agent.pending import PendingEvents
 from edge_agent.platform.health import HealthRegistry
+from edge_agent.platform.inbox import Inbox
 from edge_agent.platform.statefiles import StateFiles
 from edge_agent.scan.config import ScanConfig
 from edge_agent.scan.events import Read
@@ -115,10 +116,12 @@ class StationService:
         self.engine = LoadEngine(None, self._params)
         self.state: LoadState = self.engine.new_state()
         self.pending = PendingEvents(sink, health, COMPONENT, sleep=sleep)
-        self._queue: deque[Observation | _Plan] = deque()
-        self._queue_size = queue_size
-        self._wakeup = asyncio.Event()
-        self._idle = asyncio.Event()
+        # a burst of reads may push out the oldest observation, never a plan
+        self._inbox: Inbox[Observation | _Plan] = Inbox(
+            queue_size,
+            droppable=lambda item: not isinstance(item, _Plan),
+            on_overflow=lambda: health.count(COMPONENT, "queue-overflow"),
+        )
         self._sensor_clock = SensorClock(utc_now=self._utc_now, monotonic_ns=monotonic_ns)
         self._mono_ns = monotonic_ns
         self.signals: dict[str, DockSignal] = {}
@@ -191,20 +194,11 @@ class StationService:
         self._put(obs)
 
     def _put(self, item: Observation | _Plan) -> None:
-        if len(self._queue) >= self._queue_size:
-            victim = next((i for i in self._queue if not isinstance(i, _Plan)), None)
-            if victim is None:
-                self._queue.popleft()
-            else:
-                self._queue.remove(victim)
-            self._health.count(COMPONENT, "queue-overflow")
-        self._queue.append(item)
-        self._idle.clear()
-        self._wakeup.set()
+        self._inbox.put(item)
 
     async def idle(self) -> None:
         """Wait until ``run`` has started and processed everything queued so far."""
-        await self._idle.wait()
+        await self._inbox.idle()
 
     # ------------------------------------------------------------------ running
 
@@ -243,21 +237,9 @@ class StationService:
         )
 
     def _start_dock(self, tg: asyncio.TaskGroup, dock: DockConfig) -> None:
+        contacts: list[tuple[ContactKind, str]] = []
         if dock.door is not None:
-            tg.create_task(
-                run_contact(
-                    dock.id,
-                    "door",
-                    dock.door,
-                    self.on_observation,
-                    self._health,
-                    self._sensor_clock,
-                    settle_s=dock.settle,
-                    unstable_after_s=dock.unstable_after,
-                    gpiod=self._gpiod,
-                ),
-                name=f"station:{dock.id}:door",
-            )
+            contacts.append(("door", dock.door))
         bay = dock.bay
         if isinstance(bay, DistanceBayConfig):
             tg.create_task(
@@ -276,11 +258,13 @@ class StationService:
                 name=f"station:{dock.id}:bay",
             )
         elif bay is not None:
+            contacts.append(("bay", bay))
+        for kind, url in contacts:
             tg.create_task(
                 run_contact(
                     dock.id,
-                    "bay",
-                    bay,
+                    kind,
+                    url,
                     self.on_observation,
                     self._health,
                     self._sensor_clock,
@@ -288,7 +272,7 @@ class StationService:
                     unstable_after_s=dock.unstable_after,
                     gpiod=self._gpiod,
                 ),
-                name=f"station:{dock.id}:bay",
+                name=f"station:{dock.id}:{kind}",
             )
         signal = self.signals.get(dock.id)
         if signal is not None:
@@ -345,14 +329,10 @@ class StationService:
 
     async def _consume(self) -> None:
         while True:
-            if not self._queue:
-                self._idle.set()
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
+            await self._inbox.wait()
             events: list[StationEvent] = []
-            for _ in range(min(STEP_BATCH, len(self._queue))):
-                item = self._queue.popleft()
+            for _ in range(min(STEP_BATCH, len(self._inbox))):
+                item = self._inbox.popleft()
                 if isinstance(item, _Plan):
                     if events:  # the events so far belong to the old plan's steps
                         await self._commit(events)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -33,6 +32,7 @@ from edge_agent.clock import Clock
 from edge_agent.gnss.fix import Fix
 from edge_agent.pending import PendingEvents
 from edge_agent.platform.health import HealthRegistry
+from edge_agent.platform.inbox import Inbox
 from edge_agent.platform.statefiles import StateFiles
 from edge_agent.sink import EventSink
 from edge_agent.trips.config import TripsConfig
@@ -88,10 +88,12 @@ class TripService:
             else None
         )
         self._params = EngineParams.from_config(config)
-        self._queue: deque[Fix | _Manifest] = deque()
-        self._queue_size = queue_size
-        self._wakeup = asyncio.Event()
-        self._idle = asyncio.Event()  # set by run() whenever it has nothing left to do
+        # a burst of fixes may push out the oldest fix, never a manifest
+        self._inbox: Inbox[Fix | _Manifest] = Inbox(
+            queue_size,
+            droppable=lambda item: isinstance(item, Fix),
+            on_overflow=lambda: health.count(COMPONENT, "queue-overflow"),
+        )
         self.manifest: Manifest | None = None
         self.engine = TripEngine(build_zones(None, config), self._params)
         self.state: EngineState = self.engine.new_state()
@@ -125,21 +127,11 @@ class TripService:
         self._put(_Manifest(bytes(payload)))
 
     def _put(self, item: Fix | _Manifest) -> None:
-        if len(self._queue) >= self._queue_size:
-            # drop the oldest fix, never a manifest to a burst of fixes
-            victim = next((i for i in self._queue if isinstance(i, Fix)), None)
-            if victim is None:
-                self._queue.popleft()
-            else:
-                self._queue.remove(victim)
-            self._health.count(COMPONENT, "queue-overflow")
-        self._queue.append(item)
-        self._idle.clear()
-        self._wakeup.set()
+        self._inbox.put(item)
 
     async def idle(self) -> None:
         """Wait until ``run`` has started and processed everything queued so far."""
-        await self._idle.wait()
+        await self._inbox.idle()
 
     # ------------------------------------------------------------------ running
 
@@ -148,18 +140,12 @@ class TripService:
         await self._start()
         try:
             while True:
-                if not self._queue:
-                    self._idle.set()
-                    self._wakeup.clear()
-                    timeout = max(0.5, self.config.reorder_window)
-                    try:
-                        await asyncio.wait_for(self._wakeup.wait(), timeout)
-                    except TimeoutError:
-                        # no fix for a while (a tunnel): release what the buffer holds
-                        await self._step_all(self._order.flush())
-                        await self._maybe_save()
-                        continue
-                item = self._queue.popleft()
+                if not await self._inbox.wait(max(0.5, self.config.reorder_window)):
+                    # no fix for a while (a tunnel): release what the buffer holds
+                    await self._step_all(self._order.flush())
+                    await self._maybe_save()
+                    continue
+                item = self._inbox.popleft()
                 if isinstance(item, _Manifest):
                     await self._apply_manifest(item.payload)
                 else:
