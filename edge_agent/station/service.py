@@ -37,7 +37,7 @@ from edge_agent.clock import Clock
 from edge_agent.pending import PendingEvents
 from edge_agent.platform.health import HealthRegistry
 from edge_agent.platform.inbox import Inbox
-from edge_agent.platform.statefiles import StateFiles
+from edge_agent.producer_files import ProducerFiles
 from edge_agent.scan.config import ScanConfig
 from edge_agent.scan.events import Read
 from edge_agent.sink import EventSink
@@ -107,8 +107,13 @@ class StationService:
         self._clock = clock
         self._gpiod = gpiod
         folder = config.state_dir if config.state_dir is not None else state_dir
-        self._store = (
-            StateFiles(folder, document=PLAN_FILE, state=STATE_FILE) if folder is not None else None
+        self._files = ProducerFiles(
+            folder,
+            health,
+            COMPONENT,
+            document=PLAN_FILE,
+            state=STATE_FILE,
+            state_format=STATE_FORMAT,
         )
         self._params = LoadParams(
             gateout_codes=frozenset(config.gateout_codes), vehicle_prefix=config.vehicle_prefix
@@ -160,12 +165,11 @@ class StationService:
             self._health.count(COMPONENT, "plan-invalid")
             self._health.set_state(COMPONENT, "plan-invalid", path=exc.path, reason=exc.reason)
             raise CommandRefused(f"loadplan: {exc}") from None
-        if self._store is not None:
-            try:
-                await asyncio.to_thread(self._store.save_document, bytes(payload))
-            except OSError as exc:
-                self._health.set_state(COMPONENT, "state-unwritable", error=str(exc))
-                raise CommandRefused(f"loadplan: cannot keep it on disk: {exc}") from None
+        try:
+            await self._files.save_document(bytes(payload))
+        except OSError as exc:
+            self._health.set_state(COMPONENT, "state-unwritable", error=str(exc))
+            raise CommandRefused(f"loadplan: cannot keep it on disk: {exc}") from None
         self._put(_Plan(plan, None))
 
     def observe(self, obs: Observation) -> None:
@@ -279,41 +283,16 @@ class StationService:
             tg.create_task(signal.run(), name=f"station:{dock.id}:signal")
 
     async def _start(self) -> None:
-        plan: LoadPlan | None = None
-        if self._store is not None:
-            raw = await asyncio.to_thread(self._store.load_document)
-            if raw is not None:
-                try:
-                    plan = parse_load_plan(raw)
-                except PlanError as exc:
-                    moved = await asyncio.to_thread(
-                        self._store.move_aside, self._store.document_path
-                    )
-                    self._health.set_state(
-                        COMPONENT, "plan-invalid", path=exc.path, reason=exc.reason, moved_to=moved
-                    )
-        if plan is None and self.config.plan is not None:
-            try:
-                plan = await asyncio.to_thread(load_plan_file, self.config.plan)
-            except PlanError as exc:
-                self._health.set_state(COMPONENT, "plan-invalid", path=exc.path, reason=exc.reason)
+        configured = self.config.plan
+        plan = await self._files.load_document(
+            parse_load_plan,
+            (lambda: load_plan_file(configured)) if configured is not None else None,
+            PlanError,
+            "plan-invalid",
+        )
         self.engine = LoadEngine(plan, self._params)
-        self.state = self.engine.new_state()
-        if self._store is not None:
-            data = await asyncio.to_thread(self._store.load_state)
-            if data is None and self._store.moved_aside:
-                self._health.count(COMPONENT, "state-corrupt")
-            if data is not None:
-                try:
-                    if data.get("format") != STATE_FORMAT:
-                        raise ValueError("unknown state format")
-                    self.state = self.engine.load(data["engine"])
-                    self.pending.load(data.get("pending"))
-                except (ValueError, KeyError, TypeError) as exc:
-                    moved = await asyncio.to_thread(self._store.move_aside, self._store.state_path)
-                    log.warning("station: state file unusable (%s), moved to %s", exc, moved)
-                    self._health.count(COMPONENT, "state-corrupt")
-                    self.state = self.engine.new_state()
+        state = await self._files.load_state(self.engine.load, self.pending)
+        self.state = state if state is not None else self.engine.new_state()
         if self.pending:
             await self.pending.flush()
             await self._save_now()
@@ -375,15 +354,4 @@ class StationService:
         # recognises. One state write per group, not two: the state grows with the shift.
 
     async def _save_now(self) -> None:
-        if self._store is None:
-            return
-        data = {
-            "format": STATE_FORMAT,
-            "engine": self.engine.dump(self.state),
-            "pending": self.pending.dump(),
-        }
-        try:
-            await asyncio.to_thread(self._store.save_state, data)
-        except OSError as exc:
-            self._health.count(COMPONENT, "state-unwritable")
-            self._health.set_state(COMPONENT, "state-unwritable", error=str(exc))
+        await self._files.save_state(self.engine.dump(self.state), self.pending)

@@ -33,7 +33,7 @@ from edge_agent.gnss.fix import Fix
 from edge_agent.pending import PendingEvents
 from edge_agent.platform.health import HealthRegistry
 from edge_agent.platform.inbox import Inbox
-from edge_agent.platform.statefiles import StateFiles
+from edge_agent.producer_files import ProducerFiles
 from edge_agent.sink import EventSink
 from edge_agent.trips.config import TripsConfig
 from edge_agent.trips.engine import EngineParams, EngineState, TripEngine, TripEvent
@@ -82,10 +82,13 @@ class TripService:
         self._mono = monotonic
         self._sleep = sleep
         folder = config.state_dir if config.state_dir is not None else state_dir
-        self._store = (
-            StateFiles(folder, document=MANIFEST_FILE, state=STATE_FILE)
-            if folder is not None
-            else None
+        self._files = ProducerFiles(
+            folder,
+            health,
+            COMPONENT,
+            document=MANIFEST_FILE,
+            state=STATE_FILE,
+            state_format=STATE_FORMAT,
         )
         self._params = EngineParams.from_config(config)
         # a burst of fixes may push out the oldest fix, never a manifest
@@ -155,45 +158,17 @@ class TripService:
             await self._save_now()
 
     async def _start(self) -> None:
-        manifest: Manifest | None = None
-        if self._store is not None:
-            raw = await asyncio.to_thread(self._store.load_document)
-            if raw is not None:
-                try:
-                    manifest = parse_manifest(raw)
-                except ManifestError as exc:
-                    moved = await asyncio.to_thread(
-                        self._store.move_aside, self._store.document_path
-                    )
-                    self._health.set_state(
-                        COMPONENT,
-                        "manifest-invalid",
-                        path=exc.path,
-                        reason=exc.reason,
-                        moved_to=moved,
-                    )
-        if manifest is None and self.config.manifest is not None:
-            try:
-                manifest = await asyncio.to_thread(load_manifest_file, self.config.manifest)
-            except ManifestError as exc:
-                self._health.set_state(
-                    COMPONENT, "manifest-invalid", path=exc.path, reason=exc.reason
-                )
+        configured = self.config.manifest
+        manifest = await self._files.load_document(
+            parse_manifest,
+            (lambda: load_manifest_file(configured)) if configured is not None else None,
+            ManifestError,
+            "manifest-invalid",
+        )
         self._use(manifest)
-        if self._store is not None:
-            data = await asyncio.to_thread(self._store.load_state)
-            if data is None and self._store.moved_aside:
-                self._health.count(COMPONENT, "state-corrupt")
-            if data is not None:
-                try:
-                    if data.get("format") != STATE_FORMAT:
-                        raise ValueError("unknown state format")
-                    self.state = self.engine.load(data["engine"])
-                    self.pending.load(data.get("pending"))
-                except (ValueError, KeyError, TypeError) as exc:
-                    moved = await asyncio.to_thread(self._store.move_aside, self._store.state_path)
-                    log.warning("trips: state file unusable (%s), moved to %s", exc, moved)
-                    self._health.count(COMPONENT, "state-corrupt")
+        state = await self._files.load_state(self.engine.load, self.pending)
+        if state is not None:
+            self.state = state
         if self.pending:
             await self.pending.flush()
             await self._save_now()
@@ -245,11 +220,10 @@ class TripService:
         self.manifest = manifest
         self._health.count(COMPONENT, "manifest-applied")
         self._health.set_state(COMPONENT, "ok", route=manifest.route, stops=len(manifest.stops))
-        if self._store is not None:
-            try:
-                await asyncio.to_thread(self._store.save_document, payload)
-            except OSError as exc:
-                self._health.set_state(COMPONENT, "state-unwritable", error=str(exc))
+        try:
+            await self._files.save_document(payload)
+        except OSError as exc:
+            self._health.set_state(COMPONENT, "state-unwritable", error=str(exc))
         await self._save_now()
 
     # ------------------------------------------------------------------ events
@@ -270,15 +244,4 @@ class TripService:
     async def _save_now(self) -> None:
         self._saved_at = self._mono()
         self._saved_fixes = self.state.fixes
-        if self._store is None:
-            return
-        data = {
-            "format": STATE_FORMAT,
-            "engine": self.engine.dump(self.state),
-            "pending": self.pending.dump(),
-        }
-        try:
-            await asyncio.to_thread(self._store.save_state, data)
-        except OSError as exc:
-            self._health.count(COMPONENT, "state-unwritable")
-            self._health.set_state(COMPONENT, "state-unwritable", error=str(exc))
+        await self._files.save_state(self.engine.dump(self.state), self.pending)
