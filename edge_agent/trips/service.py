@@ -21,7 +21,6 @@ capped backoff (``emit-failed``), an unreadable state file is moved aside.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -43,8 +42,6 @@ from edge_agent.trips.reorder import FixOrder
 from edge_agent.wire.commands import CommandRefused
 
 __all__ = ["TripService"]
-
-log = logging.getLogger(__name__)
 
 COMPONENT = "trips"
 SAVE_EVERY_S = 60.0
