@@ -1,6 +1,13 @@
-"""The hub's HTTP API: health, devices (watermark, gaps, online state), timeline, dead letters.
+"""The hub's HTTP API: health, devices (watermark, gaps, online state), timeline, dead letters,
+and commands to devices.
 
-Read-only; the same aiohttp stack as the agent's local API. ``GET /v1/openapi.json`` describes it
+Read-only but for one operation: ``POST /v1/devices/{fleet}/{device}/commands/{name}`` queues a
+command (``hub_bridge/commands.py``; what ``hub-bridge send`` calls), answering ``202`` with its
+id once it is committed; the running hub publishes it until the device answers. ``GET`` of
+``/v1/devices/{fleet}/{device}/commands`` lists a device's commands with their status and
+``/v1/commands/{id}`` shows one with its payload. The API has no authentication of its own: keep
+``api.listen`` on loopback or behind a proxy that has one. The same aiohttp stack as the agent's
+local API. ``GET /v1/openapi.json`` describes it
 (``OPENAPI``, OpenAPI 3.1 with the schema of every answer).
 
 Query parameters are parsed strictly: ``fleet`` and ``device`` are identifiers of the contract,
@@ -12,14 +19,25 @@ idle, or trickling its request, for ``idle_timeout`` is closed.
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Mapping
+import sqlite3
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 
 from edge_agent.platform.health import HealthRegistry
+from edge_agent.wire.commands import COMMAND_ID_MAX
 from edge_agent.wire.envelope import IDENT_RE, SEQ_MAX
+from hub_bridge.commands import (
+    COMMAND_NAMES,
+    PAYLOAD_MAX_BYTES,
+    STATUSES,
+    CommandError,
+    CommandLimits,
+    prepare_command,
+)
 from hub_bridge.timeline import Timeline
 
 __all__ = ["OPENAPI", "build_app"]
@@ -27,6 +45,12 @@ __all__ = ["OPENAPI", "build_app"]
 LIMIT_MAX = 10_000
 _IDENT = re.compile(IDENT_RE)
 _DIGITS = re.compile(r"[0-9]{1,20}")  # ASCII only: str.isdigit() also takes "²" and "٣"
+COMMAND_ID_RE = rf"^[A-Za-z0-9_.:-]{{1,{COMMAND_ID_MAX}}}$"
+# fullmatch without the anchors: "$" would also take a trailing newline (a path may carry %0A)
+_COMMAND_ID = re.compile(COMMAND_ID_RE.strip("^$"))
+_IDENT_FULL = re.compile(IDENT_RE.strip("^$"))
+BODY_TIMEOUT_S = 30.0
+"""A command body not received within this is answered 408."""
 
 
 def _int_param(name: str, lo: int, hi: int, default: int, text: str) -> dict[str, Any]:
@@ -55,6 +79,17 @@ def _json(schema: dict[str, Any], text: str) -> dict[str, Any]:
 
 _BAD = _json({"$ref": "#/components/schemas/Error"}, "a query parameter is invalid (named)")
 _NUMBER_OR_NULL = {"type": ["number", "null"]}
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _path_param(name: str, schema: dict[str, Any], text: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": text, "schema": schema}
+
+
+_DEVICE_PARAMS = [
+    _path_param("fleet", {"type": "string", "pattern": IDENT_RE}, "the device's fleet"),
+    _path_param("device", {"type": "string", "pattern": IDENT_RE}, "the device"),
+]
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -125,6 +160,85 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/v1/devices/{fleet}/{device}/commands/{name}": {
+            "post": {
+                "summary": "queue a command to a device, kept until the device answers it",
+                "description": (
+                    "The body is the command: a JSON object of at most "
+                    f"{PAYLOAD_MAX_BYTES} bytes with its id added, bounded like every input of "
+                    "the hub (nesting, 64-bit integers, finite numbers, no lone surrogate), "
+                    "without an id of its own. The hub gives it an id and publishes it on "
+                    "lm/v1/{fleet}/{device}/cmd/{name} (QoS 1) at once, again at each birth "
+                    "of the device and after a capped backoff until the device answers on "
+                    "cmd-ack. It supersedes the device's unanswered command of the same name. "
+                    "A manifest or a load plan is checked by the device, whose refusal is "
+                    "recorded with the command."
+                ),
+                "parameters": [
+                    *_DEVICE_PARAMS,
+                    _path_param("name", {"enum": list(COMMAND_NAMES)}, "the command"),
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {"type": "object", "not": {"required": ["id"]}}
+                        }
+                    },
+                },
+                "responses": {
+                    "202": _json(
+                        {"$ref": "#/components/schemas/Queued"}, "committed: the hub sends it"
+                    ),
+                    "400": _json(_ERROR, "not a bounded JSON object, or a parameter is invalid"),
+                    "408": _json(_ERROR, f"the body was not received within {BODY_TIMEOUT_S:g} s"),
+                    "413": _json(_ERROR, f"more than {PAYLOAD_MAX_BYTES} bytes with its id"),
+                    "503": _json(_ERROR, "the store cannot be written: nothing was queued"),
+                },
+            }
+        },
+        "/v1/devices/{fleet}/{device}/commands": {
+            "get": {
+                "summary": "a device's commands, newest first, with their status",
+                "parameters": [
+                    *_DEVICE_PARAMS,
+                    _int_param("limit", 1, LIMIT_MAX, 100, "at most this many commands"),
+                ],
+                "responses": {
+                    "200": _json(
+                        {"type": "array", "items": {"$ref": "#/components/schemas/Command"}},
+                        "kept commands: unanswered ones, and answered or superseded ones "
+                        "within the retention",
+                    ),
+                    "400": _json(_ERROR, "a parameter is invalid (named)"),
+                },
+            }
+        },
+        "/v1/commands/{id}": {
+            "get": {
+                "summary": "one command with its status and its payload as published",
+                "parameters": [
+                    _path_param("id", {"type": "string", "pattern": COMMAND_ID_RE}, "its id")
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "allOf": [
+                                {"$ref": "#/components/schemas/Command"},
+                                {
+                                    "type": "object",
+                                    "required": ["payload"],
+                                    "properties": {"payload": {"type": "object"}},
+                                },
+                            ]
+                        },
+                        "the command",
+                    ),
+                    "400": _json(_ERROR, "a parameter is invalid (named)"),
+                    "404": _json(_ERROR, "no such command (never queued, or pruned)"),
+                },
+            }
+        },
         "/v1/openapi.json": {
             "get": {
                 "summary": "this document",
@@ -178,6 +292,46 @@ OPENAPI: dict[str, Any] = {
                     "data": {"type": "object"},
                     "ref": {"type": "object"},
                     "_flags": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+            "Queued": {
+                "type": "object",
+                "required": ["id", "fleet", "device", "name", "status", "superseded"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "fleet": {"type": "string"},
+                    "device": {"type": "string"},
+                    "name": {"enum": list(COMMAND_NAMES)},
+                    "status": {"const": "queued"},
+                    "superseded": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "ids of the unanswered commands of this name it replaces",
+                    },
+                    "device_known": {
+                        "type": "boolean",
+                        "description": "whether the hub has heard of the device yet",
+                    },
+                },
+            },
+            "Command": {
+                "type": "object",
+                "required": ["id", "fleet", "device", "name", "status", "created", "sent_count"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "fleet": {"type": "string"},
+                    "device": {"type": "string"},
+                    "name": {"type": "string"},
+                    "status": {"enum": list(STATUSES)},
+                    "created": {"type": "number"},
+                    "sent_count": {"type": "integer", "minimum": 0},
+                    "last_sent": _NUMBER_OR_NULL,
+                    "next_send": _NUMBER_OR_NULL,
+                    "acked_at": _NUMBER_OR_NULL,
+                    "ok": {"type": ["boolean", "null"]},
+                    "error": {"type": ["string", "null"]},
+                    "superseded_by": {"type": ["string", "null"]},
+                    "size": {"type": "integer", "minimum": 0},
                 },
             },
             "DeadLetter": {
@@ -238,10 +392,43 @@ def _bad_query(exc: QueryError) -> web.Response:
     return web.json_response({"error": str(exc)}, status=400)
 
 
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _device_of(request: web.Request) -> tuple[str, str]:
+    fleet, device = request.match_info["fleet"], request.match_info["device"]
+    for name, value in (("fleet", fleet), ("device", device)):
+        if not _IDENT_FULL.fullmatch(value):
+            raise QueryError(name, f"must match {IDENT_RE}")
+    return fleet, device
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, refused (CommandError 413) as soon as it is longer than ``limit``."""
+    if request.content_length is not None and request.content_length > limit:
+        raise CommandError(f"the command is {request.content_length} bytes, more than {limit}", 413)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise CommandError(f"the command is more than {limit} bytes", 413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def build_app(
-    timeline: Timeline, health: HealthRegistry, *, idle_timeout: float = 30.0
+    timeline: Timeline,
+    health: HealthRegistry,
+    *,
+    idle_timeout: float = 30.0,
+    commands_changed: Callable[[], None] | None = None,
+    command_limits: CommandLimits | None = None,
 ) -> web.Application:
-    """The aiohttp application of the hub API."""
+    """The aiohttp application of the hub API. ``commands_changed`` is called once a command
+    is queued (the bridge publishes it then); ``command_limits`` bound the queue."""
+    limits = command_limits or CommandLimits()
 
     async def get_health(request: web.Request) -> web.Response:
         try:
@@ -291,6 +478,67 @@ def build_app(
             return _bad_query(exc)
         return web.json_response(await timeline.dead_letters(q["limit"]))
 
+    async def post_command(request: web.Request) -> web.Response:
+        try:
+            _params(request.query, {})
+            fleet, device = _device_of(request)
+        except QueryError as exc:
+            return _bad_query(exc)
+        name = request.match_info["name"]
+        if name not in COMMAND_NAMES:
+            shown = name if name.isprintable() and len(name) <= 64 else repr(name[:64])
+            return _error(400, f"name: {shown} is not a command ({', '.join(COMMAND_NAMES)})")
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT_S):
+                body = await _read_body(request, PAYLOAD_MAX_BYTES)
+            cid, payload = prepare_command(body)
+        except TimeoutError:
+            return _error(408, f"the body was not received within {BODY_TIMEOUT_S:g} s")
+        except CommandError as exc:
+            return _error(exc.status, str(exc))
+        try:
+            superseded = await timeline.add_command(fleet, device, name, cid, payload, limits)
+            known = await timeline.known_device(fleet, device)
+        except sqlite3.OperationalError as exc:
+            health.count("commands", "store-failed")
+            return _error(503, f"the command could not be stored: {str(exc)[:200]}")
+        health.count("commands", "queued")
+        if superseded:
+            health.count("commands", "superseded", len(superseded))
+        if commands_changed is not None:
+            commands_changed()
+        answer = {
+            "id": cid,
+            "fleet": fleet,
+            "device": device,
+            "name": name,
+            "status": "queued",
+            "superseded": superseded,
+            "device_known": known,
+        }
+        return web.json_response(answer, status=202)
+
+    async def get_commands(request: web.Request) -> web.Response:
+        try:
+            q = _params(request.query, {"limit": (1, LIMIT_MAX, 100)})
+            fleet, device = _device_of(request)
+        except QueryError as exc:
+            return _bad_query(exc)
+        return web.json_response(await timeline.commands(fleet, device, q["limit"]))
+
+    async def get_command(request: web.Request) -> web.Response:
+        try:
+            _params(request.query, {})
+        except QueryError as exc:
+            return _bad_query(exc)
+        cid = request.match_info["id"]
+        if not _COMMAND_ID.fullmatch(cid):
+            return _error(400, f"id: must match {COMMAND_ID_RE}")
+        found = await timeline.command(cid)
+        if found is None:
+            return _error(404, f"no command {cid}")
+        return web.json_response(found)
+
     async def get_openapi(request: web.Request) -> web.Response:
         try:
             _params(request.query, {})
@@ -305,5 +553,8 @@ def build_app(
     app.router.add_get("/v1/devices", get_devices)
     app.router.add_get("/v1/events", get_events)
     app.router.add_get("/v1/dead-letters", get_dead)
+    app.router.add_post("/v1/devices/{fleet}/{device}/commands/{name}", post_command)
+    app.router.add_get("/v1/devices/{fleet}/{device}/commands", get_commands)
+    app.router.add_get("/v1/commands/{id}", get_command)
     app.router.add_get("/v1/openapi.json", get_openapi)
     return app

@@ -12,6 +12,14 @@ The hub announces itself like Sparkplug's primary host (DESIGN §2): once subscr
 ``offline`` when the connection is lost, and a clean stop publishes ``offline`` itself. Agents
 resend what is unacked as soon as a hub comes online, instead of waiting for their ack timeout.
 
+Commands to devices (``hub_bridge/commands.py``, ``hub-bridge send``) are kept in the timeline
+store until answered. A sender task publishes each one when it is due (QoS 1, not retained): at
+once when queued (the API wakes it), again when the device's birth arrives (a retained birth is
+delivered again on every reconnect of the hub, so a restarted hub sends what is unanswered), and
+again after a capped backoff while unanswered; never to a device known to be offline. Answers
+come on ``lm/v1/+/+/cmd-ack``: the topic is the device's identity, so an answer naming another
+device's command, or an unknown one, is counted and ignored; a malformed one is a dead letter.
+
 Nothing a device sends can stop the hub or fill its disk: every failure of one message is
 recorded (bounded: see ``Timeline``) and the loop goes on. A state message larger than
 ``ingest.max_state_bytes`` is dead-lettered, not stored. Dead-letter warnings are logged the
@@ -39,6 +47,7 @@ from edge_agent.platform.redact import redact_url
 from edge_agent.wire import topics
 from edge_agent.wire.envelope import EnvelopeError
 from edge_agent.wire.seqs import seq_ranges
+from hub_bridge.commands import CommandAckError, CommandLimits, parse_command_ack, resend_delay
 from hub_bridge.config import HubConfig
 from hub_bridge.ingest import check_events
 from hub_bridge.timeline import Batch, StoreResult, Timeline
@@ -53,6 +62,13 @@ GROUP_MAX = 16
 """Most queued messages committed in one transaction."""
 
 _HUB_PREFIX = f"{topics.PREFIX}/_hub/"
+
+COMMAND_BURST = 100
+"""Most due commands read and published in one go (the rest follow at once)."""
+_COMMAND_IDLE_S = 300.0
+"""Longest sleep of the sender: it also deletes finished commands past their retention."""
+_COMMAND_RETRY_S = 5.0
+"""Wait after the store failed under the sender."""
 
 
 def _reject_constant(name: str) -> Any:
@@ -89,8 +105,15 @@ class _LogBudget:
 class HubBridge:
     """Runs until cancelled: connect, ingest, acknowledge, reconnect."""
 
-    def __init__(self, config: HubConfig, timeline: Timeline, health: HealthRegistry) -> None:
+    def __init__(
+        self,
+        config: HubConfig,
+        timeline: Timeline,
+        health: HealthRegistry,
+        command_limits: CommandLimits | None = None,
+    ) -> None:
         self.config = config
+        self.command_limits = command_limits or CommandLimits()
         self.timeline = timeline
         self.health = health
         self.batches = 0
@@ -98,6 +121,11 @@ class HubBridge:
         """Set once the first subscriptions are in place (the hub is ready for devices)."""
         self.state_topic = topics.hub_state(config.hub_id)
         self._log_budget = _LogBudget()
+        self._commands_due = asyncio.Event()
+
+    def commands_changed(self) -> None:
+        """A command was queued (by the API): publish what is due now."""
+        self._commands_due.set()
 
     def _events_filter(self) -> str:
         base = f"{topics.PREFIX}/+/+/events"
@@ -147,6 +175,8 @@ class HubBridge:
     async def _serve(self, client: aiomqtt.Client) -> None:
         await client.subscribe(self._events_filter(), qos=1)
         await client.subscribe(f"{topics.PREFIX}/+/+/state", qos=1)
+        # not shared between hub instances: recording an answer twice keeps the first
+        await client.subscribe(f"{topics.PREFIX}/+/+/cmd-ack", qos=1)
         for fleet, device, wm in await self.timeline.watermarks():
             await self._publish_ack(client, fleet, device, wm)
         # online only once subscribed: an agent resending at once must find us listening
@@ -160,14 +190,16 @@ class HubBridge:
                 queue.put_nowait(message)
 
         reader = asyncio.create_task(pump(), name="hub-receive")
+        sender = asyncio.create_task(self._send_commands(client), name="hub-commands")
         nxt: asyncio.Future[aiomqtt.Message] | None = None
         try:
             while True:
                 nxt = asyncio.ensure_future(queue.get())
-                await asyncio.wait((nxt, reader), return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait((nxt, reader, sender), return_when=asyncio.FIRST_COMPLETED)
                 if not nxt.done():
                     nxt.cancel()
-                    reader.result()  # the connection ended: its MqttError goes to run()
+                    # the connection ended: its MqttError goes to run()
+                    (reader if reader.done() else sender).result()
                     raise aiomqtt.MqttError("the hub's message stream ended")
                 group = [nxt.result()]
                 while not queue.empty() and len(group) < GROUP_MAX:
@@ -176,10 +208,48 @@ class HubBridge:
         finally:
             if nxt is not None and not nxt.done():
                 nxt.cancel()  # a stop while waiting: no pending get is left behind
-            reader.cancel()
-            await asyncio.wait([reader])
-            if not reader.cancelled():
-                reader.exception()
+            for task in (reader, sender):
+                task.cancel()
+            await asyncio.wait([reader, sender])
+            for task in (reader, sender):  # every child's end is read: none "never retrieved"
+                if not task.cancelled():
+                    task.exception()
+
+    async def _send_commands(self, client: aiomqtt.Client) -> None:
+        """Publish every command when it is due; sleep until the next one is, or until woken
+        (a command queued, a device's birth). Runs until the connection ends (its MqttError)."""
+        limits = self.command_limits
+        next_prune = 0.0
+        while True:
+            self._commands_due.clear()
+            now = time.time()
+            wait = _COMMAND_IDLE_S
+            try:
+                if now >= next_prune:
+                    await self.timeline.prune_commands(limits, now)
+                    next_prune = now + _COMMAND_IDLE_S
+                due = await self.timeline.due_commands(now, COMMAND_BURST)
+                for cmd in due:
+                    topic = topics.cmd(cmd.fleet, cmd.device, cmd.name)
+                    await client.publish(topic, cmd.payload, qos=1, retain=False)
+                    sent = time.time()
+                    delay = resend_delay(cmd.sent_count + 1, limits)
+                    await self.timeline.command_sent(cmd.id, sent, sent + delay)
+                    self.health.count("commands", "resent" if cmd.sent_count else "sent")
+                if len(due) == COMMAND_BURST:
+                    continue  # more are due: no sleep
+                nxt = await self.timeline.next_command_due()
+                if nxt is not None:
+                    wait = min(wait, max(nxt - time.time(), 0.0))
+            except sqlite3.Error as exc:
+                # the store failing must not end the connection: try again a little later
+                self.health.count("commands", "store-failed")
+                log.warning("commands: the store failed: %s", str(exc)[:200])
+                wait = _COMMAND_RETRY_S
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._commands_due.wait()
 
     async def _say_offline(self, client: aiomqtt.Client) -> None:
         payload = self._hub_state("offline", reason="shutdown")
@@ -267,6 +337,8 @@ class HubBridge:
                     await self._on_events(client, topic, name, payload)
                 elif name.kind == "state":
                     await self._on_state(topic, name, payload)
+                elif name.kind == "cmd-ack":
+                    await self._on_cmd_ack(topic, name, payload)
             except (aiomqtt.MqttError, sqlite3.OperationalError):
                 raise
             except Exception as exc:  # one bad message must never stop the hub
@@ -355,3 +427,29 @@ class HubBridge:
             return
         if await self.timeline.set_state(name.fleet, name.device, state, text):
             log.info("%s/%s is %s", name.fleet, name.device, state)
+        # a birth: whatever the device missed while away (or before a restart) goes now
+        if state == "online" and await self.timeline.commands_due_now(
+            name.fleet, name.device, time.time()
+        ):
+            self._commands_due.set()
+
+    async def _on_cmd_ack(self, topic: str, name: topics.TopicName, payload: bytes) -> None:
+        try:
+            ack = parse_command_ack(payload)
+        except CommandAckError as exc:
+            self.health.count("commands", "ack-invalid")
+            await self._dead(topic, f"cmd-ack: {exc}", payload)
+            return
+        outcome = await self.timeline.ack_command(
+            name.fleet, name.device, ack.id, ack.ok, ack.error
+        )
+        self.health.count("commands", f"ack-{outcome}")
+        where = f"{name.fleet}/{name.device}"
+        if outcome == "recorded":
+            if ack.ok:
+                log.info("%s applied command %s", where, ack.id)
+            else:
+                log.warning("%s refused command %s: %.300s", where, ack.id, ack.error)
+        elif outcome == "wrong-device" and self._log_budget.allow(time.monotonic()):
+            # the topic is the device's identity: naming another device's command is a forgery
+            log.warning("%s answered command %s of another device: ignored", where, ack.id)

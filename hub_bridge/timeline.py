@@ -8,7 +8,8 @@ database need no coordination (DESIGN §5).
 
 Tables: ``events`` (ingest order in ``ingest``), ``accounted`` (seq ranges given up by a device,
 or rejected), ``devices`` (watermark, online state), ``device_states`` (each device's last state
-transitions), ``dead_letters`` (rejected messages with their reasons).
+transitions), ``dead_letters`` (rejected messages with their reasons), ``commands`` (commands to
+devices kept until answered, bounded as ``hub_bridge.commands`` says).
 
 What a misbehaving client sends cannot fill the disk (``TimelineLimits``): a dead letter keeps a
 small sample of its payload; the same reason from the same topic again only counts (``count``,
@@ -36,8 +37,17 @@ import aiosqlite
 
 from edge_agent.platform.sqlite import NewerSchema, configure, migrate, prepare_private
 from edge_agent.wire.envelope import SEQ_MAX, encode_checked
+from hub_bridge.commands import CommandLimits, command_status
 
-__all__ = ["SCHEMA_VERSION", "Batch", "StoreResult", "Timeline", "TimelineError", "TimelineLimits"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "Batch",
+    "QueuedCommand",
+    "StoreResult",
+    "Timeline",
+    "TimelineError",
+    "TimelineLimits",
+]
 
 # what of a dead letter is kept, whatever the configuration: topics and reasons are cut
 _TOPIC_CHARS = 256
@@ -119,6 +129,30 @@ _SCHEMA = [
     """
     CREATE INDEX accounted_pending ON accounted (fleet, device, hi);
     """,
+    # version 4: commands to devices, kept until answered (hub_bridge/commands.py); next_send is
+    # when the hub publishes it (again), NULL once it is finished (answered or superseded)
+    """
+    CREATE TABLE commands (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        fleet TEXT NOT NULL,
+        device TEXT NOT NULL,
+        name TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created REAL NOT NULL,
+        sent_count INTEGER NOT NULL DEFAULT 0,
+        last_sent REAL,
+        next_send REAL,
+        acked_at REAL,
+        ok INTEGER,
+        error TEXT,
+        superseded_by TEXT,
+        finished REAL
+    );
+    CREATE INDEX commands_device ON commands (fleet, device, seq);
+    CREATE INDEX commands_due ON commands (next_send) WHERE next_send IS NOT NULL;
+    CREATE INDEX commands_finished ON commands (finished) WHERE finished IS NOT NULL;
+    """,
 ]
 SCHEMA_VERSION = len(_SCHEMA)
 
@@ -165,6 +199,44 @@ class StoreResult:
     watermark: int
     conflict_seqs: tuple[int, ...] = ()
     """Seqs of the batch already stored with another id: the device reuses seqs it should not."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedCommand:
+    """A command due to be published: where, what, and how often it was published before."""
+
+    id: str
+    fleet: str
+    device: str
+    name: str
+    payload: str
+    sent_count: int
+
+
+_COMMAND_COLUMNS = (
+    "id, fleet, device, name, created, sent_count, last_sent, next_send, acked_at, ok, error,"
+    " superseded_by, length(CAST(payload AS BLOB))"
+)
+
+
+def _command_row(row: Sequence[Any]) -> dict[str, Any]:
+    cid, fleet, device, name, created, sent, last, nxt, acked, ok, error, sup, size = row
+    return {
+        "id": cid,
+        "fleet": fleet,
+        "device": device,
+        "name": name,
+        "status": command_status(int(sent), acked is not None, bool(ok), sup is not None),
+        "created": created,
+        "sent_count": int(sent),
+        "last_sent": last,
+        "next_send": nxt,
+        "acked_at": acked,
+        "ok": None if ok is None else bool(ok),
+        "error": error,
+        "superseded_by": sup,
+        "size": int(size),
+    }
 
 
 _ADVANCE_CHUNK = 10_000
@@ -636,9 +708,170 @@ class Timeline:
             return [{"at": at, "state": st} for at, st in await cur.fetchall()]
 
     async def count(self, table: str = "events") -> int:
-        """Rows of ``events``, ``dead_letters`` or ``device_states``."""
-        if table not in ("events", "dead_letters", "device_states"):
+        """Rows of ``events``, ``dead_letters``, ``device_states`` or ``commands``."""
+        if table not in ("events", "dead_letters", "device_states", "commands"):
             raise ValueError(table)
         async with self._db.execute(f"SELECT count(*) FROM {table}") as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
+
+    # -- commands to devices (hub_bridge/commands.py) -------------------------------------------
+
+    async def add_command(
+        self,
+        fleet: str,
+        device: str,
+        name: str,
+        cid: str,
+        payload: str,
+        limits: CommandLimits,
+        now: float | None = None,
+    ) -> list[str]:
+        """Queue command ``cid`` (committed with fsync: the API answers 202 only then), due at
+        once; return the ids it superseded: the device's unfinished commands of the same name.
+
+        In the same transaction the device's commands are cut to ``limits.max_per_device``
+        (finished ones first, oldest first) and finished ones older than ``limits.retention_s``
+        are deleted.
+        """
+        now = time.time() if now is None else now
+        db = self._db
+        await self._durable(True)
+        try:
+            await db.execute("BEGIN IMMEDIATE")  # inside: a cancel here still rolls back
+            async with db.execute(
+                "UPDATE commands SET superseded_by=?, next_send=NULL, finished=?"
+                " WHERE fleet=? AND device=? AND name=? AND finished IS NULL RETURNING id",
+                (cid, now, fleet, device, name),
+            ) as cur:
+                superseded = sorted(str(r[0]) for r in await cur.fetchall())
+            await db.execute(
+                "INSERT INTO commands (id, fleet, device, name, payload, created, next_send)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (cid, fleet, device, name, payload, now, now),
+            )
+            # unfinished first, then the newest: what is cut is finished and old
+            await db.execute(
+                "DELETE FROM commands WHERE seq IN (SELECT seq FROM commands"
+                " WHERE fleet=? AND device=? ORDER BY finished IS NULL DESC, seq DESC"
+                " LIMIT -1 OFFSET ?)",
+                (fleet, device, limits.max_per_device),
+            )
+            await db.execute(
+                "DELETE FROM commands WHERE finished IS NOT NULL AND finished < ?",
+                (now - limits.retention_s,),
+            )
+            await db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await db.execute("ROLLBACK")
+            raise
+        return superseded
+
+    async def prune_commands(self, limits: CommandLimits, now: float | None = None) -> int:
+        """Delete commands answered or superseded more than ``limits.retention_s`` ago."""
+        now = time.time() if now is None else now
+        async with self._db.execute(
+            "DELETE FROM commands WHERE finished IS NOT NULL AND finished < ?",
+            (now - limits.retention_s,),
+        ) as cur:
+            return max(cur.rowcount, 0)
+
+    # a device known to be offline is skipped: its birth makes its commands due again
+    _DUE = (
+        " FROM commands c LEFT JOIN devices d ON d.fleet = c.fleet AND d.device = c.device"
+        " WHERE c.next_send IS NOT NULL AND d.state IS NOT 'offline'"
+    )
+
+    async def due_commands(self, now: float, limit: int = 100) -> list[QueuedCommand]:
+        """Unfinished commands whose time to be published has come, the longest waiting first,
+        of devices not known to be offline."""
+        async with self._db.execute(
+            "SELECT c.id, c.fleet, c.device, c.name, c.payload, c.sent_count"
+            f"{self._DUE} AND c.next_send <= ? ORDER BY c.next_send LIMIT ?",
+            (now, limit),
+        ) as cur:
+            return [
+                QueuedCommand(str(i), str(f), str(d), str(n), str(p), int(s))
+                for i, f, d, n, p, s in await cur.fetchall()
+            ]
+
+    async def next_command_due(self) -> float | None:
+        """When the next command is due (of a device not known to be offline), if any."""
+        async with self._db.execute(f"SELECT min(c.next_send){self._DUE}") as cur:
+            row = await cur.fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    async def command_sent(self, cid: str, now: float, next_send: float) -> None:
+        """Command ``cid`` was published at ``now``; publish it again at ``next_send`` unless it
+        is finished by then (an answer may have come while it was being published)."""
+        await self._db.execute(
+            "UPDATE commands SET sent_count = sent_count + 1, last_sent = ?,"
+            " next_send = CASE WHEN finished IS NULL THEN ? END WHERE id = ?",
+            (now, next_send, cid),
+        )
+
+    async def commands_due_now(self, fleet: str, device: str, now: float) -> int:
+        """A device's birth: its unfinished commands are due at ``now``; how many there are."""
+        async with self._db.execute(
+            "UPDATE commands SET next_send=? WHERE fleet=? AND device=? AND finished IS NULL",
+            (now, fleet, device),
+        ) as cur:
+            return max(cur.rowcount, 0)
+
+    async def ack_command(
+        self,
+        fleet: str,
+        device: str,
+        cid: str,
+        ok: bool,
+        error: str | None,
+        now: float | None = None,
+    ) -> str:
+        """Record a device's answer to command ``cid`` (with fsync); say what it was:
+        ``recorded``; ``again`` (answered before: the first answer stays); ``unknown`` (no such
+        command); ``wrong-device`` (the command of another device: the answer is ignored, the
+        topic it came on is the device's identity, never the id)."""
+        now = time.time() if now is None else now
+        async with self._db.execute("SELECT fleet, device FROM commands WHERE id=?", (cid,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return "unknown"
+        if (row[0], row[1]) != (fleet, device):
+            return "wrong-device"
+        await self._durable(True)
+        async with self._db.execute(
+            "UPDATE commands SET acked_at=?, ok=?, error=?, next_send=NULL,"
+            " finished=coalesce(finished, ?) WHERE id=? AND acked_at IS NULL",
+            (now, int(ok), error, now, cid),
+        ) as cur:
+            changed = cur.rowcount
+        return "recorded" if changed == 1 else "again"
+
+    async def commands(self, fleet: str, device: str, limit: int = 100) -> list[dict[str, Any]]:
+        """A device's kept commands, newest first, with their status (no payload)."""
+        async with self._db.execute(
+            f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE fleet=? AND device=?"
+            " ORDER BY seq DESC LIMIT ?",
+            (fleet, device, limit),
+        ) as cur:
+            return [_command_row(r) for r in await cur.fetchall()]
+
+    async def command(self, cid: str) -> dict[str, Any] | None:
+        """One command with its status and its payload as published, or None."""
+        async with self._db.execute(
+            f"SELECT {_COMMAND_COLUMNS}, payload FROM commands WHERE id=?", (cid,)
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        out = _command_row(row[:-1])
+        out["payload"] = json.loads(row[-1])
+        return out
+
+    async def known_device(self, fleet: str, device: str) -> bool:
+        """Whether the hub has heard of the device (an event or a state message)."""
+        async with self._db.execute(
+            "SELECT 1 FROM devices WHERE fleet=? AND device=?", (fleet, device)
+        ) as cur:
+            return await cur.fetchone() is not None
