@@ -23,6 +23,7 @@ failing).
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -47,6 +48,8 @@ from edge_agent.wire.envelope import TS_RE, EnvelopeError, format_ts, parse_ts, 
 from edge_agent.wire.jsonbounds import JsonBoundsError, Unrepresentable, join_path, loads
 
 __all__ = ["build_app", "openapi_document", "parse_submission"]
+
+log = logging.getLogger(__name__)
 
 _EVENT_KEYS = frozenset({"type", "data", "ts", "ref", "id"})
 _ID_MAX = 128
@@ -307,8 +310,12 @@ def build_app(
     body_timeout: float = 30.0,
     idle_timeout: float = 30.0,
     extra_health: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+    on_accepted: Callable[[list[Draft]], None] | None = None,
 ) -> web.Application:
     """The aiohttp application of the local API, bound to one outbox.
+
+    ``on_accepted`` sees the events of every POST once they are committed (the station reads
+    the scans a handheld app posts); it must not block and its errors are not the client's.
 
     ``body_timeout``: seconds to receive a POST body once its headers arrived (else 408).
     ``idle_timeout``: seconds a connection may stay without a complete request (idle between
@@ -364,6 +371,12 @@ def build_app(
             health.count("api", "storage-error")
             return _error(503, f"the outbox cannot store events: {exc}")
         health.count("api", "accepted", len(accepted))
+        if on_accepted is not None:
+            try:
+                on_accepted(drafts)
+            except Exception:  # a listener's bug must not turn a committed POST into an error
+                log.exception("a listener of accepted events failed")
+                health.count("api", "listener-failed")
         out = [{"id": a.id, "seq": a.seq} for a in accepted]
         return web.json_response(out if is_batch else out[0], status=201)
 

@@ -25,7 +25,7 @@ from edge_agent.api import build_app
 from edge_agent.clock import Clock
 from edge_agent.config import AgentConfig, load_agent_config, parse_listen
 from edge_agent.gnss.service import GnssService
-from edge_agent.outbox import Outbox, OutboxError
+from edge_agent.outbox import Draft, Outbox, OutboxError
 from edge_agent.platform.health import HealthRegistry
 from edge_agent.platform.lifecycle import announce_ready, run_until_signalled
 from edge_agent.platform.linkwatch import LinkWatch
@@ -71,6 +71,11 @@ class Agent:
     def _on_outbox_alarm(self, name: str, detail: dict[str, Any]) -> None:
         self.health.set_state("outbox", name, **detail)
 
+    def _on_accepted(self, drafts: list[Draft]) -> None:
+        """Events posted to the local API, committed: a station reads the handhelds' scans."""
+        if self.station is not None:
+            self.station.on_posted(drafts)
+
     async def _on_command(self, name: str, payload: bytes) -> None:
         handler = self._command_handlers.get(name)
         if handler is None:
@@ -108,6 +113,7 @@ class Agent:
             device=device,
             max_body=cfg.api.max_body,
             max_batch=cfg.api.max_batch,
+            on_accepted=self._on_accepted,
         )
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()

@@ -20,7 +20,7 @@ from edge_agent.wire import topics
 from simulators.broker import Mosquitto
 from simulators.dock_camera import plan_dock, write_dock_frames
 from simulators.dock_devices import DockDevices
-from tests.harness import Proc, get, write_agent_config, write_hub_config
+from tests.harness import Proc, get, post, write_agent_config, write_hub_config
 
 DEADLINE_S = 60.0
 DEVICE = {"id": "depot-1", "fleet": "acme", "role": "station"}
@@ -80,10 +80,11 @@ async def _load_two_vans(
     d2.arrive()  # van-2 is in bay 2 from the start
     camera = {"id": "d2-cam", "source": str(frames), "fps": 8, "reconnect_max": "0.3s"}
     station = {"docks": [d1.station_dock(), {**d2.station_dock(), "cameras": [camera]}]}
+    r1 = ["P-1", "P-2", "P-3", "P-4"]
     plan = {
         "station": "depot-1",
         "routes": [
-            {"route": "r1", "vehicle": "van-1", "dock": "d1", "parcels": ["P-1", "P-2", "P-3"]},
+            {"route": "r1", "vehicle": "van-1", "dock": "d1", "parcels": r1},
             {"route": "r2", "vehicle": "van-2", "dock": "d2", "parcels": [*readable, "P-9"]},
         ],
     }
@@ -119,6 +120,13 @@ async def _load_two_vans(
         await until_hub(hub.api_port, lambda ev: of(ev, "dock.bay"), "bay 1 occupied")
         for text in ("VEH:van-1", "P-1", "P-2", "P-2", readable[0]):
             await d1.scan(text)
+        # a handheld app posts its scans to the station's local API, naming the dock
+        assert agent.api_port is not None
+        scan = {"text": "P-4", "symbology": "Code128", "source": "app-7"}
+        status, _ = await asyncio.to_thread(
+            post, agent.api_port, {"type": "scan", "data": scan, "ref": {"dock": "d1"}}
+        )
+        assert status == 201
         await until_hub(hub.api_port, lambda ev: of(ev, "load.misload"), "the misload")
         staged.rename(frames)  # dock 2's camera starts seeing labels
         # the camera of dock 2 sees it pass there: it is off van-1 when van-1 leaves
@@ -131,7 +139,7 @@ async def _load_two_vans(
         # dock 2: the camera reads every label that passes; then van-2 leaves without P-9
         await until_hub(
             hub.api_port,
-            lambda ev: len(of(ev, "load.verified")) >= 2 + len(readable),
+            lambda ev: len(of(ev, "load.verified")) >= 3 + len(readable),
             "every label at dock 2 verified",
         )
         d2.leave()
@@ -142,7 +150,7 @@ async def _load_two_vans(
         agent.stop()
         hub.stop()
     verified = {(v["route"], v["parcel"]) for v in of(events, "load.verified")}
-    assert verified == {("r1", "P-1"), ("r1", "P-2")} | {("r2", p) for p in readable}
+    assert verified == {("r1", "P-1"), ("r1", "P-2"), ("r1", "P-4")} | {("r2", p) for p in readable}
     assert len(of(events, "load.verified")) == len(verified)  # a repeated read is one event
     (misload,) = of(events, "load.misload")
     assert misload == {

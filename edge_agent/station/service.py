@@ -27,13 +27,14 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from edge_agent.clock import Clock
+from edge_agent.outbox import Draft
 from edge_agent.pending import PendingEvents
 from edge_agent.platform.health import HealthRegistry
 from edge_agent.platform.inbox import Inbox
@@ -63,6 +64,7 @@ from edge_agent.station.sensors import (
 )
 from edge_agent.station.signal import SignalPattern
 from edge_agent.wire.commands import CommandRefused
+from edge_agent.wire.envelope import parse_ts
 
 __all__ = ["StationService"]
 
@@ -142,6 +144,7 @@ class StationService:
                     monotonic_ns=monotonic_ns,
                     gpiod=gpiod,
                 )
+        self._docks = {dock.id for dock in config.docks}
         self._dock_of_source = {c.id: dock.id for dock in config.docks for c in dock.cameras}
         self._dock_of_source.update({s.id: dock.id for dock in config.docks for s in dock.scanners})
         self.cue_log: deque[tuple[int, SignalCue]] = deque(maxlen=1024)
@@ -196,6 +199,23 @@ class StationService:
             self._health.count(COMPONENT, "read-invalid")
             return
         self._put(obs)
+
+    def on_posted(self, drafts: Iterable[Draft]) -> None:
+        """Events posted to the agent's local API and committed: each ``scan`` that names its
+        dock (``ref.dock``) or comes from a dock's scanner (``data.source``) is read at that
+        dock, at its own time. A handheld app that posts its scans needs nothing else."""
+        for draft in drafts:
+            if draft.type != "scan":
+                continue
+            ref = draft.ref or {}
+            dock = ref.get("dock") or self._dock_of_source.get(str(draft.data.get("source")))
+            if not isinstance(dock, str) or dock not in self._docks:
+                self._health.count(COMPONENT, "posted-scan-without-dock")
+                continue
+            try:
+                self._put(ScanObs(parse_ts(draft.ts), dock, str(draft.data.get("text", ""))))
+            except ValueError:
+                self._health.count(COMPONENT, "read-invalid")
 
     def _put(self, item: Observation | _Plan) -> None:
         self._inbox.put(item)
