@@ -241,10 +241,16 @@ class HubBridge:
                 nxt = await self.timeline.next_command_due()
                 if nxt is not None:
                     wait = min(wait, max(nxt - time.time(), 0.0))
+            except aiomqtt.MqttError:
+                raise  # the connection ended: run() reconnects
             except sqlite3.Error as exc:
                 # the store failing must not end the connection: try again a little later
                 self.health.count("commands", "store-failed")
                 log.warning("commands: the store failed: %s", str(exc)[:200])
+                wait = _COMMAND_RETRY_S
+            except Exception:  # a bug here must not stop ingest: log it, try again later
+                self.health.count("commands", "internal-error")
+                log.exception("commands: sending failed")
                 wait = _COMMAND_RETRY_S
             if wait > 0:
                 with contextlib.suppress(TimeoutError):
