@@ -55,7 +55,7 @@ async def run_hub(config: HubConfig, stop: asyncio.Event, *, announce: bool = Fa
     """Run the bridge and its API until ``stop`` is set."""
     timeline = await Timeline.open(config.timeline.path, config.ingest.limits)
     health = HealthRegistry()
-    bridge = HubBridge(config, timeline, health)
+    bridge = HubBridge(config, timeline, health, command_limits=config.commands.limits)
     app = build_app(
         timeline,
         health,

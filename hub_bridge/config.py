@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from edge_agent.platform.settings import BrokerConfig, parse_listen
 from edge_agent.platform.units import ByteSize, Duration
 from edge_agent.platform.yamlconf import load_model
+from hub_bridge.commands import COMMAND_NAMES, CommandLimits
 from hub_bridge.timeline import TimelineLimits
 
 __all__ = ["HubConfig", "load_hub_config"]
@@ -87,6 +88,25 @@ class IngestConfig(_Section):
         )
 
 
+class CommandsConfig(_Section):
+    """How commands to devices (``hub-bridge send``) are kept and resent."""
+
+    resend: Duration = Field(default=30.0, gt=0)
+    resend_max: Duration = Field(default=900.0, gt=0)
+    max_per_device: int = Field(default=100, ge=len(COMMAND_NAMES), le=100_000)
+    retention: Duration = Field(default=7 * 86400.0, gt=0)
+
+    @property
+    def limits(self) -> CommandLimits:
+        """The queue's limits."""
+        return CommandLimits(
+            max_per_device=self.max_per_device,
+            retention_s=self.retention,
+            resend_s=self.resend,
+            resend_max_s=max(self.resend, self.resend_max),
+        )
+
+
 class LogConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -98,6 +118,7 @@ class HubConfig(_Section):
     timeline: TimelineConfig = TimelineConfig()
     api: ApiConfig = ApiConfig()
     ingest: IngestConfig = IngestConfig()
+    commands: CommandsConfig = CommandsConfig()
     log: LogConfig = LogConfig()
     hub_id: str = Field(default="hub", pattern=r"^[A-Za-z0-9_-]{1,64}$")
 

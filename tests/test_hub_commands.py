@@ -25,6 +25,7 @@ import pytest
 from aiohttp import web
 
 from edge_agent.platform.health import HealthRegistry
+from edge_agent.platform.yamlconf import ConfigError
 from edge_agent.wire import topics
 from hub_bridge.api import build_app
 from hub_bridge.bridge import HubBridge
@@ -564,3 +565,15 @@ def test_the_exit_codes_of_send(tmp_path: Path, broker: Mosquitto) -> None:
         assert gone.returncode == 5 and "cannot be reached" in gone.stderr
     finally:
         hub.stop()
+
+
+def test_the_command_limits_come_from_the_hub_configuration(tmp_path: Path) -> None:
+    path = tmp_path / "hub.yaml"
+    path.write_text("commands: {resend: 2s, resend_max: 1m, max_per_device: 10, retention: 1d}\n")
+    limits = load_hub_config(path).commands.limits
+    assert limits == CommandLimits(
+        max_per_device=10, retention_s=86400.0, resend_s=2.0, resend_max_s=60.0
+    )
+    path.write_text("commands:\n  max_per_device: 3\n")
+    with pytest.raises(ConfigError, match=r"hub.yaml:2: commands.max_per_device"):
+        load_hub_config(path)
