@@ -2,14 +2,14 @@
 
 A private mosquitto on a free port (or ``--broker URL``), the hub, a station agent at the depot's
 docks and one edge agent per van. The vans are first loaded at two docks (``station_demo``: the
-load plan over ``cmd/loadplan``, one misload caught and corrected, one parcel left behind, one
-gate-out per van). Each van's agent reads its GNSS receiver (the GNSS simulator on a TCP socket,
-playing the van's day at ``--speed`` times real time) and gets its manifest from the hub side on
-``cmd/manifest``; its trip engine turns the fixes into departures, approaches, arrivals, dwells
-and departures. The driver's
-app (the driver-app simulator) posts the scans and proofs of delivery at each stop to the van's
-local API; one stop is in a dead zone and its events are posted later as a backlog. A third of the
-way through, the broker is killed (it has no persistence) and started again.
+load plan sent with ``hub-bridge send``, one misload caught and corrected, one parcel left behind,
+one gate-out per van). Each van's agent reads its GNSS receiver (the GNSS simulator on a TCP
+socket, playing the van's day at ``--speed`` times real time) and gets its manifest from the hub
+side on ``cmd/manifest``; its trip engine turns the fixes into departures, approaches, arrivals,
+dwells and departures. The driver's app (the driver-app simulator) posts the scans and proofs of
+delivery at each stop to the van's local API; one stop is in a dead zone and its events are posted
+later as a backlog. A third of the way through, the broker is killed (it has no persistence) and
+started again.
 
 At the end the demo prints the station's and each van's timeline as the hub stored it, checks the
 station's load events against what the docks played, scores the trip events against the
@@ -138,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 cfg = station.agent_config(url, work, free_port())
                 await asyncio.to_thread(launch, "edge_agent", "depot-1", cfg)
-                ack = await station.send_plan(url)
-                print(f"demo: station depot-1 took its load plan: {ack}", flush=True)
+                sent = await station.send_plan(work / "hub.yaml", env)
+                print(f"demo: hub-bridge send loadplan: {sent}", flush=True)
                 await station.load()
             finally:
                 await station.close()

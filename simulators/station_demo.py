@@ -3,9 +3,10 @@
 One station agent (``depot-1``, ``device.role: station``) watches two docks, each with a handheld
 scanner and a TFmini distance sensor over its bay (``simulators.dock_devices``, on sockets). Its
 load plan is built from the vans' manifests (every parcel of a van's stops is on its route; vans
-alternate between the two docks) and sent over MQTT on ``cmd/loadplan``; the demo waits for the
-station's ``cmd-ack``. Then each van backs into its bay, is identified by its vehicle code, and
-its parcels are read, with two things going wrong on purpose:
+alternate between the two docks) and sent with ``hub-bridge send loadplan --wait``: the hub keeps
+it, publishes it on ``cmd/loadplan`` and waits for the station's ``cmd-ack``. Then each van backs
+into its bay, is identified by its vehicle code, and its parcels are read, with two things going
+wrong on purpose:
 
 - a parcel of the second van is carried to the first van's dock: the station flags the misload
   (its signal would go red) and the parcel is then loaded at its own dock, where it is verified;
@@ -19,13 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-import aiomqtt
-
-from edge_agent.wire import topics
 from simulators.dock_devices import DockDevices
 from simulators.van import VanRun
 
@@ -92,23 +92,22 @@ class LoadingScript:
         for dock in self.docks.values():
             await dock.close()
 
-    async def send_plan(self, broker_url: str) -> dict[str, Any]:
-        """Send the load plan on ``cmd/loadplan`` and return the station's ``cmd-ack``."""
-        where = urlsplit(broker_url)
-        async with aiomqtt.Client(where.hostname or "127.0.0.1", where.port or 1883) as client:
-            await client.subscribe(topics.state("acme", STATION), qos=1)
-            await client.subscribe(topics.cmd_ack("acme", STATION), qos=1)
-            async with asyncio.timeout(60):
-                async for msg in client.messages:
-                    if json.loads(bytes(msg.payload)).get("state") == "online":
-                        break
-                body = json.dumps({**self.plan(), "id": "loadplan-demo-1"})
-                await client.publish(topics.cmd("acme", STATION, "loadplan"), body, qos=1)
-                async for msg in client.messages:
-                    ack: dict[str, Any] = json.loads(bytes(msg.payload))
-                    if ack.get("id") == "loadplan-demo-1":
-                        return ack
-        raise RuntimeError("no answer to the load plan")
+    async def send_plan(self, hub_config: Path, env: dict[str, str]) -> str:
+        """Send the load plan with ``hub-bridge send loadplan --wait`` (the hub keeps it until
+        the station answers on ``cmd-ack``); return what the command printed."""
+        plan = hub_config.parent / "loadplan.json"
+        plan.write_text(json.dumps(self.plan(), indent=1))
+        argv = [
+            sys.executable, "-m", "hub_bridge", "send", "loadplan", "--config", str(hub_config),
+            "--fleet", "acme", "--device", STATION, str(plan), "--wait", "60s",
+        ]  # fmt: skip
+        done = await asyncio.to_thread(
+            subprocess.run, argv, capture_output=True, text=True, env=env, timeout=90
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"hub-bridge send loadplan: exit {done.returncode}: {done.stderr}")
+        last: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        return f"command {last['id']}: {last['status']}, sent {last['sent_count']} time(s)"
 
     async def load(self) -> None:
         """Load every van at its dock, with the misload and the parcel left behind."""
