@@ -16,6 +16,7 @@ from edge_agent.scan.gs1 import (
     AI_TABLE,
     GS,
     Gs1Error,
+    bare_gs1,
     check_digit,
     is_gs1_text,
     parcel_ref,
@@ -123,3 +124,18 @@ def test_garbage_raises_gs1_error_only(text: str) -> None:
         parse_element_string(text)
     data, _ = scan_event(Read(text or "x", "Code128", "s", gs1=True))
     assert "gs1" in data or "gs1_error" in data
+
+
+def test_a_gs1_128_label_read_without_its_fnc1_is_still_gs1() -> None:
+    """ZBar and many handhelds drop the FNC1: ``00`` and a valid SSCC first still name it."""
+    body = "1" + "2345678901234567"
+    sscc = body + str(check_digit(body))
+    text = f"00{sscc}42012345"
+    assert bare_gs1(text) == {"00": sscc, "420": "12345"}
+    data, ref = scan_event(Read(text, "Code128", "dock-1"))
+    assert data["gs1"] == {"00": sscc, "420": "12345"} and ref == {"parcel": sscc}
+    wrong = f"00{body}{(check_digit(body) + 1) % 10}"
+    for plain in (wrong, "0012345", f"x00{sscc}", "JD0012345678901234567890"):
+        assert bare_gs1(plain) is None, plain
+        data, ref = scan_event(Read(plain, "Code128", "dock-1"))
+        assert "gs1" not in data and "gs1_error" not in data and ref is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from edge_agent.scan.gs1 import Gs1Error, is_gs1_text, parcel_ref, parse_element_string
+from edge_agent.scan.gs1 import Gs1Error, bare_gs1, is_gs1_text, parcel_ref, parse_element_string
 
 __all__ = ["Read", "read_from_scanner", "scan_event"]
 
@@ -35,16 +35,20 @@ def scan_event(read: Read) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """
     data: dict[str, Any] = {"text": read.text, "symbology": read.symbology, "source": read.source}
     ref: dict[str, Any] | None = None
+    elements: dict[str, str] | None = None
     if read.gs1 or is_gs1_text(read.text):
         try:
             elements = parse_element_string(read.text)
         except Gs1Error as exc:
             data["gs1_error"] = str(exc)
-        else:
-            data["gs1"] = elements
-            parcel = parcel_ref(elements)
-            if parcel is not None:
-                ref = {"parcel": parcel}
+    else:
+        # a GS1-128 label read without its FNC1 (ZBar, many handhelds): the SSCC still names it
+        elements = bare_gs1(read.text)
+    if elements is not None:
+        data["gs1"] = elements
+        parcel = parcel_ref(elements)
+        if parcel is not None:
+            ref = {"parcel": parcel}
     if read.decode_ms is not None:
         data["decode_ms"] = round(read.decode_ms, 2)
     if read.position is not None:

@@ -15,6 +15,7 @@ __all__ = [
     "AI_TABLE",
     "AiSpec",
     "Gs1Error",
+    "bare_gs1",
     "check_digit",
     "is_gs1_text",
     "parcel_ref",
@@ -130,6 +131,24 @@ def check_digit(digits: str) -> int:
 def is_gs1_text(text: str) -> bool:
     """Whether scanned text announces GS1 data: an AIM GS1 prefix, a leading GS, or "(AI)"."""
     return text.startswith(GS1_PREFIXES) or text.startswith(GS) or bool(_HRI.match(text))
+
+
+_BARE_SSCC = re.compile(r"^00\d{18}")
+
+
+def bare_gs1(text: str) -> dict[str, str] | None:
+    """The elements of a GS1-128 label's content read without its FNC1 (what ZBar and many
+    handhelds send: ``00`` and an SSCC first, no AIM prefix, no brackets), or None.
+
+    Only a text that starts with AI 00 and parses whole, check digit included, counts: a
+    carrier code that merely starts with ``00`` stays plain text.
+    """
+    if not _BARE_SSCC.match(text):
+        return None
+    try:
+        return parse_element_string(text)
+    except Gs1Error:
+        return None
 
 
 def _ai_at(s: str, i: int) -> tuple[str, AiSpec]:

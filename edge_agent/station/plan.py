@@ -23,13 +23,12 @@ Errors::
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_agent.scan.gs1 import Gs1Error, is_gs1_text, parse_element_string
+from edge_agent.scan.gs1 import Gs1Error, bare_gs1, is_gs1_text, parse_element_string
 from edge_agent.wire import jsonbounds
 from edge_agent.wire.limits import batch_body_limit
 
@@ -58,9 +57,6 @@ MISSING_LIST_BUDGET = batch_body_limit() - 8192
 """Bytes a gate-out's ``missing`` list may take: the event limit less room for the envelope,
 the route, vehicle and dock (in data and ref, each up to 256 characters of 4 UTF-8 bytes)."""
 
-# the content of a GS1-128 label as a camera decodes it: AI 00 first, no AIM prefix, no brackets
-_RAW_SSCC = re.compile(r"^00\d{18}")
-
 
 class PlanError(ValueError):
     """A load plan that does not match the format: ``path`` names the field, ``reason`` why."""
@@ -79,15 +75,17 @@ def parcel_key(text: str) -> str:
     transmitted form starting with AI 00 (what a camera reads off a GS1-128 label).
     """
     s = text.strip()
-    if s and (is_gs1_text(s) or _RAW_SSCC.match(s)):
+    if not s:
+        return s
+    if is_gs1_text(s):
         try:
-            elements = parse_element_string(s)
+            elements: dict[str, str] | None = parse_element_string(s)
         except Gs1Error:
             return s  # claims to be GS1 but is not: the text is its name
-        sscc = elements.get("00")
-        if sscc is not None:
-            return sscc
-    return s
+    else:
+        elements = bare_gs1(s)
+    sscc = elements.get("00") if elements is not None else None
+    return sscc if sscc is not None else s
 
 
 @dataclass(frozen=True, slots=True)
