@@ -247,6 +247,7 @@ _REGISTRY: dict[str, type[_Open]] = {
     "load.gateout": GateOutData,
     "load.missing": MissingData,
     "device.health": FreeData,
+    "device.report": FreeData,
     "outbox.evicted": EvictedData,
 }
 _FAMILIES: dict[str, type[_Open]] = {"exception.": FreeData}
