@@ -21,7 +21,7 @@ latency  Scan to signal (misload), in one process pinned to one core: a ``Statio
          labels on a conveyor, motion blur) through the station's own camera loop (the real
          ``ScanService`` with ``decode: every``, reader thread, mailbox, decode in a worker
          thread). The camera device is a frame queue standing in for V4L2 (the one name patched:
-         ``edge_agent.scan.service.open_source``): it gives a frame with no label every 1/fps s,
+         ``edge_agent.scan.service._open_camera``): it gives a frame with no label every 1/fps s,
          and for a probe the four frames from the first in which a new label is readable (the
          simulator's truth); measured from the moment that first frame is handed to the loop.
          ``decode_all`` dominates: its time is reported separately.
@@ -449,13 +449,13 @@ async def bench_latency(misloads: int, frames: int, camera_fps: float) -> dict[s
         docks.append(cfg)
 
     camera = QueueCamera(fillers, camera_fps)
-    # the scan service opens its camera by this name: the frame queue stands in for the device
-    original_open = scan_service.open_source  # type: ignore[attr-defined]
+    # the scan service opens its cameras by this name: the frame queue stands in for the device
+    original_open = scan_service._open_camera
 
-    def open_source(source: str, *, loop: bool = False) -> FrameSource:
-        return camera if source == CAMERA_SOURCE else original_open(source, loop=loop)
+    def open_camera(cam: Any) -> FrameSource:
+        return camera if cam.source == CAMERA_SOURCE else original_open(cam)
 
-    scan_service.open_source = open_source  # type: ignore[attr-defined]
+    scan_service._open_camera = open_camera
 
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
@@ -592,7 +592,7 @@ async def bench_latency(misloads: int, frames: int, camera_fps: float) -> dict[s
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            scan_service.open_source = original_open  # type: ignore[attr-defined]
+            scan_service._open_camera = original_open
             for server in servers.values():
                 await server.close()
             await outbox.close()

@@ -27,18 +27,23 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from edge_agent.clock import Clock
 from edge_agent.outbox import OutboxError
 from edge_agent.platform.backoff import backoff_delay
 from edge_agent.platform.health import HealthRegistry
-from edge_agent.scan.camera import CameraError, FrameMailbox, FrameSource, open_source
 from edge_agent.scan.config import CameraConfig, ScanConfig
 from edge_agent.scan.dedup import Deduper
-from edge_agent.scan.engine import DecodeEngine
 from edge_agent.scan.events import Read, scan_event
 from edge_agent.scan.scanners import run_scanner
 from edge_agent.sink import EventSink
+
+if TYPE_CHECKING:
+    # OpenCV and numpy come with these: loaded only when a camera runs (a station with
+    # handhelds only stays about 25 MB smaller)
+    from edge_agent.scan.camera import CameraError, FrameMailbox, FrameSource
+    from edge_agent.scan.engine import DecodeEngine
 
 __all__ = ["ScanService"]
 
@@ -64,12 +69,12 @@ class ScanService:
         self.sink = sink
         self.health = health
         self.clock = clock
-        self.engine = DecodeEngine(budget_s=config.budget)
+        self._engine: DecodeEngine | None = None
         self.dedup = Deduper(config.dedup_window)
         self.emitted = 0
         self.frames_decoded = 0
         self._mono = monotonic
-        self._factory = source_factory or (lambda cam: open_source(cam.source, loop=cam.loop))
+        self._factory = source_factory or _open_camera
         self.ended: dict[str, asyncio.Event] = {c.id: asyncio.Event() for c in config.cameras}
         self._deliver = deliver
 
@@ -110,7 +115,22 @@ class ScanService:
 
     # -- cameras ---------------------------------------------------------------------------
 
+    @property
+    def engine(self) -> DecodeEngine:
+        """The decode engine, made when a camera first needs it."""
+        if self._engine is None:
+            from edge_agent.scan.engine import DecodeEngine
+
+            self._engine = DecodeEngine(budget_s=self.config.budget)
+        return self._engine
+
+    @engine.setter
+    def engine(self, engine: DecodeEngine) -> None:
+        self._engine = engine
+
     async def _run_camera(self, cam: CameraConfig) -> None:
+        from edge_agent.scan.camera import CameraError
+
         component = f"scan:{cam.id}"
         attempt = 0
         while True:
@@ -126,6 +146,8 @@ class ScanService:
             await asyncio.sleep(backoff_delay(attempt, cap=cam.reconnect_max))
 
     async def _camera_session(self, cam: CameraConfig, component: str) -> bool:
+        from edge_agent.scan.camera import FrameMailbox
+
         source = await asyncio.to_thread(self._factory, cam)
         self.health.set_state(component, "ok", source=cam.source)
         mailbox = FrameMailbox()
@@ -176,6 +198,12 @@ class ScanService:
         return True
 
 
+def _open_camera(cam: CameraConfig) -> FrameSource:
+    from edge_agent.scan.camera import open_source
+
+    return open_source(cam.source, loop=cam.loop)
+
+
 def _read_frames(
     source: FrameSource,
     mailbox: FrameMailbox,
@@ -184,6 +212,8 @@ def _read_frames(
     fps: float,
 ) -> None:
     """Reader thread: frames into the mailbox as the source gives them (paced at ``fps``)."""
+    from edge_agent.scan.camera import CameraError
+
     period = 1.0 / fps if fps > 0 else 0.0
     due = time.monotonic()
     try:
