@@ -77,6 +77,9 @@ STATE_FORMAT = 1
 STEP_BATCH = 256
 """Observations stepped before their events are committed together (one state write, one
 outbox group): a burst of reads costs a few fsyncs, not one per read."""
+COMMIT_EVERY_S = 0.25
+"""Under load, at most about this often a group is written ahead and committed; a read after a
+quiet spell is committed at once. Cues never wait for it."""
 
 
 class _Plan:
@@ -123,6 +126,8 @@ class StationService:
         self.engine = LoadEngine(None, self._params)
         self.state: LoadState = self.engine.new_state()
         self.pending = PendingEvents(sink, health, COMPONENT, sleep=sleep)
+        self._sleep = sleep
+        self._last_commit = float("-inf")
         # a burst of reads may push out the oldest observation, never a plan
         self._inbox: Inbox[Observation | _Plan] = Inbox(
             queue_size,
@@ -327,28 +332,45 @@ class StationService:
             self._health.set_state(COMPONENT, "no-plan")
 
     async def _consume(self) -> None:
-        while True:
-            await self._inbox.wait()
-            events: list[StationEvent] = []
-            for _ in range(min(STEP_BATCH, len(self._inbox))):
-                item = self._inbox.popleft()
-                if isinstance(item, _Plan):
-                    if events:  # the events so far belong to the old plan's steps
-                        await self._commit(events)
-                        events = []
-                    await self._apply_plan(item.plan)
-                    continue
-                try:
-                    self.state, result = self.engine.step(self.state, item)
-                except ValueError as exc:  # an observation the engine refuses
-                    self._health.count(COMPONENT, "observation-invalid")
-                    log.warning("station: observation refused: %s", exc)
-                    continue
-                for cue in result.cues:
-                    self._cue(cue)
-                events.extend(result.events)
-            if events:
+        events: list[StationEvent] = []
+        try:
+            while True:
+                await self._inbox.wait()
+                while True:
+                    await self._step_queued(events)
+                    # Under load, observations keep being stepped (their cues applied at once)
+                    # for up to COMMIT_EVERY_S after the last commit, then committed together:
+                    # the write-ahead of the whole state costs per group, not per read.
+                    wait = self._last_commit + COMMIT_EVERY_S - time.monotonic()
+                    if not events or wait <= 0:
+                        break
+                    await self._sleep(wait)
+                if events:
+                    await self._commit(events)
+                    events = []
+        finally:
+            if events:  # stepped but not yet written: a stop must not lose them
                 await self._commit(events)
+
+    async def _step_queued(self, events: list[StationEvent]) -> None:
+        """Step what is queued (up to ``STEP_BATCH``), adding the events to ``events``."""
+        for _ in range(min(STEP_BATCH, len(self._inbox))):
+            item = self._inbox.popleft()
+            if isinstance(item, _Plan):
+                if events:  # the events so far belong to the old plan's steps
+                    await self._commit(events)
+                    events.clear()
+                await self._apply_plan(item.plan)
+                continue
+            try:
+                self.state, result = self.engine.step(self.state, item)
+            except ValueError as exc:  # an observation the engine refuses
+                self._health.count(COMPONENT, "observation-invalid")
+                log.warning("station: observation refused: %s", exc)
+                continue
+            for cue in result.cues:
+                self._cue(cue)
+            events.extend(result.events)
 
     def _cue(self, cue: SignalCue) -> None:
         signal = self.signals.get(cue.dock)
@@ -365,6 +387,7 @@ class StationService:
         await self._save_now()
 
     async def _commit(self, events: list[StationEvent]) -> None:
+        self._last_commit = time.monotonic()
         for ev in events:
             self.pending.add(ev.type, ev.t, ev.data, ev.ref)
         await self._save_now()  # written ahead: a crash from here on repeats, never loses
