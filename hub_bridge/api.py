@@ -1,13 +1,20 @@
 """The hub's HTTP API: health, devices (watermark, gaps, online state), timeline, dead letters,
 and commands to devices.
 
-Read-only but for one operation: ``POST /v1/devices/{fleet}/{device}/commands/{name}`` queues a
+Read-only but for two operations. ``POST /v1/devices/{fleet}/{device}/commands/{name}`` queues a
 command (``hub_bridge/commands.py``; what ``hub-bridge send`` calls), answering ``202`` with its
 id once it is committed; the running hub publishes it until the device answers. ``GET`` of
 ``/v1/devices/{fleet}/{device}/commands`` lists a device's commands with their status and
 ``/v1/commands/{id}`` shows one with its payload. The API has no authentication of its own: keep
-``api.listen`` on loopback or behind a proxy that has one. The same aiohttp stack as the agent's
-local API. ``GET /v1/openapi.json`` describes it
+``api.listen`` on loopback or behind a proxy that has one.
+
+Provisioning (``hub_bridge/claims.py``, ``hub_bridge/pki.py``): ``POST /v1/provision`` with
+``{"claim": TOKEN, "csr": PEM}`` exchanges a claim for a device certificate once (``201``); an
+unknown, expired or used claim is ``403`` with one message for all three, a bad CSR ``400``, a
+client that failed too many claims ``429`` with ``Retry-After`` (its claims are not even looked
+at meanwhile). ``GET /v1/devices/{fleet}/{device}/certificates`` lists what was issued.
+
+The same aiohttp stack as the agent's local API. ``GET /v1/openapi.json`` describes it
 (``OPENAPI``, OpenAPI 3.1 with the schema of every answer).
 
 Query parameters are parsed strictly: ``fleet`` and ``device`` are identifiers of the contract,
@@ -22,14 +29,18 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 
 from edge_agent.platform.health import HealthRegistry
+from edge_agent.wire import jsonbounds
 from edge_agent.wire.commands import COMMAND_ID_MAX
 from edge_agent.wire.envelope import IDENT_RE, SEQ_MAX
+from hub_bridge import pki
+from hub_bridge.claims import ROLES, Claim, FailedClaims, token_hash, valid_token
 from hub_bridge.commands import (
     COMMAND_NAMES,
     PAYLOAD_MAX_BYTES,
@@ -38,7 +49,8 @@ from hub_bridge.commands import (
     CommandLimits,
     prepare_command,
 )
-from hub_bridge.timeline import Timeline
+from hub_bridge.config import PkiSettings
+from hub_bridge.timeline import IssuedCertificate, Timeline
 
 __all__ = ["OPENAPI", "build_app"]
 
@@ -51,6 +63,10 @@ _COMMAND_ID = re.compile(COMMAND_ID_RE.strip("^$"))
 _IDENT_FULL = re.compile(IDENT_RE.strip("^$"))
 BODY_TIMEOUT_S = 30.0
 """A command body not received within this is answered 408."""
+PROVISION_MAX_BYTES = 16 * 1024
+"""A provisioning request is a token and a CSR (an RSA-4096 one is under 2 KiB in PEM)."""
+CLAIM_REFUSED = "the claim is unknown, expired or already used"
+"""The one answer to every claim that is refused: which of the three it was is not told."""
 
 
 def _int_param(name: str, lo: int, hi: int, default: int, text: str) -> dict[str, Any]:
@@ -239,6 +255,61 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/v1/provision": {
+            "post": {
+                "summary": "exchange a claim and a CSR for the device's certificate, once",
+                "description": (
+                    "The claim (hub-bridge claim create) names the fleet, device and role; the "
+                    "certificate's subject is CN {fleet}/{device} whatever the CSR says, for the "
+                    "CSR's public key (EC P-256/384/521 or RSA of 2048 bits or more, the CSR "
+                    "signed with it). The claim is used up in the transaction that records the "
+                    "certificate. Failed claims are rate-limited per client address."
+                ),
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["claim", "csr"],
+                                "properties": {
+                                    "claim": {"type": "string"},
+                                    "csr": {"type": "string", "description": "PEM"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "201": _json(
+                        {"$ref": "#/components/schemas/Provisioned"}, "the device's certificate"
+                    ),
+                    "400": _json(_ERROR, "not a JSON object with claim and csr, or a bad CSR"),
+                    "403": _json(_ERROR, "the claim is unknown, expired or used (one message)"),
+                    "408": _json(_ERROR, f"the body was not received within {BODY_TIMEOUT_S:g} s"),
+                    "413": _json(_ERROR, f"more than {PROVISION_MAX_BYTES} bytes"),
+                    "429": {
+                        "description": "too many failed claims from this address",
+                        "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+                        "content": {"application/json": {"schema": _ERROR}},
+                    },
+                    "503": _json(_ERROR, "the hub has no CA, or its store cannot be written"),
+                },
+            }
+        },
+        "/v1/devices/{fleet}/{device}/certificates": {
+            "get": {
+                "summary": "the certificates issued to a device, newest first",
+                "parameters": _DEVICE_PARAMS,
+                "responses": {
+                    "200": _json(
+                        {"type": "array", "items": {"$ref": "#/components/schemas/Certificate"}},
+                        "issued certificates with their revocation",
+                    ),
+                    "400": _json(_ERROR, "a parameter is invalid (named)"),
+                },
+            }
+        },
         "/v1/openapi.json": {
             "get": {
                 "summary": "this document",
@@ -334,6 +405,35 @@ OPENAPI: dict[str, Any] = {
                     "size": {"type": "integer", "minimum": 0},
                 },
             },
+            "Provisioned": {
+                "type": "object",
+                "required": ["fleet", "device", "role", "certificate", "ca", "broker", "hub_api"],
+                "properties": {
+                    "fleet": {"type": "string"},
+                    "device": {"type": "string"},
+                    "role": {"enum": list(ROLES)},
+                    "certificate": {"type": "string", "description": "PEM, CN {fleet}/{device}"},
+                    "ca": {"type": "string", "description": "the fleet CA's certificate, PEM"},
+                    "broker": {"type": "string", "description": "mqtts:// URL to connect to"},
+                    "hub_api": {"type": "string", "description": "the hub API's URL"},
+                    "serial": {"type": "string", "description": "hex"},
+                    "not_after": {"type": "number"},
+                },
+            },
+            "Certificate": {
+                "type": "object",
+                "required": ["serial", "fleet", "device", "issued_at", "not_after", "revoked_at"],
+                "properties": {
+                    "serial": {"type": "string", "description": "hex"},
+                    "fleet": {"type": "string"},
+                    "device": {"type": "string"},
+                    "role": {"type": ["string", "null"]},
+                    "issued_at": {"type": "number"},
+                    "not_after": {"type": "number"},
+                    "revoked_at": _NUMBER_OR_NULL,
+                    "certificate": {"type": "string", "description": "PEM"},
+                },
+            },
             "DeadLetter": {
                 "type": "object",
                 "required": ["received", "topic", "reason", "size"],
@@ -425,10 +525,17 @@ def build_app(
     idle_timeout: float = 30.0,
     commands_changed: Callable[[], None] | None = None,
     command_limits: CommandLimits | None = None,
+    provisioning: PkiSettings | None = None,
+    failed_claims: FailedClaims | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> web.Application:
     """The aiohttp application of the hub API. ``commands_changed`` is called once a command
-    is queued (the bridge publishes it then); ``command_limits`` bound the queue."""
+    is queued (the bridge publishes it then); ``command_limits`` bound the queue;
+    ``provisioning`` enables ``POST /v1/provision`` (503 without it), ``failed_claims`` limits
+    failed claims per address on ``clock``."""
     limits = command_limits or CommandLimits()
+    limiter = failed_claims or FailedClaims()
+    authority = pki.AuthorityCache(provisioning.dir) if provisioning else None
 
     async def get_health(request: web.Request) -> web.Response:
         try:
@@ -539,6 +646,99 @@ def build_app(
             return _error(404, f"no command {cid}")
         return web.json_response(found)
 
+    async def post_provision(request: web.Request) -> web.Response:
+        try:
+            _params(request.query, {})
+        except QueryError as exc:
+            return _bad_query(exc)
+        client = request.remote or "unknown"
+        wait = limiter.retry_after(client, clock())
+        if wait > 0:
+            health.count("provision", "rate-limited")
+            return web.json_response(
+                {"error": f"too many failed claims from {client}: try again in {wait:.0f} s"},
+                status=429,
+                headers={"Retry-After": limiter.retry_after_header(client, clock())},
+            )
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT_S):
+                body = await _read_body(request, PROVISION_MAX_BYTES)
+        except TimeoutError:
+            return _error(408, f"the body was not received within {BODY_TIMEOUT_S:g} s")
+        except CommandError:
+            return _error(413, f"a provisioning request is at most {PROVISION_MAX_BYTES} bytes")
+        try:
+            doc = jsonbounds.loads(body)
+            if not isinstance(doc, dict):
+                return _error(400, 'the body must be a JSON object {"claim", "csr"}')
+            jsonbounds.check(doc)
+        except jsonbounds.JsonBoundsError as exc:
+            return _error(400, f"the body is {exc}")
+        token, csr_pem = doc.get("claim"), doc.get("csr")
+        if not isinstance(token, str):
+            return _error(400, "claim: a string is required")
+        if not isinstance(csr_pem, str):
+            return _error(400, "csr: a string (PEM) is required")
+        try:
+            csr = pki.parse_csr(csr_pem)
+        except pki.CsrError as exc:
+            health.count("provision", "bad-csr")
+            return _error(400, str(exc))
+        if provisioning is None or authority is None:
+            return _error(503, "provisioning is not configured on this hub")
+        try:
+            ca = await asyncio.to_thread(authority.get)
+        except pki.PkiError as exc:
+            health.count("provision", "no-ca")
+            return _error(503, f"the hub cannot issue certificates: {exc}")
+
+        def issue(claim: Claim) -> IssuedCertificate:
+            cert = pki.issue_certificate(
+                ca.cert, ca.key, csr, claim.fleet, claim.device, provisioning.cert_validity_days
+            )
+            return IssuedCertificate(
+                cert.serial_number,
+                cert.not_valid_after_utc.timestamp(),
+                pki.cert_pem(cert).decode(),
+            )
+
+        redeemed = None
+        if valid_token(token):
+            try:
+                redeemed = await timeline.redeem_claim(token_hash(token), issue, used_by=client)
+            except sqlite3.Error as exc:
+                health.count("provision", "store-failed")
+                return _error(503, f"the certificate could not be recorded: {str(exc)[:200]}")
+            except pki.PkiError as exc:
+                health.count("provision", "issue-failed")
+                return _error(503, f"the certificate could not be issued: {exc}")
+        if redeemed is None:
+            limiter.failed(client, clock())
+            health.count("provision", "claim-refused")
+            return _error(403, CLAIM_REFUSED)
+        claim, issued = redeemed
+        health.count("provision", "issued")
+        answer = {
+            "fleet": claim.fleet,
+            "device": claim.device,
+            "role": claim.role,
+            "certificate": issued.pem,
+            "ca": pki.cert_pem(ca.cert).decode(),
+            "broker": provisioning.broker_url,
+            "hub_api": provisioning.hub_api_url,
+            "serial": format(issued.serial, "x"),
+            "not_after": issued.not_after,
+        }
+        return web.json_response(answer, status=201)
+
+    async def get_certificates(request: web.Request) -> web.Response:
+        try:
+            _params(request.query, {})
+            fleet, device = _device_of(request)
+        except QueryError as exc:
+            return _bad_query(exc)
+        return web.json_response(await timeline.certificates(fleet, device))
+
     async def get_openapi(request: web.Request) -> web.Response:
         try:
             _params(request.query, {})
@@ -556,5 +756,7 @@ def build_app(
     app.router.add_post("/v1/devices/{fleet}/{device}/commands/{name}", post_command)
     app.router.add_get("/v1/devices/{fleet}/{device}/commands", get_commands)
     app.router.add_get("/v1/commands/{id}", get_command)
+    app.router.add_post("/v1/provision", post_provision)
+    app.router.add_get("/v1/devices/{fleet}/{device}/certificates", get_certificates)
     app.router.add_get("/v1/openapi.json", get_openapi)
     return app

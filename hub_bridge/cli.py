@@ -1,5 +1,12 @@
 """``hub-bridge``: run the hub, print its timeline or its effective configuration (DESIGN §4),
-send a command to a device (DESIGN §10).
+send a command to a device, make the fleet CA, give out claims and revoke devices (DESIGN §10).
+
+``hub-bridge ca init`` makes (or imports) the CA in ``pki.dir`` with the hub's and the broker's
+certificates and an empty CRL, keeping what is there. ``hub-bridge claim create`` and
+``hub-bridge device revoke`` write the timeline store directly (it is shared by design, and the
+hub need not run): a claim is then redeemed by the running hub's ``POST /v1/provision``; a
+revocation rewrites ``crl.pem``, which the broker reads when it starts. Exit codes of these:
+0 done, 1 refused or failed (the reason on stderr), 2 a bad command line or configuration.
 
 ``hub-bridge send NAME --fleet F --device D FILE`` posts the file to the running hub's API
 (``api.listen`` of the hub's configuration): the hub owns the MQTT connection, the resend
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import logging
 import re
@@ -40,8 +48,10 @@ from edge_agent.platform.settings import parse_listen
 from edge_agent.platform.units import parse_duration
 from edge_agent.platform.yamlconf import ConfigError, mask_secrets
 from edge_agent.wire.envelope import IDENT_RE
+from hub_bridge import pki
 from hub_bridge.api import build_app
 from hub_bridge.bridge import HubBridge
+from hub_bridge.claims import ROLES, ClaimError, claim_text, new_token, qr_text, token_hash
 from hub_bridge.commands import COMMAND_NAMES, CommandError, check_command_body
 from hub_bridge.config import HubConfig, load_hub_config
 from hub_bridge.timeline import Timeline, TimelineError
@@ -61,6 +71,7 @@ async def run_hub(config: HubConfig, stop: asyncio.Event, *, announce: bool = Fa
         health,
         commands_changed=bridge.commands_changed,
         command_limits=bridge.command_limits,
+        provisioning=config.pki_settings(),
     )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -267,6 +278,170 @@ def _wait_for_answer(base: str, cid: str, where: str, wait: float) -> int:
         time.sleep(min(_POLL_S, max(deadline - time.monotonic(), 0.0)))
 
 
+CLAIM_TTL_MAX_S = 30 * 86400.0
+
+
+def _fail(command: str, message: str, code: int = 1) -> int:
+    print(f"hub-bridge {command}: {message}", file=sys.stderr)
+    return code
+
+
+def _cmd_ca_init(args: argparse.Namespace) -> int:
+    hub_id = args.hub_id
+    folder = Path(args.dir) if args.dir else None
+    if args.config:
+        try:
+            config = load_hub_config(args.config)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        folder = folder or config.pki.dir
+        hub_id = hub_id or config.hub_id
+    try:
+        report = pki.init_ca(
+            folder or pki.DEFAULT_DIR,
+            import_cert=Path(args.import_cert) if args.import_cert else None,
+            import_key=Path(args.import_key) if args.import_key else None,
+            broker_hosts=args.broker_host or pki.DEFAULT_BROKER_HOSTS,
+            hub_id=hub_id or "hub",
+            force=args.force,
+        )
+    except pki.PkiError as exc:
+        return _fail("ca init", str(exc))
+    except OSError as exc:
+        return _fail("ca init", f"{exc.filename or ''}: {exc.strerror or exc}")
+    for name in report.made:
+        print(f"made {report.folder / name}")
+    for name in report.kept:
+        print(f"kept {report.folder / name}")
+    cert = report.authority.cert
+    print(f"CA {cert.subject.rfc4514_string()}, valid until {cert.not_valid_after_utc:%Y-%m-%d}")
+    print(f"CA SHA-256 fingerprint {pki.fingerprint(cert)}")
+    if args.force and report.made:
+        print(
+            "hub-bridge ca init: --force: certificates of the old CA no longer work",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _ident_args(command: str, args: argparse.Namespace) -> int | None:
+    for what, value in (("--fleet", args.fleet), ("--device", args.device)):
+        if not _IDENT.fullmatch(value):
+            return _fail(command, f"{what} {value!r} must match {IDENT_RE}", 2)
+    return None
+
+
+def _cmd_claim_create(args: argparse.Namespace) -> int:
+    try:
+        config = load_hub_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if (bad := _ident_args("claim create", args)) is not None:
+        return bad
+    try:
+        ttl = parse_duration(args.ttl)
+    except ValueError as exc:
+        return _fail("claim create", f"--ttl: {exc}", 2)
+    if not 0 < ttl <= CLAIM_TTL_MAX_S:
+        return _fail("claim create", "--ttl must be more than 0 and at most 30d", 2)
+    settings = config.pki_settings()
+    if not (settings.dir / pki.CA_CERT).exists():
+        return _fail("claim create", f"no CA in {settings.dir}: run hub-bridge ca init first")
+    token = new_token()
+    try:
+        text = claim_text(settings.hub_api_url, token)
+    except ClaimError as exc:
+        return _fail("claim create", f"pki.hub_api_url: {exc}", 2)
+    now = time.time()
+    expires = now + ttl
+
+    async def record() -> None:
+        timeline = await Timeline.open(config.timeline.path, config.ingest.limits)
+        try:
+            await timeline.add_claim(
+                token_hash(token), args.fleet, args.device, args.role, expires, now
+            )
+        finally:
+            await timeline.close()
+
+    try:
+        asyncio.run(record())
+    except (TimelineError, OSError) as exc:
+        return _fail("claim create", f"the claim could not be stored: {exc}")
+    until = dt.datetime.fromtimestamp(expires, dt.UTC).isoformat(timespec="seconds")[:-6] + "Z"
+    if args.json:
+        answer = {
+            "fleet": args.fleet,
+            "device": args.device,
+            "role": args.role,
+            "expires": until,
+            "token": token,
+            "claim": text,
+        }
+        print(json.dumps(answer, separators=(",", ":")))
+        return 0
+    print(f"claim for {args.fleet}/{args.device} (role {args.role}), once, until {until}")
+    print(f"token: {token}")
+    print(text)
+    if args.qr != "none":
+        print()
+        print(qr_text(text, dark_terminal=args.qr == "dark"), end="")
+    print(f"on the device: edge-agent provision --claim '{text}'", file=sys.stderr)
+    return 0
+
+
+def _cmd_device_revoke(args: argparse.Namespace) -> int:
+    try:
+        config = load_hub_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if (bad := _ident_args("device revoke", args)) is not None:
+        return bad
+    folder = config.pki.dir
+
+    async def revoke() -> tuple[list[str], int, list[tuple[int, float]]]:
+        timeline = await Timeline.open(config.timeline.path, config.ingest.limits)
+        try:
+            issued = len(await timeline.certificates(args.fleet, args.device))
+            serials = await timeline.revoke_device(args.fleet, args.device)
+            return serials, issued, await timeline.revoked_certificates()
+        finally:
+            await timeline.close()
+
+    try:
+        authority = pki.load_authority(folder)  # before anything changes: the CRL needs it
+        serials, issued, revoked = asyncio.run(revoke())
+    except pki.PkiError as exc:
+        return _fail("device revoke", str(exc))
+    except (TimelineError, OSError) as exc:
+        return _fail("device revoke", f"the store cannot be used: {exc}")
+    if issued == 0:
+        return _fail(
+            "device revoke", f"no certificate was ever issued to {args.fleet}/{args.device}"
+        )
+    entries = [(serial, dt.datetime.fromtimestamp(at, dt.UTC)) for serial, at in revoked]
+    try:
+        path = pki.write_crl(folder, authority, entries)
+    except OSError as exc:
+        return _fail(
+            "device revoke",
+            f"revoked in the store, but {folder / pki.CRL} could not be written ({exc}): "
+            "run this command again",
+        )
+    if serials:
+        print(
+            f"revoked {len(serials)} certificate(s) of {args.fleet}/{args.device}:",
+            ", ".join(serials),
+        )
+    else:
+        print(f"every certificate of {args.fleet}/{args.device} was revoked already")
+    print(f"wrote {path} ({len(entries)} revoked certificate(s)): restart the broker to apply it")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``hub-bridge``."""
     p = argparse.ArgumentParser(prog="hub-bridge", description=__doc__.splitlines()[0])
@@ -297,6 +472,67 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--wait", metavar="DURATION", help="wait this long for the answer (30s)")
     send.add_argument("file", help="the command: a JSON object (- for stdin)")
     send.set_defaults(func=_cmd_send)
+
+    ca = sub.add_parser("ca", help="the fleet CA").add_subparsers(dest="ca_command", required=True)
+    init = ca.add_parser(
+        "init",
+        help="make (or import) the fleet CA and the hub's and broker's certificates",
+        description="Make or import the fleet CA in the PKI folder, issue the hub's client "
+        "certificate (CN _hub/HUB_ID) and the broker's server certificate, and write an empty "
+        "CRL. Existing files are kept (--force makes everything anew).",
+    )
+    init.add_argument("--config", help="the hub's configuration (pki.dir, hub_id)")
+    init.add_argument("--dir", help=f"the PKI folder (pki.dir; default {pki.DEFAULT_DIR})")
+    init.add_argument("--import-cert", metavar="FILE", help="an existing CA certificate (PEM)")
+    init.add_argument("--import-key", metavar="FILE", help="its key (PEM, not encrypted)")
+    init.add_argument(
+        "--broker-host",
+        action="append",
+        metavar="NAME",
+        help="a name or address of the broker for its certificate (repeat; default "
+        "localhost and 127.0.0.1)",
+    )
+    init.add_argument("--hub-id", help="the hub's id for its certificate (hub_id; default hub)")
+    init.add_argument("--force", action="store_true", help="replace existing files")
+    init.set_defaults(func=_cmd_ca_init)
+
+    claim = sub.add_parser("claim", help="claims for provisioning devices").add_subparsers(
+        dest="claim_command", required=True
+    )
+    create = claim.add_parser(
+        "create",
+        help="a one-time claim token (and its QR code) for a technician",
+        description="Store a one-time, expiring claim for one device and print it: the token, "
+        "the claim text lmclaim:{hub_api_url}#{token} for edge-agent provision --claim, and a "
+        "QR code of it.",
+    )
+    create.add_argument("--config", required=True, help="the hub's configuration")
+    create.add_argument("--fleet", required=True)
+    create.add_argument("--device", required=True)
+    create.add_argument("--role", choices=ROLES, default="van")
+    create.add_argument("--ttl", default="1h", metavar="DURATION", help="valid for (1h; <= 30d)")
+    create.add_argument(
+        "--qr",
+        choices=("dark", "light", "none"),
+        default="dark",
+        help="the QR code for a dark (default) or light terminal, or none",
+    )
+    create.add_argument("--json", action="store_true", help="print one JSON object instead")
+    create.set_defaults(func=_cmd_claim_create)
+
+    device = sub.add_parser("device", help="devices' identities").add_subparsers(
+        dest="device_command", required=True
+    )
+    revoke = device.add_parser(
+        "revoke",
+        help="revoke a device's certificates and rewrite the CRL",
+        description="Mark every certificate of the device revoked (and its unused claims "
+        "void) and rewrite crl.pem in pki.dir, the broker's crlfile.",
+    )
+    revoke.add_argument("--config", required=True, help="the hub's configuration")
+    revoke.add_argument("--fleet", required=True)
+    revoke.add_argument("--device", required=True)
+    revoke.set_defaults(func=_cmd_device_revoke)
     return p
 
 

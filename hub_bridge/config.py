@@ -3,10 +3,14 @@
 broker: {url: "mqtt://127.0.0.1:1883"}
 timeline: {url: "sqlite:///var/lib/hub-bridge/timeline.db"}
 api: {listen: "127.0.0.1:8090"}
+pki: {dir: /var/lib/hub-bridge/pki, broker_url: "mqtts://hub.example:8883",
+      hub_api_url: "http://hub.example:8090", cert_validity: 825d}
 """
 
 from __future__ import annotations
 
+import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -19,7 +23,7 @@ from edge_agent.platform.yamlconf import load_model
 from hub_bridge.commands import COMMAND_NAMES, CommandLimits
 from hub_bridge.timeline import TimelineLimits
 
-__all__ = ["HubConfig", "load_hub_config"]
+__all__ = ["HubConfig", "PkiConfig", "PkiSettings", "load_hub_config"]
 
 
 class _Section(BaseModel):
@@ -107,6 +111,72 @@ class CommandsConfig(_Section):
         )
 
 
+@dataclass(frozen=True, slots=True)
+class PkiSettings:
+    """What the provisioning endpoint needs, resolved from the configuration."""
+
+    dir: Path
+    broker_url: str
+    """What devices are told to connect to."""
+    hub_api_url: str
+    """The hub API as a device reaches it (in claim texts)."""
+    cert_validity_days: float
+
+
+class PkiConfig(_Section):
+    """The fleet CA's folder and what provisioned devices are told (``hub-bridge ca init``,
+    ``claim create``, ``POST /v1/provision``)."""
+
+    dir: Path = Path("/var/lib/hub-bridge/pki")
+    broker_url: str | None = None
+    """The broker URL handed to devices; by default ``mqtts://`` on ``broker.url``'s host
+    (port 8883, or ``broker.url``'s own when that is ``mqtts://`` already)."""
+    hub_api_url: str | None = None
+    """The hub API URL devices use; by default ``http://`` on ``api.listen`` (a wildcard
+    address gives this machine's host name)."""
+    cert_validity: Duration = Field(default=825 * 86400.0, ge=3600.0, le=36500 * 86400.0)
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtts", "ssl") or not parts.hostname:
+            raise ValueError(f"{url!r}: devices connect over TLS: mqtts://host[:port]")
+        if parts.username or parts.password:
+            raise ValueError(f"{url!r}: devices authenticate with their certificate, no password")
+        return url
+
+    @field_validator("hub_api_url")
+    @classmethod
+    def _api(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment:
+            raise ValueError(f"{url!r}: must be http(s)://host[:port] (no #)")
+        return url.rstrip("/")
+
+    def settings(self, broker: BrokerConfig, api: ApiConfig) -> PkiSettings:
+        """The effective values, the defaults derived from the broker and API sections."""
+        broker_url = self.broker_url
+        if broker_url is None:
+            port = broker.port if broker.use_tls else 8883
+            broker_url = f"mqtts://{_url_host(broker.host)}:{port}"
+        hub_api_url = self.hub_api_url
+        if hub_api_url is None:
+            host, port = parse_listen(api.listen)
+            if host in ("", "0.0.0.0", "::"):
+                host = socket.gethostname()
+            hub_api_url = f"http://{_url_host(host)}:{port}"
+        return PkiSettings(self.dir, broker_url, hub_api_url, self.cert_validity / 86400.0)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
 class LogConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -119,8 +189,13 @@ class HubConfig(_Section):
     api: ApiConfig = ApiConfig()
     ingest: IngestConfig = IngestConfig()
     commands: CommandsConfig = CommandsConfig()
+    pki: PkiConfig = PkiConfig()
     log: LogConfig = LogConfig()
     hub_id: str = Field(default="hub", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+
+    def pki_settings(self) -> PkiSettings:
+        """The provisioning settings with their defaults resolved."""
+        return self.pki.settings(self.broker, self.api)
 
 
 def load_hub_config(path: str | Path) -> HubConfig:

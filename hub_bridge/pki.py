@@ -51,6 +51,7 @@ __all__ = [
     "HUB_CERT",
     "HUB_KEY",
     "Authority",
+    "AuthorityCache",
     "CsrError",
     "InitReport",
     "PkiError",
@@ -447,6 +448,30 @@ def load_authority(folder: Path) -> Authority:
     if not cert_path.exists() or not key_path.exists():
         raise PkiError(f"{folder}: no CA ({CA_CERT}, {CA_KEY}): run hub-bridge ca init")
     return check_authority(load_certificate(cert_path), load_private_key(key_path), str(folder))
+
+
+class AuthorityCache:
+    """The CA of a folder, read again only when ``ca.crt`` or ``ca.key`` changed (a ``ca init
+    --force`` while the hub runs is picked up at the next request)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._stamp: tuple[tuple[int, int, int], ...] | None = None
+        self._authority: Authority | None = None
+
+    def get(self) -> Authority:
+        """The CA (PkiError when it is missing or unusable)."""
+        try:
+            stamp = tuple(
+                (st.st_ino, st.st_mtime_ns, st.st_size)
+                for st in (os.stat(self.folder / n) for n in (CA_CERT, CA_KEY))
+            )
+        except OSError:
+            stamp = None
+        if stamp is None or stamp != self._stamp or self._authority is None:
+            self._authority = load_authority(self.folder)
+            self._stamp = stamp
+        return self._authority
 
 
 def issued_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> bool:

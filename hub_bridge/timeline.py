@@ -9,7 +9,13 @@ database need no coordination (DESIGN §5).
 Tables: ``events`` (ingest order in ``ingest``), ``accounted`` (seq ranges given up by a device,
 or rejected), ``devices`` (watermark, online state), ``device_states`` (each device's last state
 transitions), ``dead_letters`` (rejected messages with their reasons), ``commands`` (commands to
-devices kept until answered, bounded as ``hub_bridge.commands`` says).
+devices kept until answered, bounded as ``hub_bridge.commands`` says), ``claims`` (provisioning
+claims: the SHA-256 of each token, never the token, with its device, role, expiry and use) and
+``certificates`` (every device certificate issued, and its revocation).
+
+A claim is redeemed (``redeem_claim``) in one transaction on a connection of its own, run in a
+thread: the claim is checked, the certificate issued and recorded, and the claim marked used, or
+nothing happens; two devices presenting one claim at once get one certificate between them.
 
 What a misbehaving client sends cannot fill the disk (``TimelineLimits``): a dead letter keeps a
 small sample of its payload; the same reason from the same topic again only counts (``count``,
@@ -24,24 +30,28 @@ The file and its ``-wal``/``-shm`` are private to the hub's user (0600, ``sqlite
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
+import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
 from edge_agent.platform.sqlite import NewerSchema, configure, migrate, prepare_private
 from edge_agent.wire.envelope import SEQ_MAX, encode_checked
+from hub_bridge.claims import Claim
 from hub_bridge.commands import CommandLimits, command_status
 
 __all__ = [
     "SCHEMA_VERSION",
     "Batch",
+    "IssuedCertificate",
     "QueuedCommand",
     "StoreResult",
     "Timeline",
@@ -153,12 +163,72 @@ _SCHEMA = [
     CREATE INDEX commands_due ON commands (next_send) WHERE next_send IS NOT NULL;
     CREATE INDEX commands_finished ON commands (finished) WHERE finished IS NOT NULL;
     """,
+    # version 5: provisioning (hub_bridge/claims.py, hub_bridge/pki.py): claims by the SHA-256
+    # of their token; certificates by serial (hex: X.509 serials are up to 159 bits)
+    """
+    CREATE TABLE claims (
+        hash TEXT PRIMARY KEY,
+        fleet TEXT NOT NULL,
+        device TEXT NOT NULL,
+        role TEXT NOT NULL,
+        created REAL NOT NULL,
+        expires REAL NOT NULL,
+        used_at REAL,
+        used_by TEXT,
+        serial TEXT
+    ) WITHOUT ROWID;
+    CREATE INDEX claims_device ON claims (fleet, device);
+    CREATE INDEX claims_expires ON claims (expires);
+    CREATE TABLE certificates (
+        serial TEXT PRIMARY KEY,
+        fleet TEXT NOT NULL,
+        device TEXT NOT NULL,
+        role TEXT,
+        issued_at REAL NOT NULL,
+        not_after REAL NOT NULL,
+        revoked_at REAL,
+        claim TEXT,
+        pem TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX certificates_device ON certificates (fleet, device);
+    CREATE INDEX certificates_revoked ON certificates (not_after) WHERE revoked_at IS NOT NULL;
+    """,
 ]
 SCHEMA_VERSION = len(_SCHEMA)
 
 
+CLAIM_KEEP_S = 30 * 86400.0
+"""Claims expired (used or not) longer than this are deleted when a claim is added."""
+
+_T = TypeVar("_T")
+
+
 class TimelineError(Exception):
     """The timeline file cannot be used (newer schema, unreadable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCertificate:
+    """A device certificate as the store records it."""
+
+    serial: int
+    not_after: float
+    """Epoch seconds."""
+    pem: str
+
+
+def _certificate_row(row: Sequence[Any]) -> dict[str, Any]:
+    serial, fleet, device, role, issued, not_after, revoked, pem = row
+    return {
+        "serial": serial,
+        "fleet": fleet,
+        "device": device,
+        "role": role,
+        "issued_at": issued,
+        "not_after": not_after,
+        "revoked_at": revoked,
+        "certificate": pem,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -708,8 +778,10 @@ class Timeline:
             return [{"at": at, "state": st} for at, st in await cur.fetchall()]
 
     async def count(self, table: str = "events") -> int:
-        """Rows of ``events``, ``dead_letters``, ``device_states`` or ``commands``."""
-        if table not in ("events", "dead_letters", "device_states", "commands"):
+        """Rows of ``events``, ``dead_letters``, ``device_states``, ``commands``, ``claims`` or
+        ``certificates``."""
+        tables = ("events", "dead_letters", "device_states", "commands", "claims", "certificates")
+        if table not in tables:
             raise ValueError(table)
         async with self._db.execute(f"SELECT count(*) FROM {table}") as cur:
             row = await cur.fetchone()
@@ -875,3 +947,150 @@ class Timeline:
             "SELECT 1 FROM devices WHERE fleet=? AND device=?", (fleet, device)
         ) as cur:
             return await cur.fetchone() is not None
+
+    # -- provisioning: claims and certificates (hub_bridge/claims.py, hub_bridge/pki.py) --------
+
+    def _own_transaction(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``work`` in one IMMEDIATE transaction on a connection of its own (in a thread):
+        the shared connection's tasks cannot interleave statements into it."""
+        con = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+        try:
+            con.execute("PRAGMA synchronous=FULL")
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(con)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            return result
+        finally:
+            con.close()
+
+    async def add_claim(
+        self,
+        token_hash: str,
+        fleet: str,
+        device: str,
+        role: str,
+        expires: float,
+        now: float | None = None,
+    ) -> None:
+        """Record a claim by its token's hash (with fsync); claims expired longer than
+        ``CLAIM_KEEP_S`` are deleted in the same transaction."""
+        when = time.time() if now is None else now
+
+        def work(con: sqlite3.Connection) -> None:
+            con.execute(
+                "INSERT INTO claims (hash, fleet, device, role, created, expires)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (token_hash, fleet, device, role, when, expires),
+            )
+            con.execute("DELETE FROM claims WHERE expires < ?", (when - CLAIM_KEEP_S,))
+
+        await asyncio.to_thread(self._own_transaction, work)
+
+    async def redeem_claim(
+        self,
+        token_hash: str,
+        issue: Callable[[Claim], IssuedCertificate],
+        *,
+        now: float | None = None,
+        used_by: str | None = None,
+    ) -> tuple[Claim, IssuedCertificate] | None:
+        """Exchange a claim for a certificate, once: in one transaction the claim is checked
+        (known, not expired, not used), ``issue(claim)`` makes the certificate, which is
+        recorded, and the claim is marked used. None for an unknown, expired or used claim
+        (nothing changed); an exception from ``issue`` leaves the claim unused."""
+        when = time.time() if now is None else now
+
+        def work(con: sqlite3.Connection) -> tuple[Claim, IssuedCertificate] | None:
+            row = con.execute(
+                "SELECT fleet, device, role, expires FROM claims"
+                " WHERE hash=? AND used_at IS NULL AND expires > ?",
+                (token_hash, when),
+            ).fetchone()
+            if row is None:
+                return None
+            claim = Claim(str(row[0]), str(row[1]), str(row[2]), float(row[3]))
+            cert = issue(claim)
+            serial = format(cert.serial, "x")
+            con.execute(
+                "INSERT INTO certificates"
+                " (serial, fleet, device, role, issued_at, not_after, claim, pem)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (serial, claim.fleet, claim.device, claim.role, when, cert.not_after,
+                 token_hash, cert.pem),
+            )  # fmt: skip
+            con.execute(
+                "UPDATE claims SET used_at=?, used_by=?, serial=? WHERE hash=?",
+                (when, used_by, serial, token_hash),
+            )
+            return claim, cert
+
+        return await asyncio.to_thread(self._own_transaction, work)
+
+    async def claims(self, fleet: str, device: str) -> list[dict[str, Any]]:
+        """A device's kept claims, newest first (their hashes are not shown)."""
+        async with self._db.execute(
+            "SELECT role, created, expires, used_at, used_by, serial FROM claims"
+            " WHERE fleet=? AND device=? ORDER BY created DESC",
+            (fleet, device),
+        ) as cur:
+            return [
+                {
+                    "fleet": fleet,
+                    "device": device,
+                    "role": role,
+                    "created": created,
+                    "expires": expires,
+                    "used_at": used_at,
+                    "used_by": used_by,
+                    "serial": serial,
+                }
+                for role, created, expires, used_at, used_by, serial in await cur.fetchall()
+            ]
+
+    async def certificates(self, fleet: str, device: str) -> list[dict[str, Any]]:
+        """The certificates issued to a device, newest first, with their revocation."""
+        async with self._db.execute(
+            "SELECT serial, fleet, device, role, issued_at, not_after, revoked_at, pem"
+            " FROM certificates WHERE fleet=? AND device=? ORDER BY issued_at DESC, serial",
+            (fleet, device),
+        ) as cur:
+            return [_certificate_row(r) for r in await cur.fetchall()]
+
+    async def revoke_device(self, fleet: str, device: str, now: float | None = None) -> list[str]:
+        """Revoke every certificate of a device not revoked yet and void its unused claims, in
+        one transaction (with fsync); return the serials revoked now (hex)."""
+        when = time.time() if now is None else now
+
+        def work(con: sqlite3.Connection) -> list[str]:
+            serials = sorted(
+                str(r[0])
+                for r in con.execute(
+                    "UPDATE certificates SET revoked_at=? WHERE fleet=? AND device=?"
+                    " AND revoked_at IS NULL RETURNING serial",
+                    (when, fleet, device),
+                ).fetchall()
+            )
+            # a claim given out for the device before it was revoked must not bring it back
+            con.execute(
+                "UPDATE claims SET used_at=?, used_by='revoked' WHERE fleet=? AND device=?"
+                " AND used_at IS NULL",
+                (when, fleet, device),
+            )
+            return serials
+
+        return await asyncio.to_thread(self._own_transaction, work)
+
+    async def revoked_certificates(self, now: float | None = None) -> list[tuple[int, float]]:
+        """(serial, revoked at) of every revoked certificate not yet expired: what the CRL
+        lists (an expired certificate is refused without it)."""
+        when = time.time() if now is None else now
+        async with self._db.execute(
+            "SELECT serial, revoked_at FROM certificates"
+            " WHERE revoked_at IS NOT NULL AND not_after > ? ORDER BY serial",
+            (when,),
+        ) as cur:
+            return [(int(str(s), 16), float(r)) for s, r in await cur.fetchall()]
