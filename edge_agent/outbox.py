@@ -330,6 +330,7 @@ class Outbox:
         self._wakeup = asyncio.Event()
         self._lock = asyncio.Lock()
         self._writer: asyncio.Task[None] | None = None
+        self._busy_since: float | None = None  # the writer's current group began (monotonic)
         self._closing = False
         self.commit_listeners: list[Callable[[], None]] = []
         """Called after every commit that added events (the uplink wakes on it)."""
@@ -731,6 +732,7 @@ class Outbox:
             self._wakeup.clear()
             while self._queue:
                 group, self._queue = self._queue, []
+                self._busy_since = time.monotonic()
                 try:
                     async with self._lock:
                         await self._commit_with_room(group)
@@ -743,8 +745,16 @@ class Outbox:
                     for sub in group:
                         if not sub.future.done():
                             sub.future.set_exception(err)
+            self._busy_since = None
             if self._closing:
                 return
+
+    @property
+    def writer_busy_since(self) -> float | None:
+        """Since when (``time.monotonic()``) the writer has been committing its current group;
+        None while it waits for work. The watchdog's progress probe: a commit stuck on a dead SD
+        card keeps this old, and the agent is restarted."""
+        return self._busy_since
 
     async def _commit_with_room(self, group: list[_Submission]) -> None:
         """Commit a group; a full disk gives DiskFull (507), an alarm, and frees the spare file.

@@ -27,7 +27,7 @@ from edge_agent.config import AgentConfig, load_agent_config, parse_listen
 from edge_agent.gnss.service import GnssService
 from edge_agent.outbox import Draft, Outbox, OutboxError
 from edge_agent.platform.health import HealthRegistry
-from edge_agent.platform.lifecycle import announce_ready, run_until_signalled
+from edge_agent.platform.lifecycle import add_progress_probe, announce_ready, run_until_signalled
 from edge_agent.platform.linkwatch import LinkWatch
 from edge_agent.platform.yamlconf import ConfigError
 from edge_agent.recorder import OutboxSink
@@ -119,6 +119,9 @@ class Agent:
         await runner.setup()
         host, port = parse_listen(cfg.api.listen)
         site = web.TCPSite(runner, host, port, reuse_address=True)
+        # systemd's watchdog pings only while the writer commits (the event loop proves itself
+        # by running the pings): an accepted event stuck before its fsync restarts the agent
+        remove_probe = add_progress_probe("outbox writer", lambda: outbox.writer_busy_since)
         try:
             await site.start()
             server = site._server  # aiohttp exposes the bound port only through the server
@@ -158,6 +161,7 @@ class Agent:
             if self.uplink is not None and self.uplink.link is not None:
                 self.uplink.link.close()
             await runner.cleanup()
+            remove_probe()
             await outbox.close()
 
     def _start_components(
