@@ -100,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     lreplay.add_argument("--plan", required=True, help="load plan JSON (DESIGN §8)")
     lreplay.add_argument("input", help="observations, one JSON object per line, or - for stdin")
     lreplay.set_defaults(func=_cmd_load_replay)
+
+    from edge_agent import doctor, provision  # light at import: their heavy parts load on use
+
+    provision.add_parser(sub)
+    doctor.add_parser(sub)
     return p
 
 

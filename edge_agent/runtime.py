@@ -67,9 +67,32 @@ class Agent:
         self.trips: TripService | None = None
         self.station: StationService | None = None
         self._command_handlers: dict[str, Callable[[bytes], Awaitable[None]]] = {}
+        self._sink: OutboxSink | None = None
+        self._report_task: asyncio.Task[None] | None = None
 
     def _on_outbox_alarm(self, name: str, detail: dict[str, Any]) -> None:
         self.health.set_state("outbox", name, **detail)
+
+    async def _on_report(self, payload: bytes) -> None:
+        """``cmd/report``: the doctor's checks run in the background (they take seconds, and
+        the command loop must go on taking acks); the report is sent as a ``device.report``
+        event. The command is acknowledged once the report is under way."""
+        if self._report_task is not None and not self._report_task.done():
+            return  # one report at a time: a repeat of the command joins the running one
+        self._report_task = asyncio.create_task(self._send_report(), name="report")
+
+    async def _send_report(self) -> None:
+        from edge_agent.doctor import report
+
+        try:
+            data = await report(self.config, health=self.health)
+            assert self._sink is not None
+            await self._sink.emit("device.report", data)
+        except (OutboxError, EnvelopeError) as exc:
+            self.health.count("commands", f"report-not-recorded:{type(exc).__name__}")
+        except Exception:  # a check's bug must not take the agent down
+            log.exception("cmd/report failed")
+            self.health.count("commands", "report-failed")
 
     def _on_accepted(self, drafts: list[Draft]) -> None:
         """Events posted to the local API, committed: a station reads the handhelds' scans."""
@@ -105,6 +128,8 @@ class Agent:
         else:
             self.health.set_state("outbox", "ok")
         sink = OutboxSink(outbox, self.clock)
+        self._sink = sink
+        self._command_handlers["report"] = self._on_report
         device = {"fleet": cfg.device.fleet, "device": cfg.device.id, "role": cfg.device.role}
         app = build_app(
             outbox,

@@ -17,7 +17,7 @@ import paho.mqtt.client as paho
 from edge_agent.wire import topics
 from edge_agent.wire.commands import command_ack, command_id
 from simulators.broker import Mosquitto
-from tests.harness import Proc, get, wait_for, write_agent_config
+from tests.harness import Proc, get, wait_for, write_agent_config, write_hub_config
 
 MANIFEST = {
     "route": "r-1",
@@ -90,3 +90,44 @@ def test_commands_are_acked_with_their_outcome(tmp_path: Path, broker: Mosquitto
         client.loop_stop()
         client.disconnect()
         agent.stop()
+
+
+def test_cmd_report_answers_with_the_doctors_report_as_an_event(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    hub = Proc("hub_bridge", write_hub_config(tmp_path, broker.url), tmp_path / "hub.log")
+    agent = Proc("edge_agent", write_agent_config(tmp_path, broker.url), tmp_path / "agent.log")
+    acks: queue.Queue[dict[str, Any]] = queue.Queue()
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2)
+    client.on_message = lambda _c, _u, msg: acks.put(json.loads(msg.payload))
+    client.connect("127.0.0.1", broker.port)
+    client.subscribe(topics.cmd_ack("acme", "van-042"), qos=1)
+    client.loop_start()
+    hub.start()
+    agent.start()
+    try:
+        assert hub.api_port is not None
+
+        def asked() -> bool:  # the agent subscribes once connected: ask until it answers
+            topic = topics.cmd("acme", "van-042", "report")
+            client.publish(topic, json.dumps({"id": "rep-1"}), qos=1).wait_for_publish(5)
+            try:
+                return acks.get(timeout=0.5) == {"id": "rep-1", "ok": True}
+            except queue.Empty:
+                return False
+
+        wait_for(asked, 20, "the report command acknowledged", poll=0.1)
+
+        def reports() -> list[dict[str, Any]]:
+            events = get(hub.api_port or 0, "/v1/events?device=van-042")
+            return [e["data"] for e in events if e["type"] == "device.report"]
+
+        wait_for(lambda: bool(reports()), 60, "the device.report event in the timeline", poll=0.5)
+        (report,) = reports()[:1]
+        names = {c["name"] for c in report["checks"]}
+        assert {"config", "broker", "outbox-file"} <= names and isinstance(report["ok"], bool)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+        agent.stop()
+        hub.stop()
