@@ -49,6 +49,7 @@ import secrets
 import shutil
 import socket
 import ssl
+import stat
 import subprocess
 import sys
 import urllib.error
@@ -819,6 +820,7 @@ def _provision(opts: Options, steps: Steps) -> int:
             _write_identity(opts, identity, key if new_key else None, owner, steps)
             _write_token(opts, owner, steps)
             write_file(config_path, text.encode(), 0o640, owner)
+            _own(opts, identity.device, owner, steps)
         except OSError as exc:
             raise LocalFailure(
                 f"{exc.filename or opts.config_dir}: cannot write: {exc.strerror}; the claim "
@@ -847,11 +849,14 @@ def _already(
     except FileNotFoundError:
         steps("config", f"{config_path} is missing: a claim is needed to learn the broker")
         return None
-    except (OSError, UnicodeDecodeError, ConfigError) as exc:
-        raise UsageError(f"{config_path}: {exc}; fix it or move it aside and run again") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{config_path}: cannot read it: {exc}") from None
+    except ConfigError as exc:
+        raise UsageError(f"{exc}; fix it, or move it aside and run again with a claim") from None
     steps("config", f"{config_path} kept (it loads)")
     try:
         _write_token(opts, owner, steps)
+        _own(opts, device, owner, steps)
     except OSError as exc:
         raise LocalFailure(f"{exc.filename}: cannot write: {exc.strerror}") from None
     return _finish(opts, device, config_path, steps)
@@ -867,14 +872,31 @@ def _write_identity(
     # the key first: a certificate on disk without its key would be useless
     if new_key is not None:
         write_file(opts.config_dir / KEY_FILE, key_pem(new_key), 0o600, owner)
-    elif owner is not None:
-        os.chown(opts.config_dir / KEY_FILE, owner.uid, owner.gid)
-        os.chmod(opts.config_dir / KEY_FILE, 0o600)
     write_file(opts.config_dir / CA_FILE, identity.ca, 0o644, owner)
     write_file(opts.config_dir / CERT_FILE, identity.certificate, 0o644, owner)
     who = f", owner {owner.name}" if owner else ""
     steps("key", f"{opts.config_dir / KEY_FILE} (0600{who})")
     steps("certificate", f"{opts.config_dir / CERT_FILE}, CA in {opts.config_dir / CA_FILE}")
+
+
+def _own(opts: Options, device: str, owner: Owner | None, steps: Steps) -> None:
+    """The provisioned files owned by the service user with their modes, also those of an
+    earlier run (made as root before the user existed, or loosened by hand)."""
+    modes = {KEY_FILE: 0o600, TOKEN_FILE: 0o600, CERT_FILE: 0o644, CA_FILE: 0o644}
+    modes[f"{device}.yaml"] = 0o640
+    changed = []
+    for name, mode in modes.items():
+        path = opts.config_dir / name
+        st = path.stat()
+        if owner is not None and (st.st_uid, st.st_gid) != (owner.uid, owner.gid):
+            os.chown(path, owner.uid, owner.gid)
+            changed.append(name)
+        if stat.S_IMODE(st.st_mode) != mode:
+            os.chmod(path, mode)
+            changed.append(name)
+    if changed:
+        who = f"owner {owner.name}, " if owner else ""
+        steps("owner", f"set ({who}modes) on {', '.join(sorted(set(changed)))}")
 
 
 def _write_token(opts: Options, owner: Owner | None, steps: Steps) -> None:
@@ -921,7 +943,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         ),
     )
     p.add_argument(
-        "--claim", help="the claim: lmclaim:URL#TOKEN as hub-bridge claim create prints it"
+        "--claim",
+        help="the claim: lmclaim:URL#TOKEN as hub-bridge claim create prints it, or - to read it "
+        "from standard input (a scanned QR code)",
     )
     p.add_argument(
         "--hub", help="the hub API URL (needed with a bare token; wins over the claim's)"
@@ -945,8 +969,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """``edge-agent provision``: build the options from ``args`` and provision."""
     try:
+        claim = args.claim
+        if claim == "-":
+            # a QR code scanned by a handheld (a keyboard) or pasted: not in argv, where ps and
+            # the shell's history would keep it
+            if sys.stdin.isatty():
+                print("claim (scan or paste it, then Enter): ", end="", file=sys.stderr, flush=True)
+            claim = sys.stdin.readline().strip()
+            if not claim:
+                raise UsageError("--claim -: nothing on standard input")
         opts = Options(
-            claim=parse_claim(args.claim, args.hub),
+            claim=parse_claim(claim, args.hub),
             role=args.role,
             config_dir=Path(os.path.abspath(args.config_dir)),
             state_dir=Path(os.path.abspath(args.state_dir)),

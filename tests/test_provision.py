@@ -8,10 +8,13 @@ import datetime as dt
 import json
 import os
 import pwd
+import sqlite3
 import stat
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from edge_agent.config import AgentConfig
 from edge_agent.platform.units import parse_bytes
@@ -33,7 +37,8 @@ from edge_agent.provision import (
     render_config,
 )
 from hub_bridge import pki
-from simulators.broker import free_port
+from simulators.broker import Mosquitto, TlsFiles, free_port
+from tests.harness import Proc, post, scan_event, timeline_rows, wait_for, write_hub_config
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILES = ROOT / "firmware_configs"
@@ -255,13 +260,16 @@ def test_an_existing_file_keeps_its_outbox_and_edits(tmp_path: Path) -> None:
 # the command, as a technician runs it
 
 
-def provision(*args: str, path_prefix: str | None = None) -> subprocess.CompletedProcess[str]:
+def provision(
+    *args: str, path_prefix: str | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """``edge-agent provision ARGS`` in a subprocess (the module entry until cli.py has it)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if path_prefix is not None:
         env["PATH"] = f"{path_prefix}:{env.get('PATH', '')}"
     return subprocess.run(
         [sys.executable, "-m", "edge_agent.provision", *args],
+        input=stdin or "",
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -455,3 +463,195 @@ def test_the_unit_is_enabled_with_systemctl(
         assert "service: edge-agent@van-042.service enabled and started" in done.stdout
     # the identity is there either way: a second run needs no claim, only the unit
     assert (conf / "van-042.yaml").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# against a real hub: hub-bridge ca init, a mosquitto with the CA's broker certificate that
+# requires client certificates, the hub with its own, claims from hub-bridge claim create
+
+
+class Hub:
+    """A running fleet: the CA folder, the TLS broker, the hub process and its files."""
+
+    def __init__(self, folder: Path, broker: Mosquitto, proc: Proc, config: Path) -> None:
+        self.folder = folder
+        self.broker = broker
+        self.proc = proc
+        self.config = config
+        self.timeline = folder / "timeline.db"
+
+    def claim(self, device: str, role: str = "van", ttl: str = "10m") -> str:
+        """``hub-bridge claim create ... --json``: the lmclaim: text."""
+        done = hub_cli(
+            "claim", "create", "--config", str(self.config), "--fleet", "acme",
+            "--device", device, "--role", role, "--ttl", ttl, "--json",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        text: str = json.loads(done.stdout)["claim"]
+        return text
+
+
+def hub_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``hub-bridge ARGS`` in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "hub_bridge", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    """One fleet for the module's tests (each claims its own device)."""
+    folder = tmp_path_factory.mktemp("hub")
+    pki_dir = folder / "pki"
+    done = hub_cli("ca", "init", "--dir", str(pki_dir))
+    assert done.returncode == 0, done.stderr
+    tls = TlsFiles(ca=pki_dir / "ca.crt", cert=pki_dir / "broker.crt", key=pki_dir / "broker.key")
+    with Mosquitto(tls=tls) as broker:
+        client = {
+            "ca": str(tls.ca),
+            "cert": str(pki_dir / "hub.crt"),
+            "key": str(pki_dir / "hub.key"),
+        }
+        config = write_hub_config(
+            folder,
+            broker.url,
+            broker={"tls": client},
+            pki={"dir": str(pki_dir), "broker_url": broker.url},
+        )
+        proc = Proc("hub_bridge", config, folder / "hub.log")
+        proc.start()
+        try:
+            yield Hub(folder, broker, proc, config)
+        finally:
+            proc.stop()
+
+
+def test_a_fresh_van_is_provisioned_and_its_event_reaches_the_timeline(
+    hub: Hub, dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    conf, state = dirs
+    _, uid = service_user()
+    claim = hub.claim("van-101")
+    started = time.monotonic()
+    done = provision(*_args(conf, state, "--claim", claim, "--no-enable"))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert all(": " in line for line in lines)  # one "step: what" line per step, plain text
+    assert "certificate: acme/van-101 (van)" in done.stdout
+    files = snapshot(conf)
+    modes = {Path(p).name: (mode, owner) for p, (mode, owner, _) in files.items()}
+    assert modes == {
+        "edge-agent": (0o755, os.geteuid()),
+        "device.key": (0o600, uid),
+        "api-token": (0o600, uid),
+        "device.crt": (0o644, uid),
+        "ca.crt": (0o644, uid),
+        "van-101.yaml": (0o640, uid),
+    }
+    assert snapshot(state)[str(state)][:2] == (0o700, uid)
+    assert files[str(conf / "ca.crt")][2] == (hub.folder / "pki" / "ca.crt").read_bytes()
+    token = files[str(conf / "api-token")][2].strip()
+    assert len(token) == 43
+    # the hub recorded the certificate it issued, for this device's key
+    key = pki.load_private_key(conf / "device.key")
+    cert = pki.load_certificate(conf / "device.crt")
+    spki = Encoding.DER, PublicFormat.SubjectPublicKeyInfo
+    assert cert.public_key().public_bytes(*spki) == key.public_key().public_bytes(*spki)
+    assert pki.issued_by(cert, pki.load_certificate(hub.folder / "pki" / "ca.crt"))
+
+    # the agent's own loader and `edge-agent config` accept the file as written
+    shown = subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "config", "--config", str(conf / "van-101.yaml")],
+        capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    effective = json.loads(shown.stdout)
+    assert effective["broker"]["url"] == hub.broker.url
+    assert effective["device"] == {"id": "van-101", "fleet": "acme", "role": "van"}
+
+    # a technician's edits for this test bench: the API on a free loopback port, no GNSS
+    # receiver; then the agent runs on the provisioned identity over mutual TLS
+    device_file = conf / "van-101.yaml"
+    data = yaml.safe_load(device_file.read_text())
+    data["api"]["listen"] = f"127.0.0.1:{free_port()}"
+    data["uplink"] = {"ack_timeout": "3s", "backoff_max": "1s"}
+    del data["gnss"]
+    device_file.write_text(yaml.safe_dump(data))
+    agent = Proc("edge_agent", device_file, tmp_path / "agent.log")
+    agent.start()
+    try:
+        assert agent.api_port is not None
+        status, body = post(agent.api_port, scan_event(1))
+        assert status == 201, body
+        wait_for(lambda: timeline_rows(hub.timeline, "van-101") != [], 30, "the first event")
+        elapsed = time.monotonic() - started
+    finally:
+        agent.stop()
+    rows = timeline_rows(hub.timeline, "van-101")
+    assert [row[1] for row in rows] == [body["id"]]
+    # the figure, not an assertion (a shared machine): claim to the first event in the timeline
+    print(f"provision to first event in the timeline: {elapsed:.2f} s")
+
+    # the edits survive a renewal with a new claim (the key is kept, the outbox not moved)
+    before_key = (conf / "device.key").read_bytes()
+    again = provision(
+        *_args(conf, state, "--claim", hub.claim("van-101"), "--renew", "--no-enable")
+    )
+    assert again.returncode == 0, again.stderr
+    assert "updated (provisioned fields; the rest kept)" in again.stdout
+    assert (conf / "device.key").read_bytes() == before_key
+    kept = yaml.safe_load(device_file.read_text())
+    assert kept["api"]["listen"] == data["api"]["listen"]
+    assert "gnss" not in kept
+    assert pki.load_certificate(conf / "device.crt").serial_number != cert.serial_number
+
+
+def test_a_rerun_is_idempotent_and_needs_no_claim(hub: Hub, dirs: tuple[Path, Path]) -> None:
+    conf, state = dirs
+    claim = hub.claim("van-102")
+    # the claim read from standard input (scanned from the QR code), not from argv
+    first = provision(*_args(conf, state, "--claim", "-", "--no-enable"), stdin=claim + "\n")
+    assert first.returncode == 0, first.stderr
+    files = snapshot(conf, state)
+    for more in ([], ["--claim", claim]):  # without a claim, and with the spent one
+        again = provision(*_args(conf, state, *more, "--no-enable"))
+        assert again.returncode == 0, again.stderr
+        assert "holds this key: no claim needed" in again.stdout
+        assert ("the one given was not used" in again.stdout) == bool(more)
+        assert snapshot(conf, state) == files
+    # a key loosened by hand (or made before the service user existed) is put right
+    (conf / "device.key").chmod(0o644)
+    fixed = provision(*_args(conf, state, "--no-enable"))
+    assert fixed.returncode == 0, fixed.stderr
+    assert "owner: set" in fixed.stdout
+    assert "device.key" in fixed.stdout
+    assert snapshot(conf, state) == files
+
+
+@pytest.mark.parametrize("how", ["used", "expired", "unknown"])
+def test_a_claim_refused_by_the_hub_writes_nothing(
+    hub: Hub, dirs: tuple[Path, Path], tmp_path: Path, how: str
+) -> None:
+    conf, state = dirs
+    device = f"van-2{len(how)}{how[0]}"
+    claim = hub.claim(device)
+    if how == "used":
+        other = tmp_path / "other"
+        spent = provision(*_args(other / "etc", other / "var", "--claim", claim, "--no-enable"))
+        assert spent.returncode == 0, spent.stderr
+    elif how == "expired":
+        with sqlite3.connect(hub.timeline) as db:  # the hub's own store: as if an hour had passed
+            db.execute("UPDATE claims SET expires = 0 WHERE device = ?", (device,))
+    else:
+        claim = claim[: -len(TOKEN)] + TOKEN
+    done = provision(*_args(conf, state, "--claim", claim, "--no-enable"))
+    assert done.returncode == 1, done.stderr
+    assert "the hub refused (403)" in done.stderr
+    assert snapshot(conf.parent, state.parent) == {}
