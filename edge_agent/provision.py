@@ -47,14 +47,10 @@ import os
 import re
 import secrets
 import shutil
-import socket
-import ssl
 import stat
 import subprocess
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -504,6 +500,10 @@ def request_certificate(claim: Claim, csr: bytes, hub_ca: Path | None) -> object
     TLS failure (the claim is still unspent then, or was spent on a certificate we never saw:
     either way a retry or a new claim is what helps).
     """
+    import ssl
+    import urllib.error
+    import urllib.request
+
     url = f"{claim.hub_api}/v1/provision"
     body = json.dumps({"claim": claim.token, "csr": csr.decode()}).encode()
     req = urllib.request.Request(
@@ -559,7 +559,7 @@ def _error_text(raw: bytes) -> str:
 
 
 def _reason(reason: object) -> str:
-    if isinstance(reason, TimeoutError | socket.timeout):
+    if isinstance(reason, TimeoutError):  # socket.timeout is TimeoutError
         return f"no answer within {HUB_TIMEOUT_S:.0f} s"
     if isinstance(reason, OSError) and reason.strerror:
         return reason.strerror
@@ -793,7 +793,7 @@ def _provision(opts: Options, steps: Steps) -> int:
         steps("claim", f"asking {opts.claim.hub_api} for a certificate")
         if opts.claim.hub_api.startswith("http://"):
             steps("claim", "warning: plain http: use https:// on a network you do not trust")
-        csr = make_csr(key, socket.gethostname())
+        csr = make_csr(key, os.uname().nodename)
         answer = request_certificate(opts.claim, csr, opts.hub_ca)
         identity = check_answer(answer, key, now)
         if opts.role is not None and opts.role != identity.role:

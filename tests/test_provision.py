@@ -261,12 +261,14 @@ def test_an_existing_file_keeps_its_outbox_and_edits(tmp_path: Path) -> None:
 
 
 def provision(
-    *args: str, path_prefix: str | None = None, stdin: str | None = None
+    *args: str, path_prefix: str | None = None, path: str | None = None, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """``edge-agent provision ARGS`` in a subprocess (the module entry until cli.py has it)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if path_prefix is not None:
         env["PATH"] = f"{path_prefix}:{env.get('PATH', '')}"
+    if path is not None:
+        env["PATH"] = path
     return subprocess.run(
         [sys.executable, "-m", "edge_agent.provision", *args],
         input=stdin or "",
@@ -434,6 +436,21 @@ def test_a_key_that_is_not_ours_to_replace_is_left_alone(dirs: tuple[Path, Path]
     assert "not an EC P-256 key" in done.stderr
     assert hub.requests == []
     assert snapshot(conf) == before
+
+
+def test_without_systemctl_it_says_what_to_run(dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    conf, state = dirs
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    with StandIn("good") as hub:
+        done = provision(
+            *_args(conf, state, "--claim", f"lmclaim:{hub.url}#{TOKEN}"), path=str(empty)
+        )
+    assert done.returncode == 0, done.stderr
+    assert "service: no systemctl here: start the agent with `systemctl enable --now " in (
+        done.stdout
+    )
+    assert done.stdout.splitlines()[-1] == f"next: edge-agent doctor --config {conf}/van-042.yaml"
 
 
 @pytest.mark.parametrize(("fails", "code"), [(False, 0), (True, 4)])
