@@ -54,7 +54,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -108,6 +108,7 @@ TOTAL_S = 30.0
 WAIT_S = 10.0
 _PROBE_BYTES = 64 * 1024
 _ENOUGH_FIXES = 3
+_SETTLE_S = 1.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,10 +271,17 @@ class GnssSeen:
     position: tuple[float, float] | None = None
     offset_s: float | None = None
     """System clock minus the fix's time, the smallest seen (delivery only adds delay)."""
+    first_kept: float | None = None
+    """When (monotonic) the first fix was kept."""
 
-    def enough(self) -> bool:
-        """Seen all a check needs: a few fixes (the time offset is their smallest)."""
-        return self.kept >= _ENOUGH_FIXES
+    def enough(self, now: float) -> bool:
+        """Seen all a check needs: a few fixes over a while (what a port buffered before it was
+        read is old: the time offset is the smallest of the later ones too) and the satellites
+        in view, or long enough without them."""
+        if self.kept < _ENOUGH_FIXES or self.first_kept is None:
+            return False
+        settled = now - self.first_kept
+        return settled >= _SETTLE_S and (bool(self.sats_in_view) or settled >= 2 * _SETTLE_S)
 
 
 def gnss_check(seen: GnssSeen) -> Check:
@@ -362,8 +370,8 @@ def camera_check(name: str, seen: CameraSeen) -> Check:
             f"{src}: opened, but no frame within {seen.waited_s:.0f} s{end}",
             "check the camera's power and cable; a stream may need its URL's path",
         )
-    size = f" {seen.size[0]}x{seen.size[1]}" if seen.size else ""
-    base = f"{src}: {seen.frames}{size} frames"
+    size = f" of {seen.size[0]}x{seen.size[1]}" if seen.size else ""
+    base = f"{src}: {seen.frames} frames{size}"
     if not seen.codes:
         return _pass(name, f"{base}, no code in view (hold a test label to test decoding)")
     shown = ", ".join(f"{fmt} {text!r}" for fmt, text in seen.codes[:6])
@@ -445,9 +453,16 @@ def gpio_failure(name: str, spec: DeviceUrl, exc: BaseException) -> Check:
 
 
 def health_check(
-    name: str, entry: Mapping[str, Any] | None, *, what: str, fix: str, describe: str = ""
+    name: str,
+    entry: Mapping[str, Any] | None,
+    *,
+    what: str,
+    fix: str,
+    describe: str = "",
+    good: frozenset[str] = OK_STATES,
 ) -> Check:
-    """A device the running agent holds, judged from the agent's own health of it."""
+    """A device the running agent holds, judged from the agent's own health of it: a state in
+    ``good`` passes, another healthy one (``connected`` before a GNSS fix) is a warning."""
     held = "held by the running agent"
     if entry is None or "state" not in entry:
         return _warn(
@@ -463,8 +478,12 @@ def health_check(
     detail = f"{held}: {state}{for_how_long}" + (f" ({facts})" if facts else "")
     if describe:
         detail = f"{describe}: {detail}"
-    if state in OK_STATES:
+    if state in good:
         return _pass(name, redact_text(detail))
+    if state in OK_STATES:
+        return _warn(
+            name, redact_text(detail) + ": no verdict yet", "look again in a minute; " + fix
+        )
     return _fail(name, redact_text(detail), fix)
 
 
@@ -716,8 +735,8 @@ async def _check_outbox_file(ctx: _Context) -> list[Check]:
     if meta:
         depth = meta.get("depth")
         queue = (
-            f", {depth if depth is not None else '?'} events queued "
-            f"({_size(int(meta.get('bytes', 0) or 0))}), last seq "
+            f"; queued: {depth if depth is not None else '?'} events, "
+            f"{_size(int(meta.get('bytes', 0) or 0))}; last seq "
             f"{int(meta.get('next_seq', 1) or 1) - 1}, acked {meta.get('acked', 0)}"
         )
     base = f"{path} ({_size(size)}, schema {version}{queue})"
@@ -802,6 +821,7 @@ async def _check_gnss(ctx: _Context) -> list[Check]:
                 fix="see the agent's log (journalctl -u edge-agent@DEVICE); stop the agent and "
                 "run doctor for a full receiver test",
                 describe=spec.describe(),
+                good=frozenset({"ok"}),  # connected is not yet a fix
             )
         ]
     seen = GnssSeen(source=spec.describe(), waited_s=ctx.wait_s, recorded=spec.kind == "file")
@@ -835,6 +855,8 @@ async def _observe_gnss(cfg: GnssConfig, seen: GnssSeen, wait_s: float) -> None:
             return
         fix = outcome.fix
         seen.kept += 1
+        if seen.first_kept is None:
+            seen.first_kept = time.monotonic()
         seen.sats_used = fix.sats if fix.sats is not None else seen.sats_used
         seen.hdop = fix.hdop if fix.hdop is not None else seen.hdop
         seen.position = (fix.lat, fix.lon)
@@ -850,7 +872,7 @@ async def _observe_gnss(cfg: GnssConfig, seen: GnssSeen, wait_s: float) -> None:
             await gpsd.open()
             seen.opened = True
             try:
-                while not seen.enough():
+                while not seen.enough(time.monotonic()):
                     report = await gpsd.read()
                     seen.sentences += 1
                     outcome = pipeline.push_report(report)
@@ -863,7 +885,7 @@ async def _observe_gnss(cfg: GnssConfig, seen: GnssSeen, wait_s: float) -> None:
         await source.open()
         seen.opened = True
         try:
-            while not seen.enough():
+            while not seen.enough(time.monotonic()):
                 try:
                     data = await asyncio.wait_for(
                         source.read(), max(0.01, min(0.5, end - loop.time()))
@@ -1202,7 +1224,7 @@ async def _check_broker(ctx: _Context) -> list[Check]:
         f"check broker.url ({url}), that the broker runs, and the network: ping {host}; the "
         f"firewall must let TCP {port} through"
     )
-    hub_skip = _skip("hub", "the broker is not reachable")
+    hub_skip = _skip("hub", "no MQTT connection to the broker (see the broker check)")
     try:
         async with asyncio.timeout(5.0):
             _, writer = await asyncio.open_connection(host, port)
@@ -1210,7 +1232,7 @@ async def _check_broker(ctx: _Context) -> list[Check]:
     except TimeoutError:
         return [_fail("broker", f"{url}: no answer to a TCP connect within 5 s", net_fix), hub_skip]
     except OSError as exc:
-        reason = exc.strerror or str(exc)
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
         return [
             _fail("broker", f"{url}: cannot connect to {host}:{port}: {reason}", net_fix),
             hub_skip,
@@ -1321,7 +1343,10 @@ async def _check_broker(ctx: _Context) -> list[Check]:
             ),
             hub_skip,
         ]
-    broker_check = ident_problem or _pass("broker", f"{url}: {', '.join(steps)} {who}".strip())
+    reached = f"{url}: {', '.join(steps)} {who}".strip()
+    broker_check = _pass("broker", reached)
+    if ident_problem is not None:  # connected, but with a certificate that will not do for long
+        broker_check = replace(ident_problem, detail=f"{reached}; {ident_problem.detail}")
     return [broker_check, _hub_check(hubs, watermark)]
 
 
@@ -1397,7 +1422,9 @@ async def _find_agent(ctx: _Context) -> None:
                 return
             body = await resp.json()
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        ctx.agent_note = f"the agent is not running (nothing answers at {base}: {exc or 'timeout'})"
+        cause = getattr(exc, "os_error", None)
+        why = os.strerror(cause.errno) if isinstance(cause, OSError) and cause.errno else exc
+        ctx.agent_note = f"the agent is not running (nothing answers at {base}: {why or 'timeout'})"
         return
     want = (ctx.config.device.fleet, ctx.config.device.id)
     got = (body.get("fleet"), body.get("device")) if isinstance(body, dict) else (None, None)
@@ -1638,7 +1665,8 @@ def _seconds(text: str) -> float:
     from edge_agent.platform.units import parse_duration
 
     try:
-        value = parse_duration(text)
+        # a bare number is seconds, as a technician types it
+        value = float(text) if text.replace(".", "", 1).isdigit() else parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     if not 0 < value <= 600:
