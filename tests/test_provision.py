@@ -263,14 +263,14 @@ def test_an_existing_file_keeps_its_outbox_and_edits(tmp_path: Path) -> None:
 def provision(
     *args: str, path_prefix: str | None = None, path: str | None = None, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """``edge-agent provision ARGS`` in a subprocess (the module entry until cli.py has it)."""
+    """``edge-agent provision ARGS`` in a subprocess, as a technician runs it."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if path_prefix is not None:
         env["PATH"] = f"{path_prefix}:{env.get('PATH', '')}"
     if path is not None:
         env["PATH"] = path
     return subprocess.run(
-        [sys.executable, "-m", "edge_agent.provision", *args],
+        [sys.executable, "-m", "edge_agent.cli", "provision", *args],
         input=stdin or "",
         capture_output=True,
         text=True,
