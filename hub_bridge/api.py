@@ -534,8 +534,9 @@ def build_app(
     ``provisioning`` enables ``POST /v1/provision`` (503 without it), ``failed_claims`` limits
     failed claims per address on ``clock``."""
     limits = command_limits or CommandLimits()
-    limiter = failed_claims or FailedClaims()
-    authority = pki.AuthorityCache(provisioning.dir) if provisioning else None
+    # "is None", not "or": an empty FailedClaims is falsy (it has a length)
+    limiter = FailedClaims() if failed_claims is None else failed_claims
+    authority = None if provisioning is None else pki.AuthorityCache(provisioning.dir)
 
     async def get_health(request: web.Request) -> web.Response:
         try:
