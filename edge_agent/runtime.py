@@ -183,6 +183,8 @@ class Agent:
                 for task in tasks:
                     task.cancel()
         finally:
+            if self._report_task is not None:
+                self._report_task.cancel()
             if self.uplink is not None and self.uplink.link is not None:
                 self.uplink.link.close()
             await runner.cleanup()
