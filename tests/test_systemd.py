@@ -119,9 +119,15 @@ def notify_env(listener: NotifyListener, watchdog_s: float) -> dict[str, str]:
     }
 
 
-def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[str]:
-    """A service process; its stderr goes to ``log``, its stdout (the ready line) to a pipe."""
+def spawn(
+    argv: list[str], env: dict[str, str], log: Path, *, journal: bool = False
+) -> subprocess.Popen[str]:
+    """A service process; its stderr goes to ``log`` (named in ``JOURNAL_STREAM`` as journald's
+    stream when ``journal``), its stdout (the ready line) to a pipe."""
     with log.open("w") as err:
+        if journal:
+            st = os.fstat(err.fileno())
+            env = {**env, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
         return subprocess.Popen(
             argv, env=env, stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT
         )
@@ -311,6 +317,7 @@ def test_agent_ready_watchdog_hang_and_stop(tmp_path: Path, listener: NotifyList
         [sys.executable, "-m", "edge_agent", "run", "--config", str(cfg)],
         notify_env(listener, 2.0),
         tmp_path / "agent.log",
+        journal=True,
     )
     try:
         pid, ready = listener.wait_for("READY", "1")
@@ -336,6 +343,11 @@ def test_agent_ready_watchdog_hang_and_stop(tmp_path: Path, listener: NotifyList
         assert proc.wait(20) == 0
     finally:
         stop_process(proc)
+    # journald's stream: each line's priority, no time stamp (the journal has its own)
+    log = (tmp_path / "agent.log").read_text()
+    assert "<6>INFO edge_agent.runtime: agent acme/van-042: api on 127.0.0.1:" in log
+    assert "<4>WARNING edge_agent.platform.health: broker: disconnected" in log
+    assert all(line.startswith("<") for line in log.splitlines()), log[:2000]
 
 
 HANGING_AGENT = """
@@ -391,13 +403,23 @@ def test_a_stuck_outbox_writer_stops_the_pings(tmp_path: Path, listener: NotifyL
         stop_process(proc)
 
 
-def test_hub_is_ready_once_subscribed_and_pings(
+def test_hub_is_ready_once_subscribed_and_pings_under_its_filters(
     tmp_path: Path, listener: NotifyListener, broker: Mosquitto
 ) -> None:
     cfg = write_hub_config(tmp_path, broker.url)
-    proc = spawn(
-        [sys.executable, "-m", "hub_bridge", "run", "--config", str(cfg)],
-        notify_env(listener, 2.0),
+    proc = spawn(  # under the hub unit's own seccomp filters, as systemd would run it
+        [
+            sys.executable,
+            "-c",
+            SANDBOX,
+            sys.executable,
+            "-m",
+            "hub_bridge",
+            "run",
+            "--config",
+            str(cfg),
+        ],
+        {**notify_env(listener, 2.0), "LM_SANDBOX": json.dumps(sandbox_spec(HUB_UNIT))},
         tmp_path / "hub.log",
     )
     try:
@@ -411,6 +433,8 @@ def test_hub_is_ready_once_subscribed_and_pings(
         assert proc.wait(20) == 0
     finally:
         stop_process(proc)
+    log = (tmp_path / "hub.log").read_text()
+    assert "Traceback" not in log and "Operation not permitted" not in log, log[-3000:]
 
 
 # -- the units -------------------------------------------------------------------------------
