@@ -343,6 +343,10 @@ class Timeline:
         self._db = db
         self.limits = limits or TimelineLimits()
         self._synced = True  # synchronous=FULL in force (dead letters switch it off: see below)
+        # One connection, several writers (the bridge, the API's commands): a transaction
+        # spans awaits, so another writer's statements would land inside it (or fail with
+        # "cannot start a transaction within a transaction"). Writes take turns here.
+        self._writing = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: str | Path, limits: TimelineLimits | None = None) -> Timeline:
@@ -399,18 +403,19 @@ class Timeline:
         """Store several batches (of one or several devices) in one transaction, in order; one
         result per batch. The hub commits what queued up meanwhile at once: one fsync for many
         batches while a fleet drains its backlogs."""
-        received = time.time() if received is None else received
-        db = self._db
-        await self._durable(True)
-        try:
-            await db.execute("BEGIN IMMEDIATE")  # inside: a cancel here still rolls back
-            results = [await self._store_in_tx(b, received) for b in batches]
-            await db.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await db.execute("ROLLBACK")
-            raise
-        return results
+        async with self._writing:
+            received = time.time() if received is None else received
+            db = self._db
+            await self._durable(True)
+            try:
+                await db.execute("BEGIN IMMEDIATE")  # inside: a cancel here still rolls back
+                results = [await self._store_in_tx(b, received) for b in batches]
+                await db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await db.execute("ROLLBACK")
+                raise
+            return results
 
     async def _store_in_tx(self, batch: Batch, received: float) -> StoreResult:
         db = self._db
@@ -553,32 +558,33 @@ class Timeline:
         the row counts it and keeps the latest reason and sample. Past
         ``limits.dead_letter_max_rows`` rows the least recently seen are deleted.
         """
-        now = time.time()
-        topic = topic[:_TOPIC_CHARS]
-        reason = reason[:_REASON_CHARS]
-        sample = payload[: self.limits.dead_letter_keep_bytes]
-        db = self._db
-        await self._durable(False)
-        try:
-            await db.execute("BEGIN IMMEDIATE")  # inside: a cancel here still rolls back
-            async with db.execute(
-                "INSERT INTO dead_letters"
-                " (first_seen, received, topic, kind, reason, size, count, payload)"
-                " VALUES (?, ?, ?, ?, ?, ?, 1, ?) ON CONFLICT (topic, kind) DO UPDATE SET"
-                " received=excluded.received, reason=excluded.reason, size=excluded.size,"
-                " count=count + 1, payload=excluded.payload RETURNING count",
-                (now, now, topic, reason_kind(reason), reason, len(payload), sample),
-            ) as cur:
-                row = await cur.fetchone()
-            count = int(row[0]) if row else 1
-            if count == 1:
-                await self._trim_dead_letters()
-            await db.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await db.execute("ROLLBACK")
-            raise
-        return count
+        async with self._writing:
+            now = time.time()
+            topic = topic[:_TOPIC_CHARS]
+            reason = reason[:_REASON_CHARS]
+            sample = payload[: self.limits.dead_letter_keep_bytes]
+            db = self._db
+            await self._durable(False)
+            try:
+                await db.execute("BEGIN IMMEDIATE")  # inside: a cancel here still rolls back
+                async with db.execute(
+                    "INSERT INTO dead_letters"
+                    " (first_seen, received, topic, kind, reason, size, count, payload)"
+                    " VALUES (?, ?, ?, ?, ?, ?, 1, ?) ON CONFLICT (topic, kind) DO UPDATE SET"
+                    " received=excluded.received, reason=excluded.reason, size=excluded.size,"
+                    " count=count + 1, payload=excluded.payload RETURNING count",
+                    (now, now, topic, reason_kind(reason), reason, len(payload), sample),
+                ) as cur:
+                    row = await cur.fetchone()
+                count = int(row[0]) if row else 1
+                if count == 1:
+                    await self._trim_dead_letters()
+                await db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await db.execute("ROLLBACK")
+                raise
+            return count
 
     async def _trim_dead_letters(self) -> None:
         keep = self.limits.dead_letter_max_rows
@@ -597,41 +603,42 @@ class Timeline:
 
     async def set_state(self, fleet: str, device: str, state: str, payload: str) -> bool:
         """Record a device's state message; return True when it changed the state."""
-        now = time.time()
-        async with self._db.execute(
-            "SELECT state FROM devices WHERE fleet=? AND device=?", (fleet, device)
-        ) as cur:
-            row = await cur.fetchone()
-        if row is not None and row[0] == state:
-            return False
-        await self._durable(True)
-        try:
-            await self._db.execute("BEGIN IMMEDIATE")  # inside: a cancel here still rolls back
-            await self._db.execute(
-                "INSERT INTO devices (fleet, device, watermark, state, state_since, birth)"
-                " VALUES (?, ?, 0, ?, ?, ?) ON CONFLICT (fleet, device) DO UPDATE SET"
-                " state=excluded.state, state_since=excluded.state_since,"
-                " birth=CASE WHEN excluded.state='online' THEN excluded.birth ELSE birth END",
-                (fleet, device, state, now, payload),
-            )
-            await self._db.execute(
-                "INSERT INTO device_states (fleet, device, at, state, payload)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (fleet, device, now, state, payload),
-            )
-            # the history is bounded per device: the oldest transitions beyond it go
-            await self._db.execute(
-                "DELETE FROM device_states WHERE fleet=? AND device=? AND rowid <= ("
-                " SELECT rowid FROM device_states WHERE fleet=? AND device=?"
-                " ORDER BY rowid DESC LIMIT 1 OFFSET ?)",
-                (fleet, device, fleet, device, self.limits.state_history),
-            )
-            await self._db.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await self._db.execute("ROLLBACK")
-            raise
-        return True
+        async with self._writing:
+            now = time.time()
+            async with self._db.execute(
+                "SELECT state FROM devices WHERE fleet=? AND device=?", (fleet, device)
+            ) as cur:
+                row = await cur.fetchone()
+            if row is not None and row[0] == state:
+                return False
+            await self._durable(True)
+            try:
+                await self._db.execute("BEGIN IMMEDIATE")  # inside: a cancel here still rolls back
+                await self._db.execute(
+                    "INSERT INTO devices (fleet, device, watermark, state, state_since, birth)"
+                    " VALUES (?, ?, 0, ?, ?, ?) ON CONFLICT (fleet, device) DO UPDATE SET"
+                    " state=excluded.state, state_since=excluded.state_since,"
+                    " birth=CASE WHEN excluded.state='online' THEN excluded.birth ELSE birth END",
+                    (fleet, device, state, now, payload),
+                )
+                await self._db.execute(
+                    "INSERT INTO device_states (fleet, device, at, state, payload)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (fleet, device, now, state, payload),
+                )
+                # the history is bounded per device: the oldest transitions beyond it go
+                await self._db.execute(
+                    "DELETE FROM device_states WHERE fleet=? AND device=? AND rowid <= ("
+                    " SELECT rowid FROM device_states WHERE fleet=? AND device=?"
+                    " ORDER BY rowid DESC LIMIT 1 OFFSET ?)",
+                    (fleet, device, fleet, device, self.limits.state_history),
+                )
+                await self._db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await self._db.execute("ROLLBACK")
+                raise
+            return True
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -806,48 +813,50 @@ class Timeline:
         (finished ones first, oldest first) and finished ones older than ``limits.retention_s``
         are deleted.
         """
-        now = time.time() if now is None else now
-        db = self._db
-        await self._durable(True)
-        try:
-            await db.execute("BEGIN IMMEDIATE")  # inside: a cancel here still rolls back
-            async with db.execute(
-                "UPDATE commands SET superseded_by=?, next_send=NULL, finished=?"
-                " WHERE fleet=? AND device=? AND name=? AND finished IS NULL RETURNING id",
-                (cid, now, fleet, device, name),
-            ) as cur:
-                superseded = sorted(str(r[0]) for r in await cur.fetchall())
-            await db.execute(
-                "INSERT INTO commands (id, fleet, device, name, payload, created, next_send)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (cid, fleet, device, name, payload, now, now),
-            )
-            # unfinished first, then the newest: what is cut is finished and old
-            await db.execute(
-                "DELETE FROM commands WHERE seq IN (SELECT seq FROM commands"
-                " WHERE fleet=? AND device=? ORDER BY finished IS NULL DESC, seq DESC"
-                " LIMIT -1 OFFSET ?)",
-                (fleet, device, limits.max_per_device),
-            )
-            await db.execute(
-                "DELETE FROM commands WHERE finished IS NOT NULL AND finished < ?",
-                (now - limits.retention_s,),
-            )
-            await db.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await db.execute("ROLLBACK")
-            raise
-        return superseded
+        async with self._writing:
+            now = time.time() if now is None else now
+            db = self._db
+            await self._durable(True)
+            try:
+                await db.execute("BEGIN IMMEDIATE")  # inside: a cancel here still rolls back
+                async with db.execute(
+                    "UPDATE commands SET superseded_by=?, next_send=NULL, finished=?"
+                    " WHERE fleet=? AND device=? AND name=? AND finished IS NULL RETURNING id",
+                    (cid, now, fleet, device, name),
+                ) as cur:
+                    superseded = sorted(str(r[0]) for r in await cur.fetchall())
+                await db.execute(
+                    "INSERT INTO commands (id, fleet, device, name, payload, created, next_send)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (cid, fleet, device, name, payload, now, now),
+                )
+                # unfinished first, then the newest: what is cut is finished and old
+                await db.execute(
+                    "DELETE FROM commands WHERE seq IN (SELECT seq FROM commands"
+                    " WHERE fleet=? AND device=? ORDER BY finished IS NULL DESC, seq DESC"
+                    " LIMIT -1 OFFSET ?)",
+                    (fleet, device, limits.max_per_device),
+                )
+                await db.execute(
+                    "DELETE FROM commands WHERE finished IS NOT NULL AND finished < ?",
+                    (now - limits.retention_s,),
+                )
+                await db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await db.execute("ROLLBACK")
+                raise
+            return superseded
 
     async def prune_commands(self, limits: CommandLimits, now: float | None = None) -> int:
         """Delete commands answered or superseded more than ``limits.retention_s`` ago."""
-        now = time.time() if now is None else now
-        async with self._db.execute(
-            "DELETE FROM commands WHERE finished IS NOT NULL AND finished < ?",
-            (now - limits.retention_s,),
-        ) as cur:
-            return max(cur.rowcount, 0)
+        async with self._writing:
+            now = time.time() if now is None else now
+            async with self._db.execute(
+                "DELETE FROM commands WHERE finished IS NOT NULL AND finished < ?",
+                (now - limits.retention_s,),
+            ) as cur:
+                return max(cur.rowcount, 0)
 
     # a device known to be offline is skipped: its birth makes its commands due again
     _DUE = (
@@ -877,18 +886,22 @@ class Timeline:
     async def command_sent(self, cid: str, now: float, next_send: float) -> None:
         """Command ``cid`` was published at ``now``; publish it again at ``next_send`` unless it
         is finished by then (an answer may have come while it was being published)."""
-        await self._db.execute(
-            "UPDATE commands SET sent_count = sent_count + 1, last_sent = ?,"
-            " next_send = CASE WHEN finished IS NULL THEN ? END WHERE id = ?",
-            (now, next_send, cid),
-        )
+        async with self._writing:
+            await self._db.execute(
+                "UPDATE commands SET sent_count = sent_count + 1, last_sent = ?,"
+                " next_send = CASE WHEN finished IS NULL THEN ? END WHERE id = ?",
+                (now, next_send, cid),
+            )
 
     async def commands_due_now(self, fleet: str, device: str, now: float) -> int:
         """A device's birth: its unfinished commands are due at ``now``; how many there are."""
-        async with self._db.execute(
-            "UPDATE commands SET next_send=? WHERE fleet=? AND device=? AND finished IS NULL",
-            (now, fleet, device),
-        ) as cur:
+        async with (
+            self._writing,
+            self._db.execute(
+                "UPDATE commands SET next_send=? WHERE fleet=? AND device=? AND finished IS NULL",
+                (now, fleet, device),
+            ) as cur,
+        ):
             return max(cur.rowcount, 0)
 
     async def ack_command(
@@ -904,21 +917,24 @@ class Timeline:
         ``recorded``; ``again`` (answered before: the first answer stays); ``unknown`` (no such
         command); ``wrong-device`` (the command of another device: the answer is ignored, the
         topic it came on is the device's identity, never the id)."""
-        now = time.time() if now is None else now
-        async with self._db.execute("SELECT fleet, device FROM commands WHERE id=?", (cid,)) as cur:
-            row = await cur.fetchone()
-        if row is None:
-            return "unknown"
-        if (row[0], row[1]) != (fleet, device):
-            return "wrong-device"
-        await self._durable(True)
-        async with self._db.execute(
-            "UPDATE commands SET acked_at=?, ok=?, error=?, next_send=NULL,"
-            " finished=coalesce(finished, ?) WHERE id=? AND acked_at IS NULL",
-            (now, int(ok), error, now, cid),
-        ) as cur:
-            changed = cur.rowcount
-        return "recorded" if changed == 1 else "again"
+        async with self._writing:
+            now = time.time() if now is None else now
+            async with self._db.execute(
+                "SELECT fleet, device FROM commands WHERE id=?", (cid,)
+            ) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                return "unknown"
+            if (row[0], row[1]) != (fleet, device):
+                return "wrong-device"
+            await self._durable(True)
+            async with self._db.execute(
+                "UPDATE commands SET acked_at=?, ok=?, error=?, next_send=NULL,"
+                " finished=coalesce(finished, ?) WHERE id=? AND acked_at IS NULL",
+                (now, int(ok), error, now, cid),
+            ) as cur:
+                changed = cur.rowcount
+            return "recorded" if changed == 1 else "again"
 
     async def commands(self, fleet: str, device: str, limit: int = 100) -> list[dict[str, Any]]:
         """A device's kept commands, newest first, with their status (no payload)."""
