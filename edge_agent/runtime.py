@@ -139,6 +139,7 @@ class Agent:
             max_body=cfg.api.max_body,
             max_batch=cfg.api.max_batch,
             on_accepted=self._on_accepted,
+            access=cfg.api,
         )
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()

@@ -132,12 +132,22 @@ def write_hub_config(
     return path
 
 
-def post(port: int, body: Any, timeout: float = 10.0, host: str = "127.0.0.1") -> tuple[int, Any]:
-    """POST JSON to the agent's /v1/events; return (status, decoded body)."""
+def post(
+    port: int,
+    body: Any,
+    timeout: float = 10.0,
+    host: str = "127.0.0.1",
+    token: str | None = None,
+) -> tuple[int, Any]:
+    """POST JSON to the agent's /v1/events (with ``Authorization: Bearer`` when a ``token`` is
+    given: a client not on loopback needs one); return (status, decoded body)."""
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
     req = urllib.request.Request(
         f"http://{host}:{port}/v1/events",
         data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
+        headers=headers,
         method="POST",
     )
     try:
@@ -147,9 +157,11 @@ def post(port: int, body: Any, timeout: float = 10.0, host: str = "127.0.0.1") -
         return exc.code, json.loads(exc.read() or b"null")
 
 
-def get(port: int, path: str, host: str = "127.0.0.1") -> Any:
-    """GET JSON from a local API."""
-    with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=10) as resp:
+def get(port: int, path: str, host: str = "127.0.0.1", token: str | None = None) -> Any:
+    """GET JSON from a local API (with ``Authorization: Bearer`` when a ``token`` is given)."""
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    req = urllib.request.Request(f"http://{host}:{port}{path}", headers=headers)
+    with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read())
 
 

@@ -49,6 +49,8 @@ RECONNECT_BOUND_S = 3.0
 # The dead link is seen by the keepalive: a PINGREQ after one silent keepalive, the connection
 # dropped after a second one, checked every second by aiomqtt.
 DETECT_BOUND_S = 2 * KEEPALIVE_S + 3.0
+# the driver's app is on the van's network, not loopback: it needs the API's bearer token
+API_TOKEN = "dead-zone-test-token-0123456789"
 
 
 @pytest.fixture
@@ -83,7 +85,7 @@ class Driver(threading.Thread):
         while not self.halt.is_set():
             event = scan_event(i) if i % 3 == 0 else fix_event(i)
             try:
-                status, body = post(self.port, event, host=self.host)
+                status, body = post(self.port, event, host=self.host, token=API_TOKEN)
             except OSError as exc:  # a refused or timed-out POST is a failure of the promise
                 self.refused.append((0, repr(exc)))
             else:
@@ -113,7 +115,7 @@ def test_dead_zone_silence_then_loss_delivers_exactly_once(
             tmp_path,
             broker.url,
             broker={"keepalive": f"{KEEPALIVE_S}s"},
-            api={"listen": f"{van_net.van_addr}:0"},
+            api={"listen": f"{van_net.van_addr}:0", "token": API_TOKEN},
             uplink={"ack_timeout": "5s"},
         )
         agent = Proc("edge_agent", cfg, tmp_path / "agent.log", prefix=van_net.argv())
@@ -124,7 +126,7 @@ def test_dead_zone_silence_then_loss_delivers_exactly_once(
             van, api, hub_api = van_net.van_addr, agent.api_port or 0, hub.api_port or 0
 
             def health() -> dict[str, Any]:
-                return get(api, "/v1/health", host=van)  # type: ignore[no-any-return]
+                return get(api, "/v1/health", host=van, token=API_TOKEN)  # type: ignore[no-any-return]
 
             def broker_state() -> str:
                 return str(health()["broker"].get("state"))
