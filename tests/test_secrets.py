@@ -244,3 +244,15 @@ def test_broker_credentials_come_from_the_keys_else_from_the_url() -> None:
     keys = BrokerConfig(url="mqtt://u:p@h", username="k", password="kp")
     assert keys.credentials == ("k", "kp")
     assert BrokerConfig(url="mqtt://h").credentials == (None, None)
+
+
+def test_a_path_to_a_secret_is_shown_the_secret_is_not() -> None:
+    from edge_agent.platform.yamlconf import mask_secrets
+
+    shown = mask_secrets(
+        {"api": {"token_file": "/etc/edge-agent/api-token", "token": "t" * 20}, "key_dir": "/k"}
+    )
+    assert shown == {
+        "api": {"token_file": "/etc/edge-agent/api-token", "token": "***"},
+        "key_dir": "/k",
+    }

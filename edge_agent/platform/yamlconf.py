@@ -86,13 +86,18 @@ def load_model(model: type[M], path: str | Path, text: str | None = None) -> M:
         raise ConfigError(path, lines.get(probe), ".".join(keys), msg) from None
 
 
+def _secret_key(key: str) -> bool:
+    low = key.lower()
+    # a path to a secret (api.token_file, broker.tls.key is a path too) is not the secret
+    if low.endswith(("_file", "_path", "_dir")):
+        return False
+    return any(s in low for s in SECRET_KEYS)
+
+
 def mask_secrets(obj: Any) -> Any:
     """A copy of a config dump with values of secret-looking keys replaced by ``***``."""
     if isinstance(obj, dict):
-        return {
-            k: ("***" if any(s in k.lower() for s in SECRET_KEYS) and v else mask_secrets(v))
-            for k, v in obj.items()
-        }
+        return {k: ("***" if _secret_key(k) and v else mask_secrets(v)) for k, v in obj.items()}
     if isinstance(obj, list):
         return [mask_secrets(v) for v in obj]
     return obj
