@@ -15,7 +15,10 @@ Delivery is at-least-once and the outbox is the only source of truth (DESIGN §3
   shutdown announce it offline;
 - a watermark below what this outbox already had acked means the hub lost its store: the seqs in
   between are announced as ``outbox.evicted`` (reason ``acked-earlier``) so the hub's gap
-  detection does not wait for them forever.
+  detection does not wait for them forever;
+- a command is applied only from this device's own ``cmd/{name}`` topic: anything else that
+  arrives (the broker's ACL should deliver nothing else) is ignored and counted
+  (``foreign-command``).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from edge_agent.platform.mqtt import make_client
 from edge_agent.platform.settings import BrokerConfig
 from edge_agent.wire import topics
 from edge_agent.wire.commands import CommandRefused, command_ack, command_id
-from edge_agent.wire.envelope import encode_batch
+from edge_agent.wire.envelope import EnvelopeError, encode_batch
 from edge_agent.wire.limits import BATCH_OVERHEAD
 
 __all__ = ["MAX_SEQ", "Ack", "Uplink", "parse_ack", "parse_hub_state"]
@@ -195,6 +198,7 @@ class Uplink:
         self.published_batches = 0
         self.resends = 0
         self._client: aiomqtt.Client | None = None
+        self._foreign_logged = False
 
     @property
     def connected(self) -> bool:
@@ -313,8 +317,30 @@ class Uplink:
                 await self._on_ack(payload)
             elif topic.startswith(_HUB_STATE_PREFIX):
                 self._on_hub_state(topic, payload)
+            elif not self._own_command(topic):
+                self._on_foreign(topic)
             elif self.on_command is not None:
                 await self._on_command(client, topic, payload)
+
+    def _own_command(self, topic: str) -> bool:
+        """Whether ``topic`` is ``lm/v1/{fleet}/{device}/cmd/{name}`` of this very device."""
+        try:
+            name = topics.parse(topic)
+        except EnvelopeError:
+            return False
+        return (name.fleet, name.device, name.kind) == (self.fleet, self.device, "cmd")
+
+    def _on_foreign(self, topic: str) -> None:
+        """A message on a topic that is not this device's to read: never applied, never answered.
+
+        The broker's ACL should never deliver one (DESIGN §2); a session left with a wider
+        subscription (the same client id used elsewhere, a broker without the ACL) could. The
+        first is logged, every one is counted (``foreign-command`` in health).
+        """
+        self.health.count("uplink", "foreign-command")
+        if not self._foreign_logged:
+            self._foreign_logged = True
+            log.warning("ignored a message on %r: not this device's command topic", topic[:200])
 
     async def _on_command(self, client: aiomqtt.Client, topic: str, payload: bytes) -> None:
         """Apply a command and answer it on ``cmd-ack`` when it carries an ``id``."""

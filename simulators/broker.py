@@ -2,12 +2,22 @@
 
 It runs without persistence on purpose: the fault tests kill and restart it, and nothing may be
 lost even then (DESIGN §3.2).
+
+Plain (``Mosquitto()``: anonymous, no TLS), mutual TLS (``Mosquitto(tls=...)``), or the fleet's
+broker as ``firmware_configs/mosquitto.conf`` sets it up (DESIGN §2)::
+
+    Mosquitto(tls=TlsFiles(ca, broker_crt, broker_key), acl=Path("mosquitto.acl"), crl=crl_pem,
+              use_identity_as_username=True, use_username_as_clientid=True)
+
+``reload()`` sends SIGHUP: mosquitto 2.0.11 then reads the ACL, the certificates and the CRL
+again (new connections only; an open connection stays up).
 """
 
 from __future__ import annotations
 
 import getpass
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -16,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["Mosquitto", "TlsFiles", "free_port", "self_signed"]
+
+_RELOADING = "Reloading config."
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +72,27 @@ class Mosquitto:
         binary: str | None = None,
         tls: TlsFiles | None = None,
         host: str = "127.0.0.1",
+        *,
+        acl: Path | None = None,
+        crl: Path | None = None,
+        require_certificate: bool = True,
+        use_identity_as_username: bool = False,
+        use_username_as_clientid: bool = False,
     ) -> None:
+        if (crl is not None or use_identity_as_username) and tls is None:
+            raise ValueError("a CRL and certificate identities need TLS (tls=TlsFiles(...))")
+        if use_identity_as_username and not require_certificate:
+            raise ValueError("use_identity_as_username needs require_certificate")
         self.host = host
         self.port = port or free_port()
         self.tls = tls
+        self.acl = acl
+        """mosquitto's ``acl_file`` (``firmware_configs/mosquitto.acl``); anonymous clients are
+        then refused too."""
+        self.crl = crl
+        self.require_certificate = require_certificate
+        self.use_identity_as_username = use_identity_as_username
+        self.use_username_as_clientid = use_username_as_clientid
         found = binary or shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(found).exists():
             raise FileNotFoundError(
@@ -78,29 +107,52 @@ class Mosquitto:
         """``mqtt://HOST:PORT`` (``mqtts://`` with TLS)."""
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
+    @property
+    def log(self) -> str:
+        """What mosquitto logged so far (errors only: refused TLS handshakes among them)."""
+        path = self._dir / "mosquitto.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def config_text(self) -> str:
+        """The configuration ``start()`` writes and runs."""
+        secured = self.acl is not None or self.use_identity_as_username
+        lines = [
+            f"listener {self.port} {self.host}",
+            f"allow_anonymous {'false' if secured else 'true'}",
+            "persistence false",
+            "max_queued_messages 100000",
+            "max_inflight_messages 100",
+            "set_tcp_nodelay true",
+            "log_dest stderr",
+            "log_type error",
+            "log_type information",  # "Reloading config.": reload() waits for it
+            # run as whoever started us: mosquitto started by root would otherwise become the
+            # "mosquitto" user and fail to read the test's private key and folders
+            f"user {getpass.getuser()}",
+        ]
+        if self.tls is not None:
+            # by default clients must present a certificate signed by the CA: mutual TLS, as
+            # in the field
+            lines += [
+                f"cafile {self.tls.ca}",
+                f"certfile {self.tls.cert}",
+                f"keyfile {self.tls.key}",
+                f"require_certificate {str(self.require_certificate).lower()}",
+            ]
+        if self.crl is not None:
+            lines.append(f"crlfile {self.crl}")
+        if self.use_identity_as_username:
+            lines.append("use_identity_as_username true")
+        if self.use_username_as_clientid:
+            lines.append("use_username_as_clientid true")
+        if self.acl is not None:
+            lines.append(f"acl_file {self.acl}")
+        return "\n".join(lines) + "\n"
+
     def start(self, timeout: float = 10.0) -> None:
         """Start the broker and wait until it accepts connections."""
         conf = self._dir / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} {self.host}\n"
-            "allow_anonymous true\n"
-            "persistence false\n"
-            "max_queued_messages 100000\n"
-            "max_inflight_messages 100\n"
-            "set_tcp_nodelay true\n"
-            "log_dest stderr\n"
-            "log_type error\n"
-            # run as whoever started us: mosquitto started by root would otherwise become the
-            # "mosquitto" user and fail to read the test's private key and folders
-            f"user {getpass.getuser()}\n"
-        )
-        if self.tls is not None:
-            # clients must present a certificate signed by the CA: mutual TLS, as in the field
-            with conf.open("a") as f:
-                f.write(
-                    f"cafile {self.tls.ca}\ncertfile {self.tls.cert}\nkeyfile {self.tls.key}\n"
-                    "require_certificate true\n"
-                )
+        conf.write_text(self.config_text())
         log = self._dir / "mosquitto.log"
         with log.open("ab") as sink:
             self.proc = subprocess.Popen(
@@ -117,6 +169,23 @@ class Mosquitto:
             except OSError:
                 time.sleep(0.02)
         raise TimeoutError(f"mosquitto did not listen on {self.port} within {timeout}s")
+
+    def reload(self, timeout: float = 10.0) -> None:
+        """SIGHUP (``systemctl reload``): mosquitto reads its ACL, certificates and CRL again.
+
+        Returns once mosquitto has begun the reload: it runs in one thread, so every
+        connection it accepts from then on sees the new files."""
+        if self.proc is None or self.proc.poll() is not None:
+            raise RuntimeError("mosquitto is not running")
+        before = self.log.count(_RELOADING)
+        self.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while self.log.count(_RELOADING) == before:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited on reload: {self.log[-2000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"mosquitto did not reload within {timeout}s")
+            time.sleep(0.01)
 
     def kill(self) -> None:
         """SIGKILL the broker (nothing it held survives: it has no persistence)."""
