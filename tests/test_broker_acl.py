@@ -39,7 +39,9 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edge_agent.config import load_agent_config
 from edge_agent.wire import topics
+from edge_agent.wire.limits import BATCH_MAX_BYTES
 from hub_bridge import pki
 from simulators.broker import Mosquitto, TlsFiles
 from tests.harness import (
@@ -684,6 +686,44 @@ def test_the_shipped_broker_keeps_retained_acks_across_a_restart(
             van_a.close()
 
 
+def test_the_shipped_broker_takes_the_largest_batch_but_no_huge_packet(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    with ShippedMosquitto(fleet, tmp_path / "data") as broker:
+        hub = Probe(broker, fleet.ca, fleet.hub)
+        van_a = Probe(broker, fleet.ca, fleet.device("van-a"), protocol=paho.MQTTv311)
+        van_b = Probe(broker, fleet.ca, fleet.device("van-b"))
+        try:
+            assert hub.connect() and van_a.connect() and van_b.connect()
+            hub.subscribe(*HUB_FILTERS)
+            batch = b"x" * BATCH_MAX_BYTES  # the contract's largest batch (and command)
+            assert van_a.publish(ev("van-a"), batch) == "Success"
+            assert hub.until(ev("van-a"), batch) == []
+            # beyond max_packet_size (1 MiB) mosquitto cuts the client off (an MQTT 5 client
+            # is told the limit in the CONNACK and does not even send it; 3.1.1 cannot be)
+            van_a.client.publish(ev("van-a"), b"x" * (1 << 20), qos=1)
+            assert van_a.lost.wait(10)
+            assert van_b.publish(ev("van-b"), b"sentinel") == "Success"
+            assert hub.until(ev("van-b"), b"sentinel") == []
+        finally:
+            for probe in (hub, van_a, van_b):
+                probe.close()
+
+
+def listener_port(conf: str) -> int:
+    ports = [int(line.split()[1]) for line in conf.splitlines() if line.startswith("listener ")]
+    assert len(ports) == 1, f"one listener expected in the shipped mosquitto.conf: {ports}"
+    return ports[0]
+
+
+@pytest.mark.parametrize("profile", ["van-gateway.yaml"])
+def test_the_device_profiles_connect_to_the_shipped_listener(profile: str) -> None:
+    broker = load_agent_config(ROOT / "firmware_configs" / profile).broker
+    assert broker.url.startswith("mqtts://"), broker.url
+    assert broker.port == listener_port(SHIPPED_CONF.read_text())
+    assert broker.tls is not None and broker.tls.cert and broker.tls.key and broker.tls.ca
+
+
 # -- the real agent and hub through the fleet broker -----------------------------------------------
 
 
@@ -712,7 +752,7 @@ def test_an_agent_and_the_hub_work_end_to_end_under_the_acl(
         tmp_path,
         fleet_broker.url,
         device="van-a",
-        broker={"tls": tls_section(fleet.device("van-a")), "keepalive": "2s"},
+        broker={"tls": tls_section(fleet.device("van-a"))},
         trips={"zones": []},
     )
     agent = Proc("edge_agent", agent_cfg, tmp_path / "agent.log")
