@@ -36,9 +36,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import errno
 import hashlib
 import json
 import logging
+import math
 import os
 import sys
 import threading
@@ -62,6 +64,7 @@ from edge_agent.wire.envelope import EnvelopeError, new_event_id
 __all__ = [
     "MAX_TRIAL_STARTS",
     "PROBE_EVENT_TYPE",
+    "RESTART_AFTER_ACK_S",
     "ROLLBACK_EVENT_TYPE",
     "TRIAL_DEFAULT_S",
     "TRIAL_MAX_S",
@@ -97,6 +100,10 @@ type the registry has; ``data.config_trial`` says what it is)."""
 ROLLBACK_EVENT_TYPE = "exception.config_rollback"
 """Reported after a roll-back, from the old file: the ack had said ``ok``, the timeline says
 what became of it (an exception: never thinned from a full outbox)."""
+RESTART_AFTER_ACK_S = 1.0
+"""How long after ``apply_config`` returned the runtime restarts: the uplink publishes the ack
+(QoS 1, awaited) once the handler returns. An ack lost anyway is harmless: the hub sends the
+command again and a command already on trial is acked again without a change."""
 POLL_S = 0.5
 """How often a trial looks at the uplink (two attribute reads)."""
 
@@ -275,9 +282,13 @@ def _check_writable(folder: Path) -> None:
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
+        hint = (
+            "the unit needs ReadWritePaths= for it"
+            if exc.errno == errno.EROFS
+            else "the folder must be writable by the agent's user"
+        )
         raise CommandRefused(
-            f"cannot write in {folder} ({exc.strerror or exc}): nothing was changed;"
-            " under systemd the unit needs ReadWritePaths= for it"
+            f"cannot write in {folder} ({exc.strerror or exc}): nothing was changed; {hint}"
         ) from None
     os.close(fd)
     probe.unlink(missing_ok=True)
@@ -365,9 +376,14 @@ class ConfigTrial:
 
     def __init__(self, path: Path, marker: Mapping[str, Any], now: float) -> None:
         self.path = path
-        self.command = str(marker.get("command", ""))
-        self.trial_s = float(marker.get("trial_s", TRIAL_DEFAULT_S))
-        self.deadline = float(marker.get("deadline", now))
+        command = marker.get("command")
+        self.command = command if isinstance(command, str) else ""
+        trial_s = _number(marker, "trial_s", TRIAL_DEFAULT_S)
+        self.trial_s = min(max(trial_s, TRIAL_MIN_S), TRIAL_MAX_S)
+        self.deadline = _number(marker, "deadline", now)
+        self.started = _number(marker, "started", now)
+        self.starts = int(_number(marker, "starts", 0))
+        """Starts on this trial before this one."""
         self.digest = str(marker.get("digest", ""))
         self.outcome: str | None = None
         """``confirmed`` or ``rolled-back`` once decided."""
@@ -389,10 +405,9 @@ class ConfigTrial:
                 _remove(trial_path(path))
                 return None
             trial = cls(path, marker, at)
-            starts = int(marker.get("starts", 0)) + 1 if isinstance(marker, dict) else 1
-            started = float(marker.get("started", at) or at)
+            starts, started = trial.starts + 1, trial.started
             reason = None
-            if not marker.get("command"):
+            if not trial.command:
                 reason = f"the marker {trial_path(path)} is damaged"
             elif starts > MAX_TRIAL_STARTS:
                 reason = f"started {starts - 1} times on it without reaching the hub"
@@ -436,8 +451,7 @@ class ConfigTrial:
         with _LOCK:
             if not self._mine():
                 return False
-            _remove(trial_path(self.path))
-            _remove(rollback_path(self.path))
+            _remove(trial_path(self.path))  # F.rollback stays: the last roll-back's record
             self.outcome = "confirmed"
         log.info("configuration %s confirmed (command %s reached the hub)", self.path, self.command)
         return True
@@ -484,13 +498,14 @@ class ConfigTrial:
         uplink: Callable[[], _Link | None],
         restart: Callable[[], None],
         *,
+        now: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         poll_s: float = POLL_S,
     ) -> bool:
         """Run beside the agent: send the probe event, confirm once ``hub_reached``, or roll
         back at the deadline and call ``restart``. Returns whether it was confirmed."""
-        deadline = monotonic() + self.remaining()
+        deadline = monotonic() + self.remaining(now())
         probe: int | None = None
         ever_connected = False
         failed_probe = False
@@ -552,6 +567,13 @@ def reexec() -> NoReturn:
         with contextlib.suppress(Exception):
             stream.flush()
     os.execv(sys.executable, sys.orig_argv)
+
+
+def _number(doc: Mapping[str, Any], key: str, default: float) -> float:
+    value = doc.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return default  # damaged (a marker is ours, so only by a crash or a hand): the default
+    return float(value)
 
 
 def _remove(path: Path) -> None:

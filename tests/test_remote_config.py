@@ -1,0 +1,661 @@
+"""``cmd/config`` (edge_agent/remote_config.py): the command checked against the running file,
+the files written next to it, the trial confirmed or rolled back, and end to end with a real
+mosquitto, a real hub, ``hub-bridge send config --wait`` and an agent that restarts itself.
+
+Run as ``python -m tests.test_remote_config run --config FILE`` this module is an agent wired the
+way ``edge_agent/runtime.py`` is to be wired (``RemoteConfigAgent``, ``run_from_file``): the end
+to end tests start it so, until the runtime has the hooks itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import queue
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_agent.config import AgentConfig, load_agent_config
+from edge_agent.outbox import OutboxError, OutboxFull
+from edge_agent.platform.lifecycle import announce_ready, run_until_signalled
+from edge_agent.platform.yamlconf import ConfigError
+from edge_agent.remote_config import (
+    MAX_TRIAL_STARTS,
+    PROBE_EVENT_TYPE,
+    RESTART_AFTER_ACK_S,
+    ROLLBACK_EVENT_TYPE,
+    ConfigTrial,
+    apply_config,
+    failed_path,
+    hub_reached,
+    parse_config_command,
+    previous_path,
+    reexec,
+    report_rollback,
+    rollback_path,
+    trial_path,
+)
+from edge_agent.runtime import Agent
+from edge_agent.sink import Accepted
+from edge_agent.wire.commands import CommandRefused
+from simulators.broker import Mosquitto, free_port
+from tests.harness import (
+    ROOT,
+    Proc,
+    post,
+    scan_event,
+    wait_for,
+    write_agent_config,
+    write_hub_config,
+)
+
+# -- the wiring proposed for runtime.py ------------------------------------------------------
+
+
+class RemoteConfigAgent(Agent):
+    """``Agent`` with the hooks runtime.py is to get (the lines marked there)."""
+
+    def __init__(self, config: AgentConfig, *, config_path: Path, trial: ConfigTrial | None):
+        super().__init__(config)
+        self.config_path = config_path
+        self.trial = trial
+        self.restart_requested = False
+        self._stop: asyncio.Event | None = None
+        self._config_task: asyncio.Task[None] | None = None
+        self._command_handlers["config"] = self._on_config
+
+    def request_restart(self) -> None:
+        """Stop cleanly; ``run_from_file`` then starts the program again (``reexec``)."""
+        self.restart_requested = True
+        if self._stop is not None:
+            self._stop.set()
+
+    async def _on_config(self, payload: bytes) -> None:
+        if await apply_config(self.config_path, payload, self.config):
+            # restart once the ack is out (the uplink publishes it when this returns); an ack
+            # lost anyway only makes the hub send it again, and a command on trial is acked
+            # again without a change
+            asyncio.get_running_loop().call_later(RESTART_AFTER_ACK_S, self.request_restart)
+
+    async def run(self, stop: asyncio.Event, ready: Any = None) -> None:
+        self._stop = stop
+
+        def on_ready(agent: Agent) -> None:
+            # runtime.py: these two go into the TaskGroup, next to "uplink" and "health"
+            assert agent.outbox is not None and agent._sink is not None
+            self._config_task = asyncio.create_task(
+                self._after_start(agent._sink, agent.outbox), name="config"
+            )
+            if ready is not None:
+                ready(agent)
+
+        await super().run(stop, on_ready)
+
+    async def _after_start(self, sink: Any, outbox: Any) -> None:
+        with contextlib.suppress(OutboxError, OSError):
+            await report_rollback(self.config_path, sink)
+        if self.trial is not None:
+            await self.trial.supervise(sink, outbox, lambda: self.uplink, self.request_restart)
+
+
+def run_from_file(path: str) -> int:
+    """``run_agent_from_file`` with the trial's hooks."""
+    trial = ConfigTrial.start(Path(path))  # first: a trial past its deadline is undone here
+    try:
+        config = load_agent_config(path)
+    except ConfigError as exc:
+        if trial is not None and trial.roll_back(f"the file is invalid: {exc}"):
+            reexec()
+        print(exc, file=sys.stderr)
+        return 2
+    agent = RemoteConfigAgent(config, config_path=Path(path), trial=trial)
+
+    async def main(stop: asyncio.Event) -> None:
+        await agent.run(stop, ready=lambda a: announce_ready(a.api_port))
+        if agent.restart_requested:
+            reexec()  # before run_until_signalled says STOPPING=1: one service to systemd
+
+    try:
+        run_until_signalled(main, config.log.level)
+    except (OutboxError, OSError) as exc:
+        if trial is not None and trial.roll_back(f"the agent could not start: {exc}"):
+            reexec()
+        print(f"edge-agent: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def base_doc(tmp: Path, broker_url: str = "mqtt://127.0.0.1:1883") -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(write_agent_config(tmp, broker_url).read_text())
+    return doc
+
+
+def payload(config: Mapping[str, Any], cid: str = "c-1", **extra: Any) -> bytes:
+    return json.dumps({"id": cid, "config": dict(config), **extra}).encode()
+
+
+def with_(doc: Mapping[str, Any], section: str, **values: Any) -> dict[str, Any]:
+    return {**doc, section: {**doc.get(section, {}), **values}}
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> tuple[Path, AgentConfig, dict[str, Any]]:
+    """A device file as provisioning leaves it (mode 0640) and its validated configuration."""
+    doc = base_doc(tmp_path)
+    path = tmp_path / "van-042.yaml"
+    path.chmod(0o640)
+    return path, load_agent_config(path), doc
+
+
+def files_of(path: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(path.parent.iterdir()) if p.is_file()}
+
+
+# -- the command ------------------------------------------------------------------------------
+
+
+def test_a_valid_command_is_the_configuration_it_carries(running: Any) -> None:
+    _, current, doc = running
+    change = parse_config_command(
+        payload(with_(doc, "health", interval="1h"), trial="90s"), current
+    )
+    assert change.command == "c-1" and change.trial_s == 90.0
+    assert change.config.health.interval == 3600.0 and current.health.interval == 300.0
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda d: with_(d, "health", interval="soon"), "config: health.interval: "),
+        (lambda d: with_(d, "gnss", source=5), "config: gnss.source: "),
+        (lambda d: with_(d, "broker", colour="red"), "config: broker.colour: unknown key"),
+        (lambda d: {k: v for k, v in d.items() if k != "outbox"}, "config: outbox: required"),
+        (
+            lambda d: with_(with_(d, "device", role="station"), "trips", zones=[]),
+            "config: trips: a station has no trips",
+        ),
+        (lambda d: with_(d, "device", id="van-043"), "config: device.id: 'van-043' is not"),
+        (lambda d: with_(d, "device", fleet="other"), "config: device.fleet: 'other' is not"),
+        (lambda d: with_(d, "outbox", path="/tmp/elsewhere.db"), "config: outbox.path: stays"),
+    ],
+)
+def test_a_bad_configuration_is_refused_naming_the_key(
+    running: Any, edit: Any, expected: str
+) -> None:
+    _, current, doc = running
+    with pytest.raises(CommandRefused) as refused:
+        parse_config_command(payload(edit(doc)), current)
+    assert str(refused.value).startswith(expected), str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"[1]", 'a JSON object with an "id"'),
+        (b'{"config": {}}', 'a JSON object with an "id"'),
+        (b'{"id": "c", "device": {"id": "van-042"}}', "unknown field 'device'"),
+        (b'{"id": "c", "config": [1]}', '"config": {...}'),
+        (b'{"id": "c", "config": {}, "trial": "1s"}', "trial: '1s' is not between 2s and"),
+        (b'{"id": "c", "config": {}, "trial": "soon"}', "trial: "),
+    ],
+)
+def test_a_malformed_command_is_refused(running: Any, body: bytes, expected: str) -> None:
+    with pytest.raises(CommandRefused) as refused:
+        parse_config_command(body, running[1])
+    assert expected in str(refused.value)
+
+
+# -- the files --------------------------------------------------------------------------------
+
+
+async def test_applying_keeps_the_previous_file_and_marks_the_trial(running: Any) -> None:
+    path, current, doc = running
+    before = path.read_bytes()
+    assert await apply_config(path, payload(with_(doc, "health", interval="1h")), current)
+    assert previous_path(path).read_bytes() == before
+    assert load_agent_config(path).health.interval == 3600.0
+    assert "cmd/config c-1" in path.read_text().splitlines()[0]
+    assert path.stat().st_mode & 0o777 == 0o640  # the new file keeps the running file's mode
+    marker = json.loads(trial_path(path).read_text())
+    assert marker["command"] == "c-1" and marker["deadline"] - marker["started"] == 300.0
+    # the same command again (QoS 1, the hub's resends): nothing to do, nothing rewritten
+    snapshot = files_of(path)
+    assert not await apply_config(path, payload(with_(doc, "health", interval="1h")), current)
+    assert files_of(path) == snapshot
+
+
+async def test_a_second_command_during_a_trial_keeps_the_confirmed_file(running: Any) -> None:
+    path, current, doc = running
+    confirmed = path.read_bytes()
+    assert await apply_config(path, payload(with_(doc, "health", interval="1h"), "c-1"), current)
+    trying = load_agent_config(path)
+    assert await apply_config(path, payload(with_(doc, "health", interval="2h"), "c-2"), trying)
+    assert previous_path(path).read_bytes() == confirmed  # not the unconfirmed c-1
+    assert json.loads(trial_path(path).read_text())["command"] == "c-2"
+
+
+async def test_the_running_configuration_sent_again_changes_nothing(running: Any) -> None:
+    path, current, doc = running
+    snapshot = files_of(path)
+    assert not await apply_config(path, payload(doc), current)
+    assert files_of(path) == snapshot
+
+
+async def test_a_refused_command_changes_nothing(running: Any) -> None:
+    path, current, doc = running
+    snapshot = files_of(path)
+    with pytest.raises(CommandRefused):
+        await apply_config(path, payload(with_(doc, "device", id="van-043")), current)
+    assert files_of(path) == snapshot
+
+
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[str]:
+    """``folder`` read-only for this process: a tmpfs remounted ro as root (as ProtectSystem=
+    strict does), a mode without w otherwise."""
+    if os.geteuid() == 0:
+        from tests.diskfull import tmpfs
+
+        with tmpfs(folder, "1m"):
+            yield "Read-only file system"
+        return
+    folder.mkdir()
+    yield "Permission denied"
+
+
+async def test_an_unwritable_folder_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "etc"
+    with read_only(folder) as reason:
+        doc = base_doc(folder)
+        path = folder / "van-042.yaml"
+        current = load_agent_config(path)
+        if os.geteuid() == 0:
+            remount = ["mount", "-o", "remount,ro", str(folder)]
+            subprocess.run(remount, check=True)  # noqa: ASYNC221 (before the code under test)
+        else:
+            folder.chmod(0o500)
+        try:
+            with pytest.raises(CommandRefused) as refused:
+                await apply_config(path, payload(with_(doc, "health", interval="1h")), current)
+            assert f"cannot write in {folder} ({reason})" in str(refused.value)
+            assert "nothing was changed" in str(refused.value)
+            assert sorted(p.name for p in folder.iterdir()) == ["van-042.yaml"]
+        finally:
+            if os.geteuid() != 0:
+                folder.chmod(0o700)
+
+
+# -- the trial --------------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self, t: float = 1_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+async def on_trial(path: Path, current: AgentConfig, doc: dict[str, Any], clock: Clock) -> None:
+    broken = with_(doc, "broker", url="mqtt://127.0.0.1:9")
+    assert await apply_config(path, payload(broken, trial="60s"), current, now=clock)
+
+
+async def test_no_marker_no_trial(running: Any) -> None:
+    assert ConfigTrial.start(running[0]) is None
+
+
+async def test_a_trial_past_its_deadline_is_rolled_back_at_start(running: Any) -> None:
+    path, current, doc = running
+    clock = Clock()
+    good = path.read_bytes()
+    await on_trial(path, current, doc, clock)
+    trying = path.read_bytes()
+    trial = ConfigTrial.start(path, now=clock)
+    assert trial is not None and trial.remaining(clock.t) == 60.0 and trial.command == "c-1"
+    clock.t += 61
+    assert ConfigTrial.start(path, now=clock) is None
+    assert path.read_bytes() == good and failed_path(path).read_bytes() == trying
+    assert not trial_path(path).exists() and previous_path(path).read_bytes() == good
+    record = json.loads(rollback_path(path).read_text())
+    assert record["command"] == "c-1" and "within 1m" in record["reason"]
+    # the hub sending it again (its ack was lost): refused, not tried again
+    snapshot = files_of(path)
+    with pytest.raises(CommandRefused, match=r"^config: rolled back at .*Z: .*within 1m"):
+        await on_trial(path, current, doc, clock)
+    assert files_of(path) == snapshot
+
+
+async def test_too_many_starts_on_one_trial_roll_it_back(running: Any) -> None:
+    path, current, doc = running
+    clock = Clock()
+    good = path.read_bytes()
+    await on_trial(path, current, doc, clock)
+    for _ in range(MAX_TRIAL_STARTS):
+        assert ConfigTrial.start(path, now=clock) is not None  # a crash loop, within the time
+    assert ConfigTrial.start(path, now=clock) is None
+    assert path.read_bytes() == good
+    assert "started 5 times" in json.loads(rollback_path(path).read_text())["reason"]
+
+
+async def test_a_clock_behind_the_marker_gives_a_whole_window(running: Any) -> None:
+    path, current, doc = running
+    clock = Clock()
+    await on_trial(path, current, doc, clock)
+    clock.t -= 86400 * 30  # a Pi booted offline, its clock a month behind
+    trial = ConfigTrial.start(path, now=clock)
+    assert trial is not None and trial.remaining(clock.t) == 60.0
+
+
+@pytest.mark.parametrize("damage", ["{trunc", "[]", '{"command": "c-1", "deadline": "soon"}'])
+async def test_a_damaged_marker_rolls_back(running: Any, damage: str) -> None:
+    path, current, doc = running
+    good = path.read_bytes()
+    await on_trial(path, current, doc, Clock())
+    trial_path(path).write_text(damage)
+    assert ConfigTrial.start(path) is None and path.read_bytes() == good
+
+
+class FakeSink:
+    def __init__(self, seq: int = 10, full: int = 0) -> None:
+        self.seq = seq
+        self.full = full
+        self.events: list[tuple[str, dict[str, Any], str | None]] = []
+
+    async def emit(
+        self,
+        type_: str,
+        data: Mapping[str, Any],
+        *,
+        ts: datetime | None = None,
+        ref: Mapping[str, Any] | None = None,
+        clock: str | None = None,
+        event_id: str | None = None,
+    ) -> Accepted:
+        if self.full:
+            self.full -= 1
+            raise OutboxFull("full")
+        self.seq += 1
+        self.events.append((type_, dict(data), event_id))
+        return Accepted(event_id or f"e{self.seq}", self.seq)
+
+
+class Link:
+    connected = False
+
+
+class Acks:
+    acked = 0
+
+
+def script(
+    clock: Clock, steps: dict[int, Any]
+) -> Any:  # a fake sleep: the clock moves, the world changes at given ticks
+    tick = 0
+
+    async def sleep(s: float) -> None:
+        nonlocal tick
+        tick += 1
+        clock.t += s
+        if tick in steps:
+            steps[tick]()
+        await asyncio.sleep(0)
+
+    return sleep
+
+
+async def test_a_trial_is_confirmed_by_the_hubs_ack_of_its_probe(running: Any) -> None:
+    path, current, doc = running
+    clock = Clock()
+    await on_trial(path, current, doc, clock)
+    trial = ConfigTrial.start(path, now=clock)
+    assert trial is not None
+    sink, link, acks, restarts = FakeSink(seq=10, full=1), Link(), Acks(), []
+    acks.acked = 10  # a retained ack of what was sent before: proves nothing about this file
+
+    def connect() -> None:
+        link.connected = True
+
+    def hub_acks() -> None:
+        acks.acked = 11
+
+    sleep = script(clock, {3: connect, 6: hub_acks})
+    ok = await trial.supervise(
+        sink,
+        acks,
+        lambda: link,
+        lambda: restarts.append(1),
+        now=clock,
+        monotonic=clock,
+        sleep=sleep,
+    )
+    assert ok and trial.outcome == "confirmed" and not restarts
+    assert not trial_path(path).exists() and previous_path(path).exists()
+    assert [e[0] for e in sink.events] == [PROBE_EVENT_TYPE]  # once, after the full outbox
+    assert sink.events[0][1]["config_trial"]["command"] == "c-1"
+    assert clock.t - 1_000_000.0 == pytest.approx(3.0)  # 6 polls of 0.5s: confirmed on the 6th
+
+
+async def test_a_trial_that_never_reaches_the_hub_is_rolled_back(running: Any) -> None:
+    path, current, doc = running
+    clock = Clock()
+    good = path.read_bytes()
+    await on_trial(path, current, doc, clock)
+    trial = ConfigTrial.start(path, now=clock)
+    assert trial is not None
+    link, restarts = Link(), []
+    link.connected = True  # a broker, but no hub behind it: the probe stays unacked
+    ok = await trial.supervise(
+        FakeSink(),
+        Acks(),
+        lambda: link,
+        lambda: restarts.append(1),
+        now=clock,
+        monotonic=clock,
+        sleep=script(clock, {}),
+    )
+    assert not ok and restarts == [1] and trial.outcome == "rolled-back"
+    assert clock.t - 1_000_000.0 == pytest.approx(60.0)
+    assert path.read_bytes() == good
+    reason = json.loads(rollback_path(path).read_text())["reason"]
+    assert (
+        reason == "the hub was not reached within 1m (connected to the broker, no ack from the hub)"
+    )
+
+
+async def test_a_trial_replaced_by_another_command_is_not_ended_by_the_old_one(
+    running: Any,
+) -> None:
+    path, current, doc = running
+    clock = Clock()
+    await on_trial(path, current, doc, clock)
+    trial = ConfigTrial.start(path, now=clock)
+    assert trial is not None
+    assert await apply_config(path, payload(with_(doc, "health", interval="2h"), "c-2"), current)
+    assert not trial.confirm() and not trial.roll_back("late")
+    assert json.loads(trial_path(path).read_text())["command"] == "c-2"
+
+
+async def test_a_rollback_is_reported_once_with_one_id(running: Any) -> None:
+    path, current, doc = running
+    clock = Clock()
+    await on_trial(path, current, doc, clock)
+    clock.t += 61
+    assert ConfigTrial.start(path, now=clock) is None
+    sink = FakeSink()
+    assert await report_rollback(path, sink)
+    assert not await report_rollback(path, sink)
+    [(type_, data, event_id)] = sink.events
+    assert (
+        type_ == ROLLBACK_EVENT_TYPE and data["command"] == "c-1" and "within 1m" in data["reason"]
+    )
+    assert event_id == json.loads(rollback_path(path).read_text())["event_id"]
+
+
+def test_hub_reached_needs_the_broker_and_the_probe_acked() -> None:
+    assert hub_reached(True, 5, 5) and hub_reached(True, 6, 5)
+    assert not hub_reached(False, 6, 5)  # an ack remembered from before the connection
+    assert not hub_reached(True, 4, 5)
+    assert not hub_reached(True, 100, None)  # no probe sent yet: no proof
+
+
+# -- end to end -------------------------------------------------------------------------------
+
+
+class Lines:
+    """The agent's stdout read in a thread: a ready line per start (``reexec`` keeps the pipe)."""
+
+    def __init__(self, proc: Proc) -> None:
+        assert proc.proc is not None and proc.proc.stdout is not None
+        self.queue: queue.Queue[str] = queue.Queue()
+        stdout = proc.proc.stdout
+
+        def pump() -> None:
+            for line in stdout:
+                self.queue.put(line)
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    def next_ready(self, timeout: float = 30.0) -> dict[str, Any]:
+        while True:
+            line = self.queue.get(timeout=timeout)
+            doc: dict[str, Any] = json.loads(line)
+            if doc.get("ready"):
+                return doc
+
+
+def send(
+    hub_cfg: Path, doc: Mapping[str, Any], tmp: Path, name: str
+) -> subprocess.CompletedProcess[str]:
+    file = tmp / f"{name}.json"
+    file.write_text(json.dumps(doc))
+    return subprocess.run(
+        [
+            sys.executable, "-m", "hub_bridge", "send", "config", "--config", str(hub_cfg),
+            "--fleet", "acme", "--device", "van-042", "--wait", "30s", str(file),
+        ],
+        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60, check=False,
+    )  # fmt: skip
+
+
+def timeline(db: Path) -> list[tuple[str, str]]:
+    """(type, id) of every stored event of van-042."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        rows = con.execute("SELECT type, id FROM events WHERE device = 'van-042' ORDER BY seq")
+        return [(str(t), str(i)) for t, i in rows]
+    finally:
+        con.close()
+
+
+def test_config_commands_end_to_end(tmp_path: Path, broker: Mosquitto) -> None:
+    hub_cfg = write_hub_config(tmp_path, broker.url)
+    hub = Proc("hub_bridge", hub_cfg, tmp_path / "hub.log")
+    cfg = write_agent_config(tmp_path, broker.url)
+    doc = json.loads(cfg.read_text())
+    agent = Proc("tests.test_remote_config", cfg, tmp_path / "agent.log")
+    hub.start()
+    agent.start()
+    lines = Lines(agent)
+    posted: list[str] = []
+
+    def post_scan() -> None:
+        assert agent.api_port is not None
+        status, body = post(agent.api_port, scan_event(len(posted)))
+        assert status == 201, body
+        posted.append(body["id"])
+
+    try:
+        post_scan()
+        original = cfg.read_bytes()
+        # refused: an invalid value, and another device's identity; nothing changes
+        bad = send(hub_cfg, {"config": with_(doc, "health", interval="soon")}, tmp_path, "bad")
+        assert bad.returncode == 1 and "config: health.interval: " in bad.stderr, bad.stderr
+        other = send(hub_cfg, {"config": with_(doc, "device", id="van-043")}, tmp_path, "other")
+        assert other.returncode == 1 and "config: device.id: 'van-043'" in other.stderr
+        assert cfg.read_bytes() == original and not previous_path(cfg).exists()
+        assert not trial_path(cfg).exists()
+
+        # a valid change: acked, the agent restarts on it, reaches the hub, the trial ends
+        good = with_(doc, "health", interval="1h")
+        sent = send(hub_cfg, {"config": good, "trial": "30s"}, tmp_path, "good")
+        assert sent.returncode == 0, sent.stderr
+        assert json.loads(sent.stdout.splitlines()[-1])["status"] == "ok"
+        lines.next_ready()  # the restart on the new file
+        wait_for(lambda: not trial_path(cfg).exists(), 30, "the trial confirmed")
+        assert previous_path(cfg).read_bytes() == original
+        assert load_agent_config(cfg).health.interval == 3600.0
+        assert not rollback_path(cfg).exists()
+        post_scan()
+        good_file = cfg.read_bytes()
+
+        # a broker nobody listens on: acked, applied, then rolled back by the agent itself
+        dead = with_(good, "broker", url=f"mqtt://127.0.0.1:{free_port()}")
+        sent = send(hub_cfg, {"config": dead, "trial": "3s"}, tmp_path, "dead")
+        assert sent.returncode == 0, sent.stderr
+        lines.next_ready()  # on the dead broker
+        post_scan()  # accepted while on trial: in the outbox, sent after the roll-back
+        lines.next_ready()  # back on the file that reached the hub
+        assert cfg.read_bytes() == good_file and not trial_path(cfg).exists()
+        assert "mqtt://127.0.0.1" in failed_path(cfg).read_text()
+        record = json.loads(rollback_path(cfg).read_text())
+        assert "never connected to the broker" in record["reason"]
+        post_scan()
+
+        # a file the agent cannot even start with (its API port taken): rolled back at once
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            busy = with_(good, "api", listen=f"127.0.0.1:{port}")
+            sent = send(hub_cfg, {"config": busy, "trial": "5m"}, tmp_path, "busy")
+            assert sent.returncode == 0, sent.stderr
+            assert lines.next_ready()["api_port"] == agent.api_port  # the old file's API
+        assert cfg.read_bytes() == good_file and not trial_path(cfg).exists()
+        record = json.loads(rollback_path(cfg).read_text())
+        assert record["reason"].startswith("the agent could not start: "), record
+
+        # nothing accepted was lost, nothing stored twice, and the timeline says what happened
+        db = tmp_path / "timeline.db"
+
+        def all_there() -> bool:
+            ids = {i for _, i in timeline(db)}
+            types = {t for t, _ in timeline(db)}
+            return set(posted) <= ids and ROLLBACK_EVENT_TYPE in types
+
+        wait_for(all_there, 30, "every scan and the roll-back report in the timeline")
+        stored = timeline(db)
+        assert len({i for _, i in stored}) == len(stored)
+        assert sum(1 for _, i in stored if i in posted) == len(posted) == 4
+        wait_for(
+            lambda: sum(1 for t, _ in timeline(db) if t == ROLLBACK_EVENT_TYPE) == 2,
+            30,
+            "both roll-backs reported",
+        )
+        assert agent.proc is not None and agent.proc.poll() is None  # one process throughout
+    finally:
+        assert agent.stop() == 0
+        hub.stop()
+
+
+if __name__ == "__main__":
+    # python -m tests.test_remote_config run --config FILE: the agent with the trial's hooks
+    if sys.argv[1:2] != ["run"] or len(sys.argv) != 4 or sys.argv[2] != "--config":
+        print("usage: python -m tests.test_remote_config run --config FILE", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(run_from_file(sys.argv[3]))
