@@ -328,6 +328,9 @@ class Probe:
             self.lost.wait(5)
         self.client.loop_stop()
         self._started = False
+        # paho leaves its socket and its wake-up socket pair open when its thread ended by
+        # itself (a lost connection): close them here, not in the garbage collector
+        self.client._reset_sockets()
 
 
 @pytest.fixture
@@ -819,6 +822,7 @@ def test_the_agent_ignores_commands_on_another_devices_topic(
     assert subscribed.wait(10)
     rogue.disconnect()
     rogue.loop_stop()
+    rogue._reset_sockets()  # as in Probe.close
 
     answers: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
     hub = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
@@ -859,4 +863,5 @@ def test_the_agent_ignores_commands_on_another_devices_topic(
     finally:
         hub.loop_stop()
         hub.disconnect()
+        hub._reset_sockets()
         agent.stop()
