@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import subprocess
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from simulators.broker import Mosquitto, free_port
+from simulators.demo_pki import DemoPki
 from simulators.driver_app import plan_deliveries, run_app
 from simulators.feed import drive_fleet
 from simulators.scoring import score
@@ -62,7 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--speed", type=float, default=100.0, help="times real time")
     ap.add_argument("--broker", help="use this broker instead of a private mosquitto")
     ap.add_argument("--workdir", help="keep configs, databases and logs here")
+    ap.add_argument(
+        "--plain",
+        action="store_true",
+        help="plain MQTT without certificates (a quick local try; the default is TLS with a "
+        "fleet CA, provisioned devices and the shipped ACL)",
+    )
     args = ap.parse_args(argv)
+    tls = not args.plain and not args.broker
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="lastmile-demo-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -73,12 +82,42 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = fleet_scenarios(args.vans, seed=args.seed, stops=args.stops, tunnels=1, start=start)
     runs = [run_van(sc) for sc in scenarios]
 
-    broker = None if args.broker else Mosquitto()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs: list[subprocess.Popen[str]] = []
+    hub_cfg: dict[str, Any] = {
+        "timeline": {"url": f"sqlite:///{work / 'timeline.db'}"},
+        "api": {"listen": f"127.0.0.1:{free_port()}"},
+        "log": {"level": "WARNING"},
+    }
+    pki: DemoPki | None = None
+    if tls:
+        # the fleet's CA first (the broker's certificate comes from it), as on a real hub
+        hub_api = int(hub_cfg["api"]["listen"].rsplit(":", 1)[1])
+        pki = DemoPki(work, env, free_port(), hub_api)
+        hub_cfg.update(pki.hub_sections())
+        (work / "hub.yaml").write_text(json.dumps(hub_cfg, indent=1))
+        pki.init_ca(work / "hub.yaml")
+        broker: Mosquitto | None = pki.broker()
+    else:
+        broker = None if args.broker else Mosquitto()
     if broker is not None:
         broker.start()
     url = args.broker or (broker.url if broker else "")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    procs: list[subprocess.Popen[str]] = []
+    if pki is not None:
+        url = f"mqtts://127.0.0.1:{pki.broker_port}"
+    else:
+        hub_cfg["broker"] = {"url": url}
+
+    def device_config(name: str, role: str, demo: dict[str, Any]) -> dict[str, Any]:
+        """A device's configuration: the demo's settings, and its identity; over TLS the one
+        ``edge-agent provision`` wrote (its certificate, key, CA, broker URL, API token)."""
+        if pki is None:
+            ident = {"device": {"id": name, "fleet": "acme", "role": role}, "broker": {"url": url}}
+            return {**demo, **ident}
+        provisioned = pki.provision(work / "hub.yaml", name, role)
+        api = {**demo.get("api", {}), "token_file": provisioned["api"]["token_file"]}
+        ident = {"device": provisioned["device"], "broker": provisioned["broker"]}
+        return {**demo, **ident, "api": api}
 
     def launch(module: str, name: str, cfg: dict[str, Any]) -> int:
         path = work / f"{name}.yaml"
@@ -98,12 +137,6 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{name} did not start; see {work / (name + '.log')}")
         return int(json.loads(line)["api_port"])
 
-    hub_cfg = {
-        "broker": {"url": url},
-        "timeline": {"url": f"sqlite:///{work / 'timeline.db'}"},
-        "api": {"listen": f"127.0.0.1:{free_port()}"},
-        "log": {"level": "WARNING"},
-    }
     accepted: dict[str, int] = {}
     try:
         launch("hub_bridge", "hub", hub_cfg)
@@ -111,9 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         api_ports: list[int] = []
         for run, port in zip(runs, gnss_ports, strict=True):
             van = run.scenario.van
-            cfg = {
-                "device": {"id": van, "fleet": "acme"},
-                "broker": {"url": url},
+            demo = {
                 "outbox": {"path": str(work / f"{van}.outbox.db")},
                 "api": {"listen": f"127.0.0.1:{free_port()}"},
                 "uplink": {"ack_timeout": "5s", "backoff_max": "2s"},
@@ -127,8 +158,9 @@ def main(argv: list[str] | None = None) -> int:
                 },
                 "trips": {"zones": run.scenario.geofences},
             }
-            api_ports.append(launch("edge_agent", van, cfg))
-        print(f"demo: broker {url}, {len(runs)} vans, files in {work}", flush=True)
+            api_ports.append(launch("edge_agent", van, device_config(van, "van", demo)))
+        how = "TLS, certificates from the fleet CA, the shipped ACL" if pki else "plain MQTT"
+        print(f"demo: broker {url} ({how}), {len(runs)} vans, files in {work}", flush=True)
         day = max(r.fixes[-1].time.timestamp() - r.fixes[0].time.timestamp() for r in runs)
 
         station = LoadingScript(runs)
@@ -136,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         async def load_at_the_docks() -> None:
             await station.start_devices()
             try:
-                cfg = station.agent_config(url, work, free_port())
+                demo = station.agent_config(url, work, free_port())
+                cfg = await asyncio.to_thread(device_config, "depot-1", "station", demo)
                 await asyncio.to_thread(launch, "edge_agent", "depot-1", cfg)
                 sent = await station.send_plan(work / "hub.yaml", env)
                 print(f"demo: hub-bridge send loadplan: {sent}", flush=True)
@@ -147,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
 
         async def scenario() -> None:
             await load_at_the_docks()
-            tasks = [asyncio.create_task(drive_fleet(runs, gnss_ports, url, args.speed))]
+            send = functools.partial(send_manifest, work / "hub.yaml", env)
+            tasks = [asyncio.create_task(drive_fleet(runs, gnss_ports, send, args.speed))]
             for run, port in zip(runs, api_ports, strict=True):
                 posts = plan_deliveries(run, args.speed)
                 tasks.append(asyncio.create_task(_app(run.scenario.van, port, posts, accepted)))
@@ -190,6 +224,22 @@ def main(argv: list[str] | None = None) -> int:
     for problem in problems:
         print(f"  station: {problem}")
     return _report(timeline, runs, accepted) or (1 if problems else 0)
+
+
+async def send_manifest(hub_config: Path, env: dict[str, str], run: VanRun) -> None:
+    """``hub-bridge send manifest --wait``: the hub keeps the van's manifest until its agent
+    acknowledges it on ``cmd-ack``."""
+    path = hub_config.parent / f"{run.scenario.van}.manifest.json"
+    path.write_text(json.dumps(run.scenario.manifest))
+    argv = [
+        sys.executable, "-m", "hub_bridge", "send", "manifest", "--config", str(hub_config),
+        "--fleet", "acme", "--device", run.scenario.van, str(path), "--wait", "60s",
+    ]  # fmt: skip
+    done = await asyncio.to_thread(
+        subprocess.run, argv, capture_output=True, text=True, env=env, timeout=90, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"hub-bridge send manifest: exit {done.returncode}: {done.stderr}")
 
 
 async def _app(van: str, port: int, posts: list[Any], accepted: dict[str, int]) -> None:

@@ -1,4 +1,4 @@
-"""Simulated vans fed to live agents: each van's fixes on a GNSS socket, its manifest over MQTT.
+"""Simulated vans fed to live agents: each van's fixes on a GNSS socket, its manifest first.
 
 The fixes go out through the GNSS simulator (``simulators.gnss.serve_fixes``), one TCP socket per
 van, at ``speed`` times real time; ``python -m simulators.fleet serve`` and the demo
@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
 
-import aiomqtt
-
-from edge_agent.wire import topics
 from simulators.gnss import serve_fixes
 from simulators.van import VanRun
 
@@ -56,24 +52,16 @@ async def serve_runs(
     return 0
 
 
-async def drive_fleet(runs: list[VanRun], ports: list[int], broker_url: str, speed: float) -> None:
-    """Give each agent its manifest over MQTT, then play each van's day on its socket."""
-    where = urlsplit(broker_url)
-    async with aiomqtt.Client(where.hostname or "127.0.0.1", where.port or 1883) as client:
-        for run in runs:
-            van = run.scenario.van
-            await client.subscribe(topics.state("acme", van), qos=1)
-        online: set[str] = set()
-        async with asyncio.timeout(60):
-            async for msg in client.messages:
-                state = json.loads(bytes(msg.payload))
-                if state.get("state") == "online":
-                    online.add(topics.parse(str(msg.topic)).device)
-                if len(online) == len(runs):
-                    break
-        for run in runs:
-            topic = topics.cmd("acme", run.scenario.van, "manifest")
-            await client.publish(topic, json.dumps(run.scenario.manifest), qos=1)
+async def drive_fleet(
+    runs: list[VanRun],
+    ports: list[int],
+    send_manifest: Callable[[VanRun], Awaitable[object]],
+    speed: float,
+) -> None:
+    """Give each agent its manifest (``send_manifest``: the demo uses ``hub-bridge send
+    manifest --wait``, which returns once the van acknowledged it), then play each van's day on
+    its socket."""
+    await asyncio.gather(*(send_manifest(run) for run in runs))
     await asyncio.gather(
         *(
             serve_fixes(
