@@ -719,7 +719,7 @@ def listener_port(conf: str) -> int:
     return ports[0]
 
 
-@pytest.mark.parametrize("profile", ["van-gateway.yaml"])
+@pytest.mark.parametrize("profile", ["van-gateway.yaml", "station.yaml"])
 def test_the_device_profiles_connect_to_the_shipped_listener(profile: str) -> None:
     broker = load_agent_config(ROOT / "firmware_configs" / profile).broker
     assert broker.url.startswith("mqtts://"), broker.url
