@@ -16,6 +16,7 @@ import os
 import queue
 import socket
 import sqlite3
+import struct
 import subprocess
 import sys
 import threading
@@ -24,7 +25,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.config import AgentConfig, load_agent_config
 from edge_agent.outbox import OutboxError, OutboxFull
@@ -651,6 +654,111 @@ def test_config_commands_end_to_end(tmp_path: Path, broker: Mosquitto) -> None:
     finally:
         assert agent.stop() == 0
         hub.stop()
+
+
+class Notify:
+    """systemd's end of ``NOTIFY_SOCKET``: an abstract unix datagram socket read by a thread
+    (a sender finding the queue full would wait), recording who sent which line."""
+
+    def __init__(self) -> None:
+        self.name = f"@lastmile-rc-{os.getpid()}-{id(self)}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.sock.bind(b"\0" + self.name[1:].encode())
+        self.sock.settimeout(0.2)
+        self.lines: queue.Queue[tuple[int, str]] = queue.Queue()
+        self.seen: list[tuple[int, str]] = []
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._closed.is_set():
+            try:
+                data, anc, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(12))
+            except TimeoutError:
+                continue
+            creds = [p for _, k, p in anc if k == socket.SCM_CREDENTIALS]
+            pid = struct.unpack("iII", creds[0][:12])[0] if creds else -1
+            for line in data.decode().split("\n"):
+                if line:
+                    self.lines.put((pid, line))
+
+    def until(self, field: str, timeout: float = 30.0) -> None:
+        """Take lines until ``field`` (``READY=1``) comes."""
+        while True:
+            got = self.lines.get(timeout=timeout)
+            self.seen.append(got)
+            if got[1] == field:
+                return
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join()
+        self.sock.close()
+
+
+class Hub:
+    """The hub's side of MQTT for one command, with paho: publish it, take the device's ack."""
+
+    def __init__(self, broker: Mosquitto) -> None:
+        self.acks: queue.Queue[bytes] = queue.Queue()
+        self.online = threading.Event()
+        subscribed = threading.Event()
+        client = mqtt.Client(CallbackAPIVersion.VERSION2)
+        client.on_message = self._on_message
+        client.on_subscribe = lambda *_: subscribed.set()
+        client.connect(broker.host, broker.port)
+        client.subscribe([("lm/v1/acme/van-042/cmd-ack", 1), ("lm/v1/acme/van-042/state", 1)])
+        client.loop_start()
+        assert subscribed.wait(10), "no SUBACK from the broker"
+        self.client = client
+
+    def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic.endswith("/cmd-ack"):
+            self.acks.put(bytes(msg.payload))
+        elif json.loads(msg.payload).get("state") == "online":
+            self.online.set()  # the birth comes after the agent's subscriptions
+
+    def command(self, name: str, payload: str) -> dict[str, Any]:
+        assert self.online.wait(30), "the device never came online"
+        self.client.publish(f"lm/v1/acme/van-042/cmd/{name}", payload, qos=1).wait_for_publish(10)
+        answer: dict[str, Any] = json.loads(self.acks.get(timeout=30))
+        return answer
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def test_the_restart_is_one_running_service_to_systemd(
+    tmp_path: Path, broker: Mosquitto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    notify = Notify()
+    monkeypatch.setenv("NOTIFY_SOCKET", notify.name)
+    monkeypatch.setenv("WATCHDOG_USEC", "2000000")
+    cfg = write_agent_config(tmp_path, broker.url)
+    agent = Proc("tests.test_remote_config", cfg, tmp_path / "agent.log")
+    agent.start()
+    hub = Hub(broker)
+    try:
+        assert agent.proc is not None
+        pid = agent.proc.pid
+        notify.until("READY=1")
+        doc = with_(json.loads(cfg.read_text()), "health", interval="1h")
+        command = json.dumps({"id": "c-9", "config": doc})
+        assert hub.command("config", command) == {"id": "c-9", "ok": True}
+        notify.until("READY=1")  # the new image, the same process
+        assert load_agent_config(cfg).health.interval == 3600.0
+        senders = {p for p, _ in notify.seen}
+        assert senders == {pid}
+        assert "STOPPING=1" not in [line for _, line in notify.seen]
+        assert [line for _, line in notify.seen].count("READY=1") == 2
+    finally:
+        hub.close()
+        assert agent.stop() == 0
+        notify.until("STOPPING=1", timeout=10)
+        notify.close()
 
 
 if __name__ == "__main__":
