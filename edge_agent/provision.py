@@ -815,7 +815,8 @@ def _provision(opts: Options, steps: Steps) -> int:
         )
         text = _validate(data, source, now)
         try:
-            _make_dir(opts.config_dir, 0o755, None)
+            # the service user may replace its device file (cmd/config, kept on trial)
+            _make_dir(opts.config_dir, 0o750, owner)
             _make_dir(opts.state_dir, 0o700, owner)
             _write_identity(opts, identity, key if new_key else None, owner, steps)
             _write_token(opts, owner, steps)

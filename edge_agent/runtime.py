@@ -10,12 +10,14 @@ accepted: the outbox is the truth and everything unacked is resent at the next s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -31,6 +33,13 @@ from edge_agent.platform.lifecycle import add_progress_probe, announce_ready, ru
 from edge_agent.platform.linkwatch import LinkWatch
 from edge_agent.platform.yamlconf import ConfigError
 from edge_agent.recorder import OutboxSink
+from edge_agent.remote_config import (
+    RESTART_AFTER_ACK_S,
+    ConfigTrial,
+    apply_config,
+    reexec,
+    report_rollback,
+)
 from edge_agent.uplink import Uplink
 from edge_agent.wire.commands import CommandRefused
 from edge_agent.wire.envelope import EnvelopeError
@@ -56,7 +65,13 @@ def config_digest(config: AgentConfig) -> str:
 class Agent:
     """One edge agent; ``await Agent(config).run(stop)`` until ``stop`` is set."""
 
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        config_path: Path | None = None,
+        trial: ConfigTrial | None = None,
+    ) -> None:
         self.config = config
         self.health = HealthRegistry()
         self.clock = Clock(config.clock.policy)
@@ -69,9 +84,31 @@ class Agent:
         self._command_handlers: dict[str, Callable[[bytes], Awaitable[None]]] = {}
         self._sink: OutboxSink | None = None
         self._report_task: asyncio.Task[None] | None = None
+        self.config_path = config_path
+        """The device file: with it, ``cmd/config`` can replace it (on trial, rolled back by
+        itself when the hub cannot be reached with the new one: ``edge_agent.remote_config``)."""
+        self.trial = trial
+        self.restart_requested = False
+        self._stop: asyncio.Event | None = None
+        if config_path is not None:
+            self._command_handlers["config"] = self._on_config
 
     def _on_outbox_alarm(self, name: str, detail: dict[str, Any]) -> None:
         self.health.set_state("outbox", name, **detail)
+
+    def request_restart(self) -> None:
+        """Stop cleanly; ``run_agent_from_file`` then starts the program again in place."""
+        self.restart_requested = True
+        if self._stop is not None:
+            self._stop.set()
+
+    async def _on_config(self, payload: bytes) -> None:
+        """``cmd/config``: checked and applied on trial (``remote_config``); the agent restarts
+        on the new file once the ack is out (a lost ack only makes the hub send it again, and a
+        command already on trial is acknowledged without a change)."""
+        assert self.config_path is not None
+        if await apply_config(self.config_path, payload, self.config):
+            asyncio.get_running_loop().call_later(RESTART_AFTER_ACK_S, self.request_restart)
 
     async def _on_report(self, payload: bytes) -> None:
         """``cmd/report``: the doctor's checks run in the background (they take seconds, and
@@ -108,6 +145,7 @@ class Agent:
 
     async def run(self, stop: asyncio.Event, ready: Callable[[Agent], None] | None = None) -> None:
         """Run every part of the agent until ``stop`` is set."""
+        self._stop = stop
         cfg = self.config
         outbox = await Outbox.open(
             cfg.outbox.path,
@@ -129,6 +167,9 @@ class Agent:
             self.health.set_state("outbox", "ok")
         sink = OutboxSink(outbox, self.clock)
         self._sink = sink
+        if self.config_path is not None:
+            with contextlib.suppress(OutboxError, EnvelopeError, OSError):
+                await report_rollback(self.config_path, sink)
         self._command_handlers["report"] = self._on_report
         device = {"fleet": cfg.device.fleet, "device": cfg.device.id, "role": cfg.device.role}
         app = build_app(
@@ -179,6 +220,20 @@ class Agent:
                     tg.create_task(_guarded("uplink", self.uplink.run, self.health), name="uplink"),
                     tg.create_task(self._health_loop(sink), name="health"),
                 ]
+                trial = self.trial
+                if trial is not None:
+
+                    async def supervise_trial() -> None:
+                        await trial.supervise(
+                            sink, outbox, lambda: self.uplink, self.request_restart
+                        )
+
+                    tasks.append(
+                        tg.create_task(
+                            _guarded("config-trial", supervise_trial, self.health),
+                            name="config-trial",
+                        )
+                    )
                 tasks.extend(self._start_components(tg, sink))
                 await stop.wait()
                 for task in tasks:
@@ -280,19 +335,31 @@ async def _guarded(name: str, run: Callable[[], Awaitable[None]], health: Health
 
 
 def run_agent_from_file(path: str) -> int:
-    """``edge-agent run --config FILE``: exit 2 on an invalid configuration."""
+    """``edge-agent run --config FILE``: exit 2 on an invalid configuration.
+
+    A file on trial (``cmd/config``) that cannot be loaded or started with is rolled back and
+    the program started again on the previous one.
+    """
+    trial = ConfigTrial.start(Path(path))  # first: a trial past its deadline is undone here
     try:
         config = load_agent_config(path)
     except ConfigError as exc:
+        if trial is not None and trial.roll_back(f"the file is invalid: {exc}"):
+            reexec()
         print(exc, file=sys.stderr)
         return 2
+    agent = Agent(config, config_path=Path(path), trial=trial)
 
     async def main(stop: asyncio.Event) -> None:
-        await Agent(config).run(stop, ready=lambda agent: announce_ready(agent.api_port))
+        await agent.run(stop, ready=lambda a: announce_ready(a.api_port))
+        if agent.restart_requested:
+            reexec()  # before run_until_signalled says STOPPING=1: one service to systemd
 
     try:
         run_until_signalled(main, config.log.level)
-    except OutboxError as exc:
+    except (OutboxError, OSError) as exc:  # OSError: the API's port taken, for one
+        if trial is not None and trial.roll_back(f"the agent could not start: {exc}"):
+            reexec()
         print(f"edge-agent: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -1,10 +1,7 @@
 """``cmd/config`` (edge_agent/remote_config.py): the command checked against the running file,
 the files written next to it, the trial confirmed or rolled back, and end to end with a real
-mosquitto, a real hub, ``hub-bridge send config --wait`` and an agent that restarts itself.
-
-Run as ``python -m tests.test_remote_config run --config FILE`` this module is an agent wired the
-way ``edge_agent/runtime.py`` is to be wired (``RemoteConfigAgent``, ``run_from_file``): the end
-to end tests start it so, until the runtime has the hooks itself.
+mosquitto, a real hub, ``hub-bridge send config --wait`` and an agent (``edge-agent run``) that
+restarts itself.
 """
 
 from __future__ import annotations
@@ -30,13 +27,10 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.config import AgentConfig, load_agent_config
-from edge_agent.outbox import OutboxError, OutboxFull
-from edge_agent.platform.lifecycle import announce_ready, run_until_signalled
-from edge_agent.platform.yamlconf import ConfigError
+from edge_agent.outbox import OutboxFull
 from edge_agent.remote_config import (
     MAX_TRIAL_STARTS,
     PROBE_EVENT_TYPE,
-    RESTART_AFTER_ACK_S,
     ROLLBACK_EVENT_TYPE,
     ConfigTrial,
     apply_config,
@@ -44,12 +38,10 @@ from edge_agent.remote_config import (
     hub_reached,
     parse_config_command,
     previous_path,
-    reexec,
     report_rollback,
     rollback_path,
     trial_path,
 )
-from edge_agent.runtime import Agent
 from edge_agent.sink import Accepted
 from edge_agent.wire.commands import CommandRefused
 from simulators.broker import Mosquitto, free_port
@@ -62,82 +54,6 @@ from tests.harness import (
     write_agent_config,
     write_hub_config,
 )
-
-# -- the wiring proposed for runtime.py ------------------------------------------------------
-
-
-class RemoteConfigAgent(Agent):
-    """``Agent`` with the hooks runtime.py is to get (the lines marked there)."""
-
-    def __init__(self, config: AgentConfig, *, config_path: Path, trial: ConfigTrial | None):
-        super().__init__(config)
-        self.config_path = config_path
-        self.trial = trial
-        self.restart_requested = False
-        self._stop: asyncio.Event | None = None
-        self._config_task: asyncio.Task[None] | None = None
-        self._command_handlers["config"] = self._on_config
-
-    def request_restart(self) -> None:
-        """Stop cleanly; ``run_from_file`` then starts the program again (``reexec``)."""
-        self.restart_requested = True
-        if self._stop is not None:
-            self._stop.set()
-
-    async def _on_config(self, payload: bytes) -> None:
-        if await apply_config(self.config_path, payload, self.config):
-            # restart once the ack is out (the uplink publishes it when this returns); an ack
-            # lost anyway only makes the hub send it again, and a command on trial is acked
-            # again without a change
-            asyncio.get_running_loop().call_later(RESTART_AFTER_ACK_S, self.request_restart)
-
-    async def run(self, stop: asyncio.Event, ready: Any = None) -> None:
-        self._stop = stop
-
-        def on_ready(agent: Agent) -> None:
-            # runtime.py: these two go into the TaskGroup, next to "uplink" and "health"
-            assert agent.outbox is not None and agent._sink is not None
-            self._config_task = asyncio.create_task(
-                self._after_start(agent._sink, agent.outbox), name="config"
-            )
-            if ready is not None:
-                ready(agent)
-
-        await super().run(stop, on_ready)
-
-    async def _after_start(self, sink: Any, outbox: Any) -> None:
-        with contextlib.suppress(OutboxError, OSError):
-            await report_rollback(self.config_path, sink)
-        if self.trial is not None:
-            await self.trial.supervise(sink, outbox, lambda: self.uplink, self.request_restart)
-
-
-def run_from_file(path: str) -> int:
-    """``run_agent_from_file`` with the trial's hooks."""
-    trial = ConfigTrial.start(Path(path))  # first: a trial past its deadline is undone here
-    try:
-        config = load_agent_config(path)
-    except ConfigError as exc:
-        if trial is not None and trial.roll_back(f"the file is invalid: {exc}"):
-            reexec()
-        print(exc, file=sys.stderr)
-        return 2
-    agent = RemoteConfigAgent(config, config_path=Path(path), trial=trial)
-
-    async def main(stop: asyncio.Event) -> None:
-        await agent.run(stop, ready=lambda a: announce_ready(a.api_port))
-        if agent.restart_requested:
-            reexec()  # before run_until_signalled says STOPPING=1: one service to systemd
-
-    try:
-        run_until_signalled(main, config.log.level)
-    except (OutboxError, OSError) as exc:
-        if trial is not None and trial.roll_back(f"the agent could not start: {exc}"):
-            reexec()
-        print(f"edge-agent: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
 
 # -- helpers ----------------------------------------------------------------------------------
 
@@ -571,7 +487,7 @@ def test_config_commands_end_to_end(tmp_path: Path, broker: Mosquitto) -> None:
     hub = Proc("hub_bridge", hub_cfg, tmp_path / "hub.log")
     cfg = write_agent_config(tmp_path, broker.url)
     doc = json.loads(cfg.read_text())
-    agent = Proc("tests.test_remote_config", cfg, tmp_path / "agent.log")
+    agent = Proc("edge_agent", cfg, tmp_path / "agent.log")
     hub.start()
     agent.start()
     lines = Lines(agent)
@@ -738,7 +654,7 @@ def test_the_restart_is_one_running_service_to_systemd(
     monkeypatch.setenv("NOTIFY_SOCKET", notify.name)
     monkeypatch.setenv("WATCHDOG_USEC", "2000000")
     cfg = write_agent_config(tmp_path, broker.url)
-    agent = Proc("tests.test_remote_config", cfg, tmp_path / "agent.log")
+    agent = Proc("edge_agent", cfg, tmp_path / "agent.log")
     agent.start()
     hub = Hub(broker)
     try:
@@ -759,11 +675,3 @@ def test_the_restart_is_one_running_service_to_systemd(
         assert agent.stop() == 0
         notify.until("STOPPING=1", timeout=10)
         notify.close()
-
-
-if __name__ == "__main__":
-    # python -m tests.test_remote_config run --config FILE: the agent with the trial's hooks
-    if sys.argv[1:2] != ["run"] or len(sys.argv) != 4 or sys.argv[2] != "--config":
-        print("usage: python -m tests.test_remote_config run --config FILE", file=sys.stderr)
-        sys.exit(2)
-    sys.exit(run_from_file(sys.argv[3]))
