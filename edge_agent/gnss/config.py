@@ -5,6 +5,8 @@ Example (only ``source`` is required; the defaults are shown)::
     gnss:
       source: /dev/ttyACM0        # or serial:///dev/ttyUSB0?baud=9600, socket://host:port,
                                   # gpsd://host:2947, file://log.nmea?rate=10 (DESIGN §4)
+      profile: null               # a receiver profile (ublox-m8, quectel-l76 ...,
+                                  # edge_agent.gnss.profiles): its bauds and init unless set here
       bauds: [9600, 4800, 38400, 115200, 57600, 19200]   # autodetect trial order
       init: []                    # sentences written to a serial receiver after opening it
                                   # (a receiver profile; "*hh" is added when missing)
@@ -28,11 +30,12 @@ Example (only ``source`` is required; the defaults are shown)::
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge_agent.drivers.url import DeviceKind, DeviceUrl, parse_device_url
 from edge_agent.gnss.baud import STANDARD_BAUDS
 from edge_agent.gnss.nmea import DEFAULT_MAX_LENGTH
+from edge_agent.gnss.profiles import load_profile
 from edge_agent.platform.units import Distance, Duration
 
 __all__ = ["SOURCE_KINDS", "FilterConfig", "GnssConfig", "ReportConfig", "parse_source_url"]
@@ -75,6 +78,7 @@ class GnssConfig(_Section):
     """The ``gnss:`` section; absent means the agent runs without gnss."""
 
     source: str
+    profile: str | None = None
     bauds: list[int] = Field(default_factory=lambda: list(STANDARD_BAUDS), min_length=1)
     init: list[str] = Field(default_factory=list)
     watchdog: Duration = 5.0
@@ -89,6 +93,24 @@ class GnssConfig(_Section):
     def _source(cls, source: str) -> str:
         parse_source_url(source)
         return source
+
+    @field_validator("profile")
+    @classmethod
+    def _profile(cls, name: str | None) -> str | None:
+        if name is not None:
+            load_profile(name)  # ValueError naming the known profiles
+        return name
+
+    @model_validator(mode="after")
+    def _compose(self) -> GnssConfig:
+        # The profile fills what the file leaves out; a key the file sets (even to []) wins.
+        if self.profile is not None:
+            profile = load_profile(self.profile)
+            if "bauds" not in self.model_fields_set:
+                self.bauds = list(profile.bauds)
+            if "init" not in self.model_fields_set:
+                self.init = profile.init_sentences
+        return self
 
     @field_validator("bauds")
     @classmethod
