@@ -1,8 +1,10 @@
 """The simulated world: a depot, vans, their routes of stops, geofences and itineraries.
 
 Each van leaves its depot (a polygon), drives Manhattan-style legs over waypoints to its stops,
-parks at each for a while, takes a break parked 5 m outside a geofence (a cafe), drives home past
-a school zone across its longest street, and waits 5 m outside the depot fence before driving in.
+parks at each for a while (at its second stop, a circle, only 2 to 10 m inside the edge, as a van
+that pulls up at the first space past the rim does), takes a break parked 5 m outside a geofence
+(a cafe), drives home past a school zone across its longest street, and waits 5 m outside the
+depot fence before driving in.
 ``fleet_scenarios`` draws all of it from one seed; the receiver each van carries is described by
 its scenario's receiver fields (``noise_m``, ``tau_s``, ``fix_every``, ``tunnels``, ...) and
 simulated by ``simulators.noise``.
@@ -96,11 +98,14 @@ def fleet_scenarios(
     sparse_every: float | None = None,
     tunnels: int = 2,
     start: datetime = START,
+    edge_parking: bool = True,
 ) -> list[VanScenario]:
     """``n_vans`` vans from one depot, each with its own route of ``stops`` stops.
 
     Van ``k`` starts ``k`` minutes after ``start``. With ``sparse_every``, every second van
-    reports a fix only that often (a tracker rather than a receiver at 1 Hz).
+    reports a fix only that often (a tracker rather than a receiver at 1 Hz). With
+    ``edge_parking`` each van parks 2 to 10 m inside the edge of its second stop (a circle), on
+    the street it came in by, and leaves the way it came.
     """
     proj = LocalProjection(*ORIGIN)
     master = random.Random(seed)
@@ -155,6 +160,8 @@ def fleet_scenarios(
         here = road
         geofences: list[dict[str, Any]] = []
         after_break = False
+        # its own stream, so the rest of the day is drawn as it was without edge parking
+        edge_rng = random.Random(f"edge-{seed}-{v}")
         window_start = start + timedelta(minutes=v)
         for k, (sx, sy) in enumerate(order):
             sid = f"{van}-s{k + 1:02d}"
@@ -184,9 +191,26 @@ def fleet_scenarios(
             )
             path = _manhattan(rng, here, spot, avoid, "h" if after_break else None)
             after_break = False
+            back_to: tuple[float, float] | None = None
+            if edge_parking and k == 1 and "radius_m" in zone:
+                # pull up 2-10 m past the rim on the street in, and leave the way it came
+                corner = here if len(path) == 1 else path[-2]
+                ux, uy = sx - corner[0], sy - corner[1]
+                run = math.hypot(ux, uy)
+                if run > zone["radius_m"] + 100.0:
+                    depth = edge_rng.uniform(2.0, 10.0)
+                    spot = (sx - ux / run * (zone["radius_m"] - depth),
+                            sy - uy / run * (zone["radius_m"] - depth))  # fmt: skip
+                    path = (*path[:-1], spot)
+                    # turn and leave the way it came, to 100 m outside the rim
+                    back = zone["radius_m"] + 100.0
+                    back_to = (sx - ux / run * back, sy - uy / run * back)
             actions.append(Drive(path, cruise=rng.uniform(9.0, 14.0)))
             actions.append(Park(rng.uniform(60.0, 420.0)))
             here = spot
+            if back_to is not None:
+                actions.append(Drive((back_to,), cruise=8.0))
+                here = back_to
             if k == len(order) // 2:
                 # a break parked 5 m outside a geofence (a cafe's car park), for 20 minutes
                 bx, by = here[0] + 350.0, here[1] + 150.0

@@ -103,14 +103,19 @@ def test_truth_crossings_are_on_the_zone_boundaries() -> None:
             mid = (iv["enter"] + iv["exit"]) / 2 - sc.start.timestamp()
             s = min(run.samples, key=lambda s: abs(s.t - mid))
             assert shape.buffer(0.5).contains(shapely.Point(s.x, s.y))
-    # every stop is visited, parked for a minute or more, deep inside
-    for stop in sc.manifest["stops"]:
+    # every stop is visited, parked for a minute or more, deep inside; the second (a circle)
+    # only 2 to 10 m inside its edge
+    for k, stop in enumerate(sc.manifest["stops"]):
         (visit,) = [
             iv
             for iv in run.truth["intervals"]
             if iv["zone"] == f"stop:{stop['id']}" and iv["still_s"] >= 60.0
         ]
-        assert visit["depth_m"] >= 25.0
+        if k == 1:
+            assert "radius_m" in stop
+            assert 2.0 - 0.05 <= visit["depth_m"] <= 10.0 + 0.05
+        else:
+            assert visit["depth_m"] >= 25.0
 
 
 def test_nmea_output_reads_back_as_the_same_fixes() -> None:

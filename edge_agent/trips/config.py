@@ -16,7 +16,10 @@ Example (every key optional; the defaults are shown)::
       exit_after: 10s           # ... for this long ...
       exit_fixes: 3             # ... and this many fixes, to leave it
       arrive_after: 60s         # a stop zone entry is an arrival once the van stopped in it or
-                                # stayed this long; shorter, it is a drive-by (geofence.*)
+                                # stayed this long; shorter, it is a drive-by (geofence.*). A van
+                                # stopped near a zone's edge (never enter_margin deep) is inside
+                                # if most of its fixes are, over a stay this long (or twice this
+                                # while it still stands: see tracker.py)
       stop_speed_mps: 1.0       # at or below: slow
       move_speed_mps: 2.5       # at or above: fast
       stopped_after: 10s        # slow this long: trip.stopped

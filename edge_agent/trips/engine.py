@@ -66,6 +66,7 @@ class EngineParams:
     exit_after: float = 10.0
     exit_fixes: int = 3
     arrive_after: float = 60.0
+    dwell_fixes: int = 3
     still_speed: float = 0.5
     still_move: float = 30.0
     motion: MotionParams = field(default_factory=MotionParams)
@@ -73,7 +74,14 @@ class EngineParams:
     @property
     def hysteresis(self) -> Hysteresis:
         """The enter and exit timing a zone's tracker applies."""
-        return Hysteresis(self.enter_after, self.enter_fixes, self.exit_after, self.exit_fixes)
+        return Hysteresis(
+            self.enter_after,
+            self.enter_fixes,
+            self.exit_after,
+            self.exit_fixes,
+            dwell_after=self.arrive_after,
+            dwell_fixes=self.dwell_fixes,
+        )
 
     @classmethod
     def from_config(cls, c: TripsConfig) -> EngineParams:
@@ -201,7 +209,8 @@ class TripEngine:
             and (now.t - last.t <= STILL_GAP_S or seg2 < p.still_move * p.still_move)
         )
         long = seg2 > 0.0 and seg2 >= 4.0 * m * m
-        return Move(last, now, seg2, long, slow, still, p.still_speed)
+        rest_start = slow and last.speed is not None and last.speed > p.motion.stop_speed
+        return Move(last, now, seg2, long, slow, still, p.still_speed, rest_start)
 
     def _first_sight(self, state: EngineState, candidates: Iterable[int], now: FixPoint) -> None:
         # Inside a zone from the first fix (a boot in the depot), or inside a zone that a new

@@ -47,7 +47,8 @@ class Move:
 
     ``seg2`` is the squared length; ``long`` whether it is long enough to cross the thinnest
     zone between fixes; ``slow`` whether the van is slow now; ``still`` whether it stood still
-    at both ends (then no boundary was crossed, whatever the positions say).
+    at both ends (then no boundary was crossed, whatever the positions say); ``rest_start``
+    whether the van is slow now and was not at the last fix (it has just come to rest).
     """
 
     last: FixPoint
@@ -57,6 +58,7 @@ class Move:
     slow: bool
     still: bool
     still_speed: float
+    rest_start: bool = False
 
     def at(self, u: float) -> Mark:
         """When and where the van was at fraction ``u`` of the segment."""
