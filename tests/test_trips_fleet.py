@@ -197,3 +197,14 @@ def test_the_command_line_generates_and_scores(tmp_path: Path) -> None:
         assert main(["score", str(tmp_path / "van-01.truth.json"), str(empty)]) == 0
     summary = json.loads(out.getvalue())
     assert summary["matched"] == 0 and summary["recall"] == 0.0 and summary["flaps"] == 0
+
+
+def test_the_edge_parked_stop_is_counted_apart_and_its_visit_found() -> None:
+    from simulators.evaluation import edge_visits, events_of
+
+    sc = fleet_scenarios(1, seed=3)[0]
+    run = run_van(sc)
+    events = events_of(run)
+    assert edge_visits(events, run.truth, sc.config()) == {"visits": 1, "arrive": 1, "depart": 1}
+    fewer = [e for e in events if e["type"] != "trip.arrive"]
+    assert edge_visits(fewer, run.truth, sc.config()) == {"visits": 1, "arrive": 0, "depart": 1}
