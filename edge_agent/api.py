@@ -434,8 +434,10 @@ def openapi_document(max_body: int = 4 * 1024 * 1024, max_batch: int = 10_000) -
                 "type": ["object", "null"],
                 "additionalProperties": False,
                 "properties": {
+                    # a reference given as null is taken as absent, as the validator does
                     "parcel": {
                         "anyOf": [
+                            {"type": "null"},
                             {"type": "string", "minLength": 1, "maxLength": 256},
                             {
                                 "type": "array",
@@ -444,7 +446,7 @@ def openapi_document(max_body: int = 4 * 1024 * 1024, max_batch: int = 10_000) -
                         ]
                     },
                     **{
-                        k: {"type": "string", "minLength": 1, "maxLength": 256}
+                        k: {"type": ["string", "null"], "minLength": 1, "maxLength": 256}
                         for k in ("shipment", "stop", "route", "vehicle", "dock")
                     },
                 },
