@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import logging
 import sys
 import time
@@ -37,6 +35,7 @@ from edge_agent.remote_config import (
     RESTART_AFTER_ACK_S,
     ConfigTrial,
     apply_config,
+    config_digest,
     reexec,
     report_rollback,
 )
@@ -54,12 +53,6 @@ __all__ = ["Agent", "run_agent_from_file"]
 ComponentRunner = Callable[[], Awaitable[None]]
 
 log = logging.getLogger(__name__)
-
-
-def config_digest(config: AgentConfig) -> str:
-    """A short hash of the effective configuration, announced in the birth message."""
-    text = json.dumps(config.model_dump(mode="json"), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 class Agent:
