@@ -1,0 +1,168 @@
+"""The timeline store's interface: what the bridge, the API and the CLI use of a timeline.
+
+Two implementations stand behind it, chosen by ``timeline.url`` (DESIGN §4, §5):
+``sqlite:///path`` (``hub_bridge.timeline.Timeline``, the embedded default: one hub on one
+machine) and ``postgresql://…`` (``hub_bridge.timeline_pg.PgTimeline``: N hub instances on one
+database, de-duplication and the watermark computed by the database). Both behave the same; the
+timeline tests run against both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from hub_bridge.claims import Claim
+from hub_bridge.commands import CommandLimits
+from hub_bridge.timeline import (
+    Batch,
+    IssuedCertificate,
+    QueuedCommand,
+    StoreResult,
+    TimelineError,
+    TimelineLimits,
+)
+
+__all__ = ["StoreUnavailable", "TimelineStore", "open_timeline"]
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be written or read just now (database down, disk full, locked too
+    long). Nothing was committed: the caller acks nothing and devices resend."""
+
+
+class TimelineStore(Protocol):
+    """Every timeline backend: the same methods with the same meaning (see ``Timeline``)."""
+
+    limits: TimelineLimits
+
+    async def close(self) -> None: ...
+
+    async def store(
+        self,
+        fleet: str,
+        device: str,
+        events: Sequence[dict[str, Any]],
+        flags: Sequence[list[str]],
+        rejected_seqs: Iterable[int] = (),
+        received: float | None = None,
+    ) -> StoreResult: ...
+
+    async def store_many(
+        self, batches: Sequence[Batch], received: float | None = None
+    ) -> list[StoreResult]: ...
+
+    async def rejected_before(self, fleet: str, device: str, seqs: list[int]) -> set[int]: ...
+
+    async def dead_letter(self, topic: str, reason: str, payload: bytes) -> int: ...
+
+    async def set_state(self, fleet: str, device: str, state: str, payload: str) -> bool: ...
+
+    async def ack_payload(self, fleet: str, device: str, watermark: int) -> dict[str, Any]: ...
+
+    async def watermarks(self) -> list[tuple[str, str, int]]: ...
+
+    async def devices(self) -> list[dict[str, Any]]: ...
+
+    async def missing(self, fleet: str, device: str, limit: int = 1000) -> list[list[int]]: ...
+
+    def events(
+        self,
+        fleet: str | None = None,
+        device: str | None = None,
+        after_seq: int = 0,
+        limit: int | None = None,
+        *,
+        with_flags: bool = False,
+    ) -> AsyncIterator[dict[str, Any]]: ...
+
+    async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]: ...
+
+    async def state_history(self, fleet: str, device: str) -> list[dict[str, Any]]: ...
+
+    async def count(self, table: str = "events") -> int: ...
+
+    async def add_command(
+        self,
+        fleet: str,
+        device: str,
+        name: str,
+        cid: str,
+        payload: str,
+        limits: CommandLimits,
+        now: float | None = None,
+    ) -> list[str]: ...
+
+    async def prune_commands(self, limits: CommandLimits, now: float | None = None) -> int: ...
+
+    async def due_commands(self, now: float, limit: int = 100) -> list[QueuedCommand]: ...
+
+    async def next_command_due(self) -> float | None: ...
+
+    async def command_sent(self, cid: str, now: float, next_send: float) -> None: ...
+
+    async def commands_due_now(self, fleet: str, device: str, now: float) -> int: ...
+
+    async def ack_command(
+        self,
+        fleet: str,
+        device: str,
+        cid: str,
+        ok: bool,
+        error: str | None,
+        now: float | None = None,
+    ) -> str: ...
+
+    async def commands(self, fleet: str, device: str, limit: int = 100) -> list[dict[str, Any]]: ...
+
+    async def command(self, cid: str) -> dict[str, Any] | None: ...
+
+    async def known_device(self, fleet: str, device: str) -> bool: ...
+
+    async def add_claim(
+        self,
+        token_hash: str,
+        fleet: str,
+        device: str,
+        role: str,
+        expires: float,
+        now: float | None = None,
+    ) -> None: ...
+
+    async def redeem_claim(
+        self,
+        token_hash: str,
+        issue: Callable[[Claim], IssuedCertificate],
+        *,
+        now: float | None = None,
+        used_by: str | None = None,
+    ) -> tuple[Claim, IssuedCertificate] | None: ...
+
+    async def claims(self, fleet: str, device: str) -> list[dict[str, Any]]: ...
+
+    async def certificates(self, fleet: str, device: str) -> list[dict[str, Any]]: ...
+
+    async def revoke_device(
+        self, fleet: str, device: str, now: float | None = None
+    ) -> list[str]: ...
+
+    async def revoked_certificates(self, now: float | None = None) -> list[tuple[int, float]]: ...
+
+
+async def open_timeline(url: str, limits: TimelineLimits | None = None) -> TimelineStore:
+    """Open (and migrate) the timeline ``url`` names: ``sqlite:///path`` or ``postgresql://…``.
+
+    Raises ``TimelineError`` for a store that cannot be used (newer schema, unknown scheme).
+    """
+    scheme = urlsplit(url).scheme
+    if scheme == "sqlite":
+        from hub_bridge.config import sqlite_path_of
+        from hub_bridge.timeline import Timeline
+
+        return await Timeline.open(sqlite_path_of(url), limits)
+    if scheme in ("postgresql", "postgres"):
+        from hub_bridge.timeline_pg import PgTimeline  # the driver only where it is used
+
+        return await PgTimeline.open(url, limits)
+    raise TimelineError(f"{url!r}: the scheme must be sqlite:// or postgresql://")
