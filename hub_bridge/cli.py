@@ -54,7 +54,8 @@ from hub_bridge.bridge import HubBridge
 from hub_bridge.claims import ROLES, ClaimError, claim_text, new_token, qr_text, token_hash
 from hub_bridge.commands import COMMAND_NAMES, CommandError, check_command_body
 from hub_bridge.config import HubConfig, load_hub_config
-from hub_bridge.timeline import Timeline, TimelineError
+from hub_bridge.store import StoreUnavailable, open_timeline
+from hub_bridge.timeline import TimelineError
 
 __all__ = ["main", "run_hub"]
 
@@ -63,7 +64,7 @@ log = logging.getLogger(__name__)
 
 async def run_hub(config: HubConfig, stop: asyncio.Event, *, announce: bool = False) -> None:
     """Run the bridge and its API until ``stop`` is set."""
-    timeline = await Timeline.open(config.timeline.path, config.ingest.limits)
+    timeline = await open_timeline(config.timeline.url, config.ingest.limits)
     health = HealthRegistry()
     bridge = HubBridge(config, timeline, health, command_limits=config.commands.limits)
     app = build_app(
@@ -108,7 +109,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
     try:
         run_until_signalled(lambda stop: run_hub(config, stop, announce=True), config.log.level)
-    except TimelineError as exc:
+    except (TimelineError, StoreUnavailable) as exc:
         print(f"hub-bridge: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -133,12 +134,12 @@ def _cmd_events(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
 
-    if not config.timeline.path.exists():
+    if config.timeline.is_sqlite and not config.timeline.path.exists():
         print(f"hub-bridge: no timeline at {config.timeline.path}", file=sys.stderr)
         return 1
 
     async def dump() -> None:
-        timeline = await Timeline.open(config.timeline.path)
+        timeline = await open_timeline(config.timeline.url)
         try:
             async for env in timeline.events(args.fleet, args.device, with_flags=args.flags):
                 sys.stdout.write(json.dumps(env, separators=(",", ":")) + "\n")
@@ -147,7 +148,7 @@ def _cmd_events(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(dump())
-    except TimelineError as exc:
+    except (TimelineError, StoreUnavailable) as exc:
         print(f"hub-bridge: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -358,7 +359,7 @@ def _cmd_claim_create(args: argparse.Namespace) -> int:
     expires = now + ttl
 
     async def record() -> None:
-        timeline = await Timeline.open(config.timeline.path, config.ingest.limits)
+        timeline = await open_timeline(config.timeline.url, config.ingest.limits)
         try:
             await timeline.add_claim(
                 token_hash(token), args.fleet, args.device, args.role, expires, now
@@ -403,7 +404,7 @@ def _cmd_device_revoke(args: argparse.Namespace) -> int:
     folder = config.pki.dir
 
     async def revoke() -> tuple[list[str], int, list[tuple[int, float]]]:
-        timeline = await Timeline.open(config.timeline.path, config.ingest.limits)
+        timeline = await open_timeline(config.timeline.url, config.ingest.limits)
         try:
             issued = len(await timeline.certificates(args.fleet, args.device))
             serials = await timeline.revoke_device(args.fleet, args.device)

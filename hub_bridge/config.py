@@ -42,12 +42,22 @@ class TimelineConfig(_Section):
                 raise ValueError(f"{url!r}: no file path (sqlite:///path/to/timeline.db)")
             return url
         if scheme in ("postgresql", "postgres"):
-            raise ValueError("PostgreSQL timelines are not implemented yet: use sqlite:///PATH")
-        raise ValueError(f"{url!r}: the scheme must be sqlite://")
+            parts = urlsplit(url)
+            if not parts.hostname and "host=" not in parts.query:
+                raise ValueError(f"{url!r}: no host (postgresql://user@host:5432/dbname)")
+            return url
+        raise ValueError(f"{url!r}: the scheme must be sqlite:// or postgresql://")
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether the timeline is an SQLite file (one hub on one machine)."""
+        return urlsplit(self.url).scheme == "sqlite"
 
     @property
     def path(self) -> Path:
-        """The SQLite file of the timeline."""
+        """The SQLite file of the timeline (only for a ``sqlite://`` URL)."""
+        if not self.is_sqlite:
+            raise ValueError(f"{self.url!r} is not an SQLite file")
         return Path(sqlite_path_of(self.url))
 
 
