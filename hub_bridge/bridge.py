@@ -50,7 +50,8 @@ from edge_agent.wire.seqs import seq_ranges
 from hub_bridge.commands import CommandAckError, CommandLimits, parse_command_ack, resend_delay
 from hub_bridge.config import HubConfig
 from hub_bridge.ingest import check_events
-from hub_bridge.timeline import Batch, StoreResult, Timeline
+from hub_bridge.store import StoreUnavailable, TimelineStore
+from hub_bridge.timeline import Batch, StoreResult
 
 __all__ = ["HubBridge"]
 
@@ -62,6 +63,10 @@ GROUP_MAX = 16
 """Most queued messages committed in one transaction."""
 
 _HUB_PREFIX = f"{topics.PREFIX}/_hub/"
+
+_UNWRITABLE = (StoreUnavailable, sqlite3.OperationalError)
+"""The store cannot be written just now (database down, disk full, locked too long): nothing is
+acked, devices keep their events and resend them; not a fault of the message."""
 
 COMMAND_BURST = 100
 """Most due commands read and published in one go (the rest follow at once)."""
@@ -108,7 +113,7 @@ class HubBridge:
     def __init__(
         self,
         config: HubConfig,
-        timeline: Timeline,
+        timeline: TimelineStore,
         health: HealthRegistry,
         command_limits: CommandLimits | None = None,
     ) -> None:
@@ -243,7 +248,7 @@ class HubBridge:
                     wait = min(wait, max(nxt - time.time(), 0.0))
             except aiomqtt.MqttError:
                 raise  # the connection ended: run() reconnects
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, StoreUnavailable) as exc:
                 # the store failing must not end the connection: try again a little later
                 self.health.count("commands", "store-failed")
                 log.warning("commands: the store failed: %s", str(exc)[:200])
@@ -345,14 +350,14 @@ class HubBridge:
                     await self._on_state(topic, name, payload)
                 elif name.kind == "cmd-ack":
                     await self._on_cmd_ack(topic, name, payload)
-            except (aiomqtt.MqttError, sqlite3.OperationalError):
+            except (aiomqtt.MqttError, *_UNWRITABLE):
                 raise
             except Exception as exc:  # one bad message must never stop the hub
                 log.exception("message on %s failed", topic)
                 self.health.count("ingest", "internal-error")
                 with contextlib.suppress(Exception):  # recording it must not stop the hub either
                     await self._dead(topic, f"internal error: {exc!r}", payload)
-        except sqlite3.OperationalError as exc:
+        except _UNWRITABLE as exc:
             # the store cannot be written (full disk, I/O error, locked too long): nothing is
             # acked, so every device keeps its events and resends them; the hub goes on and
             # takes them as soon as the store accepts writes again

@@ -756,6 +756,26 @@ class Timeline:
                     env["_flags"] = flags.split(",")
                 yield env
 
+    async def events_since(
+        self, cursor: int = 0, limit: int = 1000
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Events stored after ``cursor``, in ingest order, at most ``limit``; and the cursor
+        to pass next time (``cursor`` itself when nothing is new).
+
+        The cursor is the ``ingest`` rowid: the hub is the one writer of this file and commits
+        in rowid order, so a reader polling with its cursor misses nothing and sees nothing
+        twice. 0 starts from the beginning."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        async with self._db.execute(
+            "SELECT ingest, body FROM events WHERE ingest > ? ORDER BY ingest LIMIT ?",
+            (cursor, limit),
+        ) as cur:
+            rows = list(await cur.fetchall())
+        if not rows:
+            return [], cursor
+        return [json.loads(body) for _, body in rows], int(rows[-1][0])
+
     async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         """The most recently seen dead letters first: when (last), topic, reason, size (of the
         last), how many times, and since when."""

@@ -1,14 +1,28 @@
-"""The hub's timeline store on real SQLite files: dedup, conflicts, watermark, gaps, schema."""
+"""The hub's timeline store on real SQLite files: dedup, conflicts, watermark, gaps, schema.
+
+Tests taking the ``tl`` fixture hold for every backend behind ``hub_bridge.store`` (one suite)."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from hub_bridge.store import TimelineStore, open_timeline
 from hub_bridge.timeline import Timeline, TimelineError
+
+BACKENDS = ["sqlite"]
+
+
+@pytest.fixture(params=BACKENDS)
+async def tl(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[TimelineStore]:
+    """A fresh, empty timeline of each backend."""
+    store = await open_timeline(f"sqlite:///{tmp_path / 't.db'}")
+    yield store
+    await store.close()
 
 
 def env(seq: int, eid: str | None = None, **over: Any) -> dict[str, Any]:
@@ -26,12 +40,11 @@ def env(seq: int, eid: str | None = None, **over: Any) -> dict[str, Any]:
     return e
 
 
-async def store(tl: Timeline, *events: dict[str, Any], rejected: tuple[int, ...] = ()) -> Any:
+async def store(tl: TimelineStore, *events: dict[str, Any], rejected: tuple[int, ...] = ()) -> Any:
     return await tl.store("acme", "van-1", list(events), [[] for _ in events], rejected)
 
 
-async def test_watermark_gaps_dedup_and_conflicts(tmp_path: Path) -> None:
-    tl = await Timeline.open(tmp_path / "t.db")
+async def test_watermark_gaps_dedup_and_conflicts(tl: TimelineStore) -> None:
     r = await store(tl, env(1), env(2), env(4))
     assert (r.stored, r.watermark) == (3, 2)
     assert await tl.missing("acme", "van-1") == [[3, 3]]
@@ -50,7 +63,21 @@ async def test_watermark_gaps_dedup_and_conflicts(tmp_path: Path) -> None:
     assert (r.stored, r.duplicates, r.watermark) == (0, 1, 10)
     seqs = [e["seq"] async for e in tl.events("acme", "van-1")]
     assert seqs == [1, 2, 3, 4, 5, 9]
-    await tl.close()
+
+
+async def test_events_since_follows_ingest_order_with_a_cursor(tl: TimelineStore) -> None:
+    assert await tl.events_since(0, 10) == ([], 0)  # type: ignore[attr-defined]
+    await store(tl, env(3), env(1))
+    await tl.store("acme", "van-2", [env(1, eid="b-1", device="van-2")], [[]])
+    await store(tl, env(2), env(1))  # a new one and a duplicate: only the new one comes
+    got, cursor = await tl.events_since(0, 3)  # type: ignore[attr-defined]
+    assert [(e["device"], e["seq"]) for e in got] == [("van-1", 3), ("van-1", 1), ("van-2", 1)]
+    rest, end = await tl.events_since(cursor, 10)  # type: ignore[attr-defined]
+    assert [(e["device"], e["seq"], e["id"]) for e in rest] == [("van-1", 2, "id-2")]
+    assert rest[0] == env(2)  # the envelope as it was sent
+    assert await tl.events_since(end, 10) == ([], end)  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="limit"):
+        await tl.events_since(0, 0)  # type: ignore[attr-defined]
 
 
 async def test_a_newer_timeline_is_refused_untouched(tmp_path: Path) -> None:
