@@ -30,7 +30,8 @@ import asyncio
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -39,7 +40,9 @@ from edge_agent.platform.health import HealthRegistry
 from edge_agent.wire import jsonbounds
 from edge_agent.wire.commands import COMMAND_ID_MAX
 from edge_agent.wire.envelope import IDENT_RE, SEQ_MAX
+from edge_agent.wire.limits import BATCH_MAX_BYTES
 from hub_bridge import pki
+from hub_bridge.carriers import intake
 from hub_bridge.claims import ROLES, Claim, FailedClaims, token_hash, valid_token
 from hub_bridge.commands import (
     COMMAND_NAMES,
@@ -50,9 +53,11 @@ from hub_bridge.commands import (
     prepare_command,
 )
 from hub_bridge.config import PkiSettings
-from hub_bridge.timeline import IssuedCertificate, Timeline
+from hub_bridge.store import StoreUnavailable, TimelineStore
+from hub_bridge.tenants import OPEN, Principal, Tenants
+from hub_bridge.timeline import IssuedCertificate
 
-__all__ = ["OPENAPI", "build_app"]
+__all__ = ["ACCESS", "OPENAPI", "Access", "build_app"]
 
 LIMIT_MAX = 10_000
 _IDENT = re.compile(IDENT_RE)
@@ -113,19 +118,28 @@ OPENAPI: dict[str, Any] = {
     "paths": {
         "/v1/health": {
             "get": {
-                "summary": "hub state and counters",
+                "summary": "liveness; the hub's counters for an operator",
+                "description": (
+                    "Open without a token (a liveness probe has none): the answer is then "
+                    '{"status": "up"} alone. The counters of the whole hub (events, dead '
+                    "letters, every component's state) are given to a token of every fleet "
+                    "with the admin right, and to every client of a hub without tokens."
+                ),
+                "security": [{}, {"bearer": []}],
                 "responses": {
                     "200": _json(
                         {
                             "type": "object",
-                            "required": ["events", "dead_letters", "components"],
+                            "required": ["status"],
                             "properties": {
+                                "status": {"const": "up"},
                                 "events": {"type": "integer", "minimum": 0},
                                 "dead_letters": {"type": "integer", "minimum": 0},
                                 "components": {"type": "object"},
                             },
                         },
-                        "events stored, dead letters kept, every component's state",
+                        "up; for an operator: events stored, dead letters kept, every "
+                        "component's state",
                     ),
                     "400": _BAD,
                 },
@@ -173,6 +187,52 @@ OPENAPI: dict[str, Any] = {
                         "newest first",
                     ),
                     "400": _BAD,
+                },
+            }
+        },
+        "/v1/fleets/{fleet}/events": {
+            "post": {
+                "summary": "a carrier's events, stored as if its devices had published them",
+                "description": (
+                    "For carriers without edge devices (their system posts what their own "
+                    "tracking knows). The body is one envelope (DESIGN §2), "
+                    '{"events": [envelope, ...]} or a JSON array of envelopes, at most '
+                    f"{BATCH_MAX_BYTES} bytes and {intake.EVENTS_MAX} envelopes. Every envelope "
+                    "passes the MQTT ingest's checks on lm/v1/{fleet}/{device}/events of its "
+                    "own device: an invalid one is rejected alone (and dead-lettered, its seq "
+                    "accounted for); one whose fleet is not the path's is a forgery, the whole "
+                    "request is refused (400) and dead-lettered. The carrier gives each of its "
+                    "devices (vehicles, or one feed) seqs as a device does: per device, from 1, "
+                    "never reused; an id already stored is a duplicate, a seq stored with "
+                    "another id is rejected. Everything stored is committed before the answer: "
+                    "the answer is the ack."
+                ),
+                "parameters": [
+                    _path_param("fleet", {"type": "string", "pattern": IDENT_RE}, "the carrier")
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "oneOf": [
+                                    {"type": "object", "required": ["events"]},
+                                    {"type": "array", "minItems": 1},
+                                    {"type": "object", "required": ["id", "seq"]},
+                                ]
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json(
+                        {"$ref": "#/components/schemas/Ingested"},
+                        "what became of each envelope; the watermark of each device named",
+                    ),
+                    "400": _json(_ERROR, "not JSON, not one of the shapes, empty, or forged"),
+                    "408": _json(_ERROR, f"the body was not received within {BODY_TIMEOUT_S:g} s"),
+                    "413": _json(_ERROR, "more bytes or envelopes than one request takes"),
+                    "503": _json(_ERROR, "the store cannot be written: nothing was stored"),
                 },
             }
         },
@@ -318,6 +378,13 @@ OPENAPI: dict[str, Any] = {
         },
     },
     "components": {
+        "securitySchemes": {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "an API token of tenants.tokens (none on a hub without tokens)",
+            }
+        },
         "schemas": {
             "Error": {
                 "type": "object",
@@ -434,6 +501,35 @@ OPENAPI: dict[str, Any] = {
                     "certificate": {"type": "string", "description": "PEM"},
                 },
             },
+            "Ingested": {
+                "type": "object",
+                "required": ["stored", "duplicates", "rejected", "events", "watermarks"],
+                "properties": {
+                    "stored": {"type": "integer", "minimum": 0},
+                    "duplicates": {"type": "integer", "minimum": 0},
+                    "rejected": {"type": "integer", "minimum": 0},
+                    "events": {
+                        "type": "array",
+                        "description": "one per envelope of the request, in its order",
+                        "items": {
+                            "type": "object",
+                            "required": ["id", "seq", "status"],
+                            "properties": {
+                                "id": {"type": ["string", "null"]},
+                                "seq": {"type": ["integer", "null"]},
+                                "device": {"type": "string"},
+                                "status": {"enum": ["stored", "duplicate", "rejected"]},
+                                "error": {"type": "string"},
+                            },
+                        },
+                    },
+                    "watermarks": {
+                        "type": "object",
+                        "description": "device -> every seq up to it is in the timeline",
+                        "additionalProperties": {"type": "integer", "minimum": 0},
+                    },
+                },
+            },
             "DeadLetter": {
                 "type": "object",
                 "required": ["received", "topic", "reason", "size"],
@@ -446,9 +542,72 @@ OPENAPI: dict[str, Any] = {
                     "first_seen": _NUMBER_OR_NULL,
                 },
             },
-        }
+        },
     },
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """Who may call an operation: the token's ``right`` it needs, ``None`` for an operation open
+    to anyone, with ``why`` it is open. Whatever the right, a ``fleet`` the request names (path
+    or query) must be in the token's scope."""
+
+    right: str | None
+    why: str = ""
+
+
+ACCESS: dict[tuple[str, str], Access] = {
+    ("GET", "/v1/health"): Access(None, "liveness: a probe has no token; counters for operators"),
+    ("GET", "/v1/devices"): Access("read"),
+    ("GET", "/v1/events"): Access("read"),
+    ("GET", "/v1/dead-letters"): Access("read"),
+    ("POST", "/v1/fleets/{fleet}/events"): Access("write-events"),
+    ("POST", "/v1/devices/{fleet}/{device}/commands/{name}"): Access("commands"),
+    ("GET", "/v1/devices/{fleet}/{device}/commands"): Access("read"),
+    ("GET", "/v1/commands/{id}"): Access("read"),
+    ("POST", "/v1/provision"): Access(None, "authorised by its one-time claim"),
+    ("GET", "/v1/devices/{fleet}/{device}/certificates"): Access("read"),
+    ("GET", "/v1/openapi.json"): Access(None, "the description of the API"),
+}
+"""Every operation of the API and who may call it: an operation without a line here is refused
+(403) to everyone, and the document below cannot even be built without one."""
+
+
+def _secure(doc: dict[str, Any]) -> None:
+    """Write ``ACCESS`` into the document: the bearer scheme everywhere, ``401``/``403`` on
+    every operation that needs a token, no security on the open ones."""
+    doc["security"] = [{"bearer": []}]
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            rule = ACCESS[(method.upper(), path)]  # KeyError: an operation without a rule
+            if rule.right is None:
+                op.setdefault("security", [])
+                continue
+            op["description"] = (
+                op.get("description", op["summary"]) + f" Needs a token with the right "
+                f"{rule.right!r}" + (", scoped to {fleet}." if "{fleet}" in path else ".")
+            )
+            op["responses"]["401"] = _json(_ERROR, "no token, or not a token of this hub")
+            op["responses"]["403"] = _json(
+                _ERROR, f"the token lacks the right {rule.right!r}, or a fleet named is not its"
+            )
+
+
+_secure(OPENAPI)
+PRINCIPAL = web.RequestKey("principal", Principal)
+"""Who the request is (set by the guard; ``OPEN`` on a hub without tokens)."""
+_REALM = 'Bearer realm="hub-bridge"'
+DEAD_LETTER_SCAN = 100_000
+"""Most dead letters read to find a fleet-scoped token's own (dead letters of every fleet share
+one bounded table, the newest first)."""
+
+
+def _fleet_of_topic(topic: str) -> str | None:
+    parts = topic.split("/")
+    if len(parts) >= 3 and parts[:2] == ["lm", "v1"] and _IDENT_FULL.fullmatch(parts[2]):
+        return parts[2]
+    return None
 
 
 class QueryError(Exception):
@@ -519,7 +678,7 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
 
 
 def build_app(
-    timeline: Timeline,
+    timeline: TimelineStore,
     health: HealthRegistry,
     *,
     idle_timeout: float = 30.0,
@@ -528,23 +687,71 @@ def build_app(
     provisioning: PkiSettings | None = None,
     failed_claims: FailedClaims | None = None,
     clock: Callable[[], float] = time.monotonic,
+    tenants: Tenants | None = None,
+    max_batch_bytes: int = BATCH_MAX_BYTES,
+    future_tolerance_s: float = 600.0,
 ) -> web.Application:
     """The aiohttp application of the hub API. ``commands_changed`` is called once a command
     is queued (the bridge publishes it then); ``command_limits`` bound the queue;
     ``provisioning`` enables ``POST /v1/provision`` (503 without it), ``failed_claims`` limits
-    failed claims per address on ``clock``."""
+    failed claims per address on ``clock``. ``tenants`` are the API's tokens (``None``: the API
+    is open, for a loopback listen address only, see ``tenants.check_listen``);
+    ``max_batch_bytes`` and ``future_tolerance_s`` are the ingest's (``ingest.*``), applied to
+    carriers' posts as to MQTT batches."""
     limits = command_limits or CommandLimits()
     # "is None", not "or": an empty FailedClaims is falsy (it has a length)
     limiter = FailedClaims() if failed_claims is None else failed_claims
     authority = None if provisioning is None else pki.AuthorityCache(provisioning.dir)
+
+    @web.middleware
+    async def guard(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """The access rule of the operation (``ACCESS``), before anything else of it runs."""
+        info = request.match_info
+        if info.http_exception is not None:
+            return await handler(request)  # the router's 404 or 405: no operation to guard
+        resource = info.route.resource
+        method = "GET" if request.method == "HEAD" else request.method
+        rule = ACCESS.get((method, resource.canonical if resource is not None else ""))
+        if rule is None:  # fail closed: a route added without its line in ACCESS
+            return _error(403, "this operation has no access rule: refused to everyone")
+        header = request.headers.get("Authorization")
+        principal = OPEN if tenants is None else tenants.authenticate(header)
+        if rule.right is None:
+            if principal is not None:
+                request[PRINCIPAL] = principal
+            return await handler(request)
+        if principal is None:
+            health.count("api", "unauthenticated")
+            challenge = _REALM if header is None else f'{_REALM}, error="invalid_token"'
+            return web.json_response(
+                {"error": "a bearer token of this hub is required (Authorization: Bearer ...)"},
+                status=401,
+                headers={"WWW-Authenticate": challenge},
+            )
+        if not principal.can(rule.right):
+            health.count("api", "forbidden")
+            return _error(403, f"token {principal.name} lacks the right {rule.right!r}")
+        for fleet in (info.get("fleet"), *request.query.getall("fleet", [])):
+            if fleet is not None and not principal.sees(fleet):
+                health.count("api", "forbidden")
+                shown = fleet if fleet.isprintable() and len(fleet) <= 64 else repr(fleet[:64])
+                return _error(403, f"token {principal.name} is not scoped to fleet {shown}")
+        request[PRINCIPAL] = principal
+        return await handler(request)
 
     async def get_health(request: web.Request) -> web.Response:
         try:
             _params(request.query, {})
         except QueryError as exc:
             return _bad_query(exc)
+        who = request.get(PRINCIPAL)
+        if who is None or not (who.operator and who.can("admin")):
+            return web.json_response({"status": "up"})
         return web.json_response(
             {
+                "status": "up",
                 "events": await timeline.count("events"),
                 "dead_letters": await timeline.count("dead_letters"),
                 "components": health.snapshot(),
@@ -556,7 +763,8 @@ def build_app(
             _params(request.query, {})
         except QueryError as exc:
             return _bad_query(exc)
-        return web.json_response(await timeline.devices())
+        who = request[PRINCIPAL]
+        return web.json_response([d for d in await timeline.devices() if who.sees(d["fleet"])])
 
     async def get_events(request: web.Request) -> web.Response:
         try:
@@ -571,12 +779,23 @@ def build_app(
             )
         except QueryError as exc:
             return _bad_query(exc)
-        out = [
-            env
-            async for env in timeline.events(
-                q["fleet"], q["device"], q["after_seq"], q["limit"], with_flags=True
-            )
-        ]
+        who = request[PRINCIPAL]
+        # a fleet outside the token's scope was refused (403) by the guard; without one, the
+        # token's own fleets, one after the other in fleet order: the answer's order is kept
+        fleets: list[str | None] = [q["fleet"]]
+        if q["fleet"] is None and who.fleets is not None:
+            fleets = [*sorted(who.fleets)]
+        out: list[dict[str, Any]] = []
+        for fleet in fleets:
+            left = q["limit"] - len(out)
+            if left <= 0:
+                break
+            out += [
+                env
+                async for env in timeline.events(
+                    fleet, q["device"], q["after_seq"], left, with_flags=True
+                )
+            ]
         return web.json_response(out)
 
     async def get_dead(request: web.Request) -> web.Response:
@@ -584,7 +803,17 @@ def build_app(
             q = _params(request.query, {"limit": (1, LIMIT_MAX, 100)})
         except QueryError as exc:
             return _bad_query(exc)
-        return web.json_response(await timeline.dead_letters(q["limit"]))
+        who = request[PRINCIPAL]
+        if who.operator:
+            return web.json_response(await timeline.dead_letters(q["limit"]))
+        # a token's own: those on its fleets' topics among the newest, read in growing steps
+        want, scan = q["limit"], q["limit"]
+        while True:
+            rows = await timeline.dead_letters(scan)
+            own = [r for r in rows if who.sees(_fleet_of_topic(r["topic"]) or "")]
+            if len(own) >= want or len(rows) < scan or scan >= DEAD_LETTER_SCAN:
+                return web.json_response(own[:want])
+            scan = min(scan * 8, DEAD_LETTER_SCAN)
 
     async def post_command(request: web.Request) -> web.Response:
         try:
@@ -607,7 +836,7 @@ def build_app(
         try:
             superseded = await timeline.add_command(fleet, device, name, cid, payload, limits)
             known = await timeline.known_device(fleet, device)
-        except sqlite3.OperationalError as exc:
+        except (sqlite3.OperationalError, StoreUnavailable) as exc:
             health.count("commands", "store-failed")
             return _error(503, f"the command could not be stored: {str(exc)[:200]}")
         health.count("commands", "queued")
@@ -643,7 +872,9 @@ def build_app(
         if not _COMMAND_ID.fullmatch(cid):
             return _error(400, f"id: must match {COMMAND_ID_RE}")
         found = await timeline.command(cid)
-        if found is None:
+        # another fleet's command is not there for this token: 404, not 403, so that an id
+        # does not tell another tenant that it exists
+        if found is None or not request[PRINCIPAL].sees(found["fleet"]):
             return _error(404, f"no command {cid}")
         return web.json_response(found)
 
@@ -707,7 +938,7 @@ def build_app(
         if valid_token(token):
             try:
                 redeemed = await timeline.redeem_claim(token_hash(token), issue, used_by=client)
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, StoreUnavailable) as exc:
                 health.count("provision", "store-failed")
                 return _error(503, f"the certificate could not be recorded: {str(exc)[:200]}")
             except pki.PkiError as exc:
@@ -740,6 +971,69 @@ def build_app(
             return _bad_query(exc)
         return web.json_response(await timeline.certificates(fleet, device))
 
+    async def post_fleet_events(request: web.Request) -> web.Response:
+        try:
+            _params(request.query, {})
+        except QueryError as exc:
+            return _bad_query(exc)
+        fleet = request.match_info["fleet"]
+        if not _IDENT_FULL.fullmatch(fleet):
+            return _error(400, f"fleet: must match {IDENT_RE}")
+        everyone = intake.topic_of(fleet, None)
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT_S):
+                body = await _read_body(request, max_batch_bytes)
+        except TimeoutError:
+            return _error(408, f"the body was not received within {BODY_TIMEOUT_S:g} s")
+        except CommandError as exc:
+            reason = f"oversize: {str(exc).removeprefix('the command is ')}"
+            return await _refused(everyone, 413, reason, b"")
+        try:
+            sorted_ = intake.read_body(
+                fleet, body, time.time(), future_tolerance_s=future_tolerance_s
+            )
+        except intake.IntakeError as exc:
+            return await _refused(exc.topic, exc.status, exc.reason, body)
+        try:
+            await _dead_letter_rejects(sorted_)
+            results = await timeline.store_many(sorted_.batches)
+            answer = intake.answer(sorted_, results)
+            for topic, reason in intake.conflicts(sorted_):
+                await timeline.dead_letter(topic, reason, body)
+        except (sqlite3.OperationalError, StoreUnavailable) as exc:
+            health.count("carriers", "store-failed")
+            return _error(503, f"the events could not be stored: {str(exc)[:200]}")
+        health.count("carriers", "stored", answer["stored"])
+        health.count("carriers", "duplicates", answer["duplicates"])
+        health.count("carriers", "rejected", answer["rejected"])
+        return web.json_response(answer)
+
+    async def _refused(topic: str, status: int, reason: str, body: bytes) -> web.Response:
+        health.count("carriers", "dead-letter")
+        try:
+            await timeline.dead_letter(topic, reason, body)
+        except (sqlite3.OperationalError, StoreUnavailable):
+            health.count("carriers", "store-failed")  # the refusal is answered all the same
+        return _error(status, reason)
+
+    async def _dead_letter_rejects(sorted_: intake.Intake) -> None:
+        """The rejects of a request, but those the same device's seq had already (a carrier
+        resending a request is recorded once, as a device resending a batch)."""
+        by_device: dict[str, list[int]] = {}
+        for _, _, _, device, seq in sorted_.rejects:
+            if device is not None and seq is not None:
+                by_device.setdefault(device, []).append(seq)
+        seen = {
+            (device, s)
+            for device, seqs in by_device.items()
+            for s in await timeline.rejected_before(sorted_.fleet, device, seqs[:500])
+        }
+        for topic, reason, sample, device, seq in sorted_.rejects:
+            if (device, seq) in seen:
+                continue
+            health.count("carriers", "dead-letter")
+            await timeline.dead_letter(topic, reason, sample)
+
     async def get_openapi(request: web.Request) -> web.Response:
         try:
             _params(request.query, {})
@@ -749,15 +1043,24 @@ def build_app(
 
     # keepalive_timeout is armed when a connection opens and re-armed after each request: a
     # client that sends nothing, or trickles its headers, is closed after idle_timeout
-    app = web.Application(handler_args={"keepalive_timeout": idle_timeout})
+    app = web.Application(handler_args={"keepalive_timeout": idle_timeout}, middlewares=[guard])
     app.router.add_get("/v1/health", get_health)
     app.router.add_get("/v1/devices", get_devices)
     app.router.add_get("/v1/events", get_events)
     app.router.add_get("/v1/dead-letters", get_dead)
+    app.router.add_post("/v1/fleets/{fleet}/events", post_fleet_events)
     app.router.add_post("/v1/devices/{fleet}/{device}/commands/{name}", post_command)
     app.router.add_get("/v1/devices/{fleet}/{device}/commands", get_commands)
     app.router.add_get("/v1/commands/{id}", get_command)
     app.router.add_post("/v1/provision", post_provision)
     app.router.add_get("/v1/devices/{fleet}/{device}/certificates", get_certificates)
     app.router.add_get("/v1/openapi.json", get_openapi)
+    for route in app.router.routes():  # every operation has its rule, or the hub does not start
+        resource = route.resource
+        if (
+            route.method != "HEAD"
+            and resource is not None
+            and ((route.method, resource.canonical) not in ACCESS)
+        ):
+            raise RuntimeError(f"{route.method} {resource.canonical}: no line in ACCESS")
     return app

@@ -1,0 +1,258 @@
+"""Events posted over HTTP by a carrier without devices: the MQTT ingest's rules, sans-IO.
+
+``POST /v1/fleets/{fleet}/events`` takes one envelope, ``{"events": [...]}`` or a JSON array.
+``read_body`` sorts it into what to store and what to refuse, ``answer`` turns the store's
+results into the reply. Between them the API stores (``TimelineStore.store_many``) and
+dead-letters (``TimelineStore.dead_letter``); nothing here does I/O.
+
+The rules are the MQTT ingest's, by construction: every element is checked by
+``hub_bridge.ingest.check_events`` as a one-event batch on the topic
+``lm/v1/{fleet}/{device}/events`` of its own device, so validation, the future-``ts`` flag, the
+accounting of a rejected event's seq and the dead-letter reasons are the same code. An element
+whose ``fleet`` is not the path's is a forgery: the whole request is refused and dead-lettered,
+nothing of it stored (as one forged envelope taints a whole MQTT message). Each accepted event is
+its own ``Batch`` of one ``store_many`` call (one transaction, one commit), so the store's result
+says of each event whether it was stored, a duplicate (its id is stored) or a conflict (its seq is
+taken by another id: rejected and dead-lettered, as MQTT does).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge_agent.wire import jsonbounds
+from edge_agent.wire.envelope import IDENT_RE, SEQ_MAX
+from edge_agent.wire.topics import TopicName
+from edge_agent.wire.topics import events as events_topic
+from hub_bridge.ingest import check_events
+from hub_bridge.timeline import Batch, StoreResult
+
+__all__ = ["EVENTS_MAX", "Intake", "IntakeError", "Item", "answer", "read_body", "topic_of"]
+
+EVENTS_MAX = 5000
+"""Most envelopes in one request (each is validated on the hub's loop)."""
+_IDENT = re.compile(IDENT_RE.strip("^$"))
+
+
+class IntakeError(Exception):
+    """The request as a whole is refused (``status`` 400 or 413): nothing is stored. ``topic``
+    and ``reason`` are what is dead-lettered."""
+
+    def __init__(self, status: int, reason: str, topic: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.topic = topic
+
+
+@dataclass(slots=True)
+class Item:
+    """One element of the request and what became of it."""
+
+    index: int
+    id: str | None
+    seq: int | None
+    device: str | None
+    status: str | None = None
+    """``stored``, ``duplicate`` or ``rejected``; ``None`` until the store answered."""
+    error: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The element's line of the answer."""
+        out: dict[str, Any] = {"id": self.id, "seq": self.seq, "status": self.status}
+        if self.device is not None:
+            out["device"] = self.device
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+@dataclass(slots=True)
+class Intake:
+    """A request sorted: its items, the batches to store (``owners[k]`` is the item of
+    ``batches[k]``, ``None`` for a batch that only accounts rejected seqs), and the dead
+    letters of the rejected items ``(topic, reason, sample, device, seq)``."""
+
+    fleet: str
+    items: list[Item] = field(default_factory=list)
+    batches: list[Batch] = field(default_factory=list)
+    owners: list[Item | None] = field(default_factory=list)
+    rejects: list[tuple[str, str, bytes, str | None, int | None]] = field(default_factory=list)
+
+
+def topic_of(fleet: str, device: str | None) -> str:
+    """The topic a device's events would come on; ``+`` for a device the element did not
+    name readably (what the dead letter is filed under)."""
+    return events_topic(fleet, device) if device is not None else events_topic(fleet, "+")
+
+
+def read_body(fleet: str, body: bytes, now: float, *, future_tolerance_s: float = 600.0) -> Intake:
+    """Sort a request's body (already bounded in size) into batches and rejects; raise
+    ``IntakeError`` for a body that is not one of the three shapes, or forged."""
+    everyone = topic_of(fleet, None)
+    try:
+        doc = jsonbounds.loads(body)
+    except jsonbounds.JsonBoundsError as exc:
+        raise IntakeError(400, f"the body is not JSON: {exc}", everyone) from None
+    if isinstance(doc, list):
+        elements = doc
+    elif isinstance(doc, dict) and "events" in doc:
+        if not isinstance(doc["events"], list):
+            reason = 'events: must be a list of envelopes {"events": [...]}'
+            raise IntakeError(400, reason, everyone)
+        elements = doc["events"]
+    elif isinstance(doc, dict):
+        elements = [doc]
+    else:
+        raise IntakeError(
+            400, 'the body must be an envelope, {"events": [...]} or a JSON array', everyone
+        )
+    if not elements:
+        raise IntakeError(400, "empty batch: no envelope", everyone)
+    if len(elements) > EVENTS_MAX:
+        raise IntakeError(413, f"{len(elements)} envelopes, more than {EVENTS_MAX}", everyone)
+    # identity first, as on MQTT: one forged envelope taints the whole request
+    for i, env in enumerate(elements):
+        if isinstance(env, dict) and env.get("fleet") != fleet:
+            raise IntakeError(
+                400,
+                f"forged: events[{i}] says fleet {_shown(env.get('fleet'))}, the path {fleet!r}",
+                everyone,
+            )
+    out = Intake(fleet)
+    rejected: dict[str, list[int]] = {}
+    for i, env in enumerate(elements):
+        item = _item(i, env)
+        out.items.append(item)
+        problem = _unchecked(env, item)
+        if problem is not None:
+            _reject(out, item, problem, env, rejected)
+            continue
+        assert item.device is not None
+        check = check_events(
+            TopicName(fleet, item.device, "events"),
+            json.dumps({"events": [env]}).encode(),
+            now,
+            max_bytes=len(body) + 1024,  # the request's own size was bounded already
+            future_tolerance_s=future_tolerance_s,
+        )
+        if check.events:
+            out.batches.append(Batch(fleet, item.device, check.events, check.flags))
+            out.owners.append(item)
+        else:
+            reason = check.rejects[0].reason if check.rejects else (check.dead_letter or "?")
+            # check_events numbered it as the one element of its own batch
+            reason = f"events[{i}]{reason.removeprefix('events[0]')}"
+            _reject(out, item, reason, env, rejected)
+    # the seqs of rejected events are accounted for, so the device's watermark does not wait on
+    # them; stored first, so that the watermark each event's batch reports counts them
+    head = [Batch(fleet, device, (), (), tuple(seqs)) for device, seqs in sorted(rejected.items())]
+    out.batches[:0] = head
+    out.owners[:0] = [None] * len(head)
+    return out
+
+
+def answer(intake: Intake, results: Sequence[StoreResult]) -> dict[str, Any]:
+    """The reply once ``intake.batches`` were stored with these ``results`` (one each): each
+    element's status, and each device's watermark after the request. Conflicts (a seq taken by
+    another id) become rejects, returned as dead letters to record by the caller."""
+    watermarks: dict[str, int] = {}
+    for batch, owner, result in zip(intake.batches, intake.owners, results, strict=True):
+        watermarks[batch.device] = result.watermark
+        if owner is None:
+            continue
+        if result.stored:
+            owner.status = "stored"
+        elif result.duplicates:
+            owner.status = "duplicate"
+        else:
+            owner.status = "rejected"
+            owner.error = (
+                f"events[{owner.index}]: seq {owner.seq} is stored with another id"
+                " (a seq is never reused)"
+            )
+    stored = sum(1 for i in intake.items if i.status == "stored")
+    return {
+        "stored": stored,
+        "duplicates": sum(1 for i in intake.items if i.status == "duplicate"),
+        "rejected": sum(1 for i in intake.items if i.status == "rejected"),
+        "events": [i.as_json() for i in intake.items],
+        "watermarks": dict(sorted(watermarks.items())),
+    }
+
+
+def conflicts(intake: Intake) -> list[tuple[str, str]]:
+    """``(topic, reason)`` of the elements the store refused for their seq (after ``answer``)."""
+    return [
+        (topic_of(intake.fleet, i.device), i.error or "")
+        for i in intake.items
+        if i.status == "rejected" and i.error is not None and "stored with another id" in i.error
+    ]
+
+
+def _item(i: int, env: Any) -> Item:
+    if not isinstance(env, dict):
+        return Item(i, None, None, None)
+    eid, seq, device = env.get("id"), env.get("seq"), env.get("device")
+    return Item(
+        i,
+        eid if isinstance(eid, str) and eid.isascii() and eid.isprintable() else None,
+        seq if type(seq) is int and 1 <= seq <= SEQ_MAX else None,
+        device if isinstance(device, str) and _ident(device) else None,
+    )
+
+
+def _unchecked(env: Any, item: Item) -> str | None:
+    """Why an element cannot even be given to ``check_events`` (it is then rejected alone)."""
+    i = item.index
+    if not isinstance(env, dict):
+        return f"events[{i}]: not an object (an envelope is a JSON object)"
+    if item.device is None:
+        return f"events[{i}]: device: must match {IDENT_RE}"
+    try:
+        # bounded before it is encoded again: an envelope nests its data one level down
+        jsonbounds.check(env, jsonbounds.MAX_DEPTH + 1)
+    except jsonbounds.JsonBoundsError as exc:
+        return f"events[{i}]: {exc}"
+    return None
+
+
+def _reject(out: Intake, item: Item, reason: str, env: Any, rejected: dict[str, list[int]]) -> None:
+    item.status, item.error = "rejected", reason
+    if item.device is not None and item.seq is not None:
+        rejected.setdefault(item.device, []).append(item.seq)
+    sample = json.dumps(_sample(env), default=str).encode()
+    out.rejects.append((topic_of(out.fleet, item.device), reason, sample, item.device, item.seq))
+
+
+def _sample(value: Any, room: int = 4) -> Any:
+    """A small copy of a refused element that ``json.dumps`` always encodes."""
+    if isinstance(value, dict):
+        if room <= 0:
+            return "<cut>"
+        return {_text(k): _sample(v, room - 1) for k, v in list(value.items())[:64]}
+    if isinstance(value, list):
+        return "<cut>" if room <= 0 else [_sample(v, room - 1) for v in value[:64]]
+    if isinstance(value, str):
+        return _text(value[:1024])
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return str(value)[:64]
+
+
+def _text(s: Any) -> str:
+    return str(s).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _ident(s: str) -> bool:
+    return _IDENT.fullmatch(s) is not None
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(_text(value[:64]))
+    return f"<{type(value).__name__}>"
