@@ -273,8 +273,10 @@ class HubBridge:
         device: str,
         wm: int,
         conflicts: Sequence[int] = (),
+        ack: dict[str, Any] | None = None,
     ) -> None:
-        ack = await self.timeline.ack_payload(fleet, device, wm)
+        """Publish a device's ack: ``ack`` as the store made it with the batch, else asked."""
+        ack = dict(ack) if ack is not None else await self.timeline.ack_payload(fleet, device, wm)
         if conflicts:
             # the device sent seqs the timeline holds with other events: tell it, so it
             # renumbers instead of taking this watermark as covering them (bounded list)
@@ -313,14 +315,19 @@ class HubBridge:
             return
         if self.health.state("timeline") == "unwritable":
             self.health.set_state("timeline", "ok")
-        acks: dict[tuple[str, str], tuple[int, list[int]]] = {}
+        acks: dict[tuple[str, str], tuple[StoreResult, list[int]]] = {}
         for (topic, payload, name, _), result in zip(prepared, results, strict=True):
             await self._after_store(topic, payload, result)
             key = (name.fleet, name.device)
-            conflicts = acks.get(key, (0, []))[1] + list(result.conflict_seqs)
-            acks[key] = (result.watermark, conflicts)
-        for (fleet, device), (wm, conflicts) in acks.items():
-            await self._publish_ack(client, fleet, device, wm, conflicts)
+            conflicts = acks[key][1] if key in acks else []
+            acks[key] = (result, conflicts + list(result.conflict_seqs))  # the last batch's ack
+        # every device's ack at once: each waits for its PUBACK, none waits for another's
+        await asyncio.gather(
+            *(
+                self._publish_ack(client, fleet, device, r.watermark, conflicts, r.ack)
+                for (fleet, device), (r, conflicts) in acks.items()
+            )
+        )
 
     @staticmethod
     def _events_name(topic: str) -> topics.TopicName | None:
@@ -382,7 +389,7 @@ class HubBridge:
         result = (await self.timeline.store_many([batch]))[0]
         await self._after_store(topic, payload, result)
         await self._publish_ack(
-            client, name.fleet, name.device, result.watermark, result.conflict_seqs
+            client, name.fleet, name.device, result.watermark, result.conflict_seqs, result.ack
         )
 
     async def _prepare(self, topic: str, name: topics.TopicName, payload: bytes) -> Batch | None:
@@ -405,7 +412,7 @@ class HubBridge:
                 continue  # the device resent what was rejected: recorded once is enough
             await self._dead(topic, reject.reason, json.dumps(reject.raw, default=str).encode())
         rejected = tuple(r.seq for r in check.rejects if r.seq is not None)
-        return Batch(name.fleet, name.device, check.events, check.flags, rejected)
+        return Batch(name.fleet, name.device, check.events, check.flags, rejected, check.bodies)
 
     async def _after_store(self, topic: str, payload: bytes, result: StoreResult) -> None:
         if result.conflicts:

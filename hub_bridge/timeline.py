@@ -37,7 +37,9 @@ import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -257,6 +259,8 @@ class Batch:
     events: Sequence[dict[str, Any]]
     flags: Sequence[list[str]]
     rejected_seqs: tuple[int, ...] = ()
+    bodies: Sequence[str] | None = None
+    """Each event's stored text (``ingest.BatchCheck.bodies``); None: encoded when stored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +273,9 @@ class StoreResult:
     watermark: int
     conflict_seqs: tuple[int, ...] = ()
     """Seqs of the batch already stored with another id: the device reuses seqs it should not."""
+    ack: dict[str, Any] | None = field(default=None, compare=False)
+    """The device's ack after this batch (``ack_payload``), made in the storing transaction;
+    None when the store does not make it (the caller asks ``ack_payload``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +340,166 @@ def advance_watermark(wm: int, seqs: Sequence[int], ranges: Sequence[tuple[int, 
         return wm
 
 
+_INSERT_ROWS = 1000
+"""Most events in one INSERT statement (9 parameters each: well under SQLite's 32766)."""
+
+
+@lru_cache(maxsize=64)
+def _insert_sql(rows: int) -> str:
+    # both unique keys ((fleet, device, id), (fleet, device, seq)) are the de-duplication: a
+    # row that collides is skipped, and RETURNING says which rows went in
+    values = ",".join(["(?,?,?,?,?,?,?,?,?)"] * rows)
+    return (
+        "INSERT INTO events (fleet, device, seq, id, type, ts, received, flags, body)"
+        f" VALUES {values} ON CONFLICT DO NOTHING RETURNING seq, id"
+    )
+
+
+def _body(env: dict[str, Any]) -> str:
+    return encode_checked(
+        env["id"],
+        env["seq"],
+        env["fleet"],
+        env["device"],
+        env["type"],
+        env["ts"],
+        env["clock"],
+        env["data"],
+        env.get("ref"),
+    ).decode()
+
+
+def _store_batch(con: sqlite3.Connection, batch: Batch, received: float) -> StoreResult:
+    """One batch inside the caller's transaction: insert, classify what did not go in,
+    account for given-up seqs, advance the watermark, and make the device's ack."""
+    fleet, device, events = batch.fleet, batch.device, batch.events
+    bodies = batch.bodies if batch.bodies is not None else [_body(e) for e in events]
+    row = con.execute(
+        "INSERT INTO devices (fleet, device, watermark, last_seen) VALUES (?, ?, 0, ?)"
+        " ON CONFLICT (fleet, device) DO UPDATE SET last_seen = excluded.last_seen"
+        " RETURNING watermark",
+        (fleet, device, received),
+    ).fetchone()
+    start = int(row[0])
+    params: list[Any] = []
+    for env, fl, body in zip(events, batch.flags, bodies, strict=True):
+        params += (fleet, device, env["seq"], env["id"], env["type"], env["ts"], received,
+                   ",".join(fl) or None, body)  # fmt: skip
+    went_in: set[tuple[int, str]] = set()
+    width = 9 * _INSERT_ROWS
+    for k in range(0, len(params), width):
+        chunk = params[k : k + width]
+        cur = con.execute(_insert_sql(len(chunk) // 9), chunk)
+        went_in.update((int(s), str(i)) for s, i in cur.fetchall())
+    stored = len(went_in)
+    accounted: list[tuple[str, str, int, int, str]] = []
+    duplicates = conflicts = 0
+    conflict_seqs: list[int] = []
+    inserted: list[int] = []
+    for env in events:
+        seq, eid = int(env["seq"]), str(env["id"])
+        if (seq, eid) in went_in:
+            went_in.discard((seq, eid))  # a second copy in the batch did not go in
+            inserted.append(seq)
+            if env["type"] == "outbox.evicted":
+                reason = str(env["data"].get("reason", "evicted"))
+                for lo, hi in env["data"]["ranges"]:
+                    accounted.append((fleet, device, int(lo), int(hi), reason))
+            continue
+        # not stored: the same event again (its id is there), or its seq taken by another id
+        held = con.execute(
+            "SELECT seq FROM events WHERE fleet=? AND device=? AND id=?", (fleet, device, eid)
+        ).fetchone()
+        if held is not None:
+            duplicates += 1
+            if int(held[0]) != seq and not _seq_taken(con, fleet, device, seq):
+                # the same event again under a new seq (a client retried after the agent
+                # forgot its id): the new seq is accounted for, not stored
+                accounted.append((fleet, device, seq, seq, "duplicate"))
+        else:
+            conflicts += 1
+            conflict_seqs.append(seq)
+    for seq in batch.rejected_seqs:
+        accounted.append((fleet, device, seq, seq, "rejected"))
+    if accounted:
+        con.executemany(
+            "INSERT OR IGNORE INTO accounted (fleet, device, lo, hi, reason)"
+            " VALUES (?, ?, ?, ?, ?)",
+            accounted,
+        )
+    # what this batch brought, contiguous above the stored watermark, moves it in memory; the
+    # database is read only for what lies beyond (normally nothing: two index probes)
+    wm = start
+    for seq in sorted(inserted):
+        if seq == wm + 1:
+            wm = seq
+        elif seq > wm:
+            break
+    wm = _advance_from(con, fleet, device, wm)
+    if wm != start:
+        con.execute(
+            "UPDATE devices SET watermark=? WHERE fleet=? AND device=?", (wm, fleet, device)
+        )
+    return StoreResult(
+        stored, duplicates, conflicts, wm, tuple(conflict_seqs), _ack(con, fleet, device, wm)
+    )
+
+
+def _seq_taken(con: sqlite3.Connection, fleet: str, device: str, seq: int) -> bool:
+    return (
+        con.execute(
+            "SELECT 1 FROM events WHERE fleet=? AND device=? AND seq=?", (fleet, device, seq)
+        ).fetchone()
+        is not None
+    )
+
+
+def _advance_from(con: sqlite3.Connection, fleet: str, device: str, wm: int) -> int:
+    """The watermark from ``wm`` (every seq up to it accounted for) over what is stored."""
+    while True:
+        seqs = [
+            int(r[0])
+            for r in con.execute(
+                "SELECT seq FROM events WHERE fleet=? AND device=? AND seq > ?"
+                " ORDER BY seq LIMIT ?",
+                (fleet, device, wm, _ADVANCE_CHUNK),
+            )
+        ]
+        # only ranges the watermark has not passed and that can matter for this chunk
+        bound = seqs[-1] + 1 if len(seqs) == _ADVANCE_CHUNK else SEQ_MAX
+        ranges = [
+            (int(lo), int(hi))
+            for lo, hi in con.execute(
+                "SELECT lo, hi FROM accounted WHERE fleet=? AND device=? AND hi > ? AND lo <= ?"
+                " ORDER BY lo",
+                (fleet, device, wm, bound),
+            )
+        ]
+        before = wm
+        wm = advance_watermark(wm, seqs, ranges)
+        if wm == before or len(seqs) < _ADVANCE_CHUNK:
+            return wm
+
+
+def _ack(con: sqlite3.Connection, fleet: str, device: str, watermark: int) -> dict[str, Any]:
+    """``Timeline.ack_payload`` inside the storing transaction."""
+    payload: dict[str, Any] = {"seq": watermark}
+    row = con.execute(
+        "SELECT max(seq) FROM events WHERE fleet=? AND device=?", (fleet, device)
+    ).fetchone()
+    if row is not None and row[0] is not None:
+        payload["top"] = max(watermark, int(row[0]))
+    if watermark > 0:
+        row = con.execute(
+            "SELECT seq, id FROM events WHERE fleet=? AND device=? AND seq <= ?"
+            " ORDER BY seq DESC LIMIT 1",
+            (fleet, device, watermark),
+        ).fetchone()
+        if row is not None:
+            payload["check"] = [int(row[0]), str(row[1])]
+    return payload
+
+
 class Timeline:
     """The hub's store. ``await Timeline.open(path)``, then ``close()``."""
 
@@ -347,6 +514,10 @@ class Timeline:
         # spans awaits, so another writer's statements would land inside it (or fail with
         # "cannot start a transaction within a transaction"). Writes take turns here.
         self._writing = asyncio.Lock()
+        # events are stored on a connection of their own, on one thread of their own
+        # (``store_many``); it exists from the first batch on
+        self._ingest = ThreadPoolExecutor(1, thread_name_prefix="timeline-ingest")
+        self._w: sqlite3.Connection | None = None
 
     @classmethod
     async def open(cls, path: str | Path, limits: TimelineLimits | None = None) -> Timeline:
@@ -375,6 +546,11 @@ class Timeline:
 
     async def close(self) -> None:
         """Close the database."""
+        async with self._writing:  # a batch being stored ends first
+            if self._w is not None:
+                await asyncio.get_running_loop().run_in_executor(self._ingest, self._w.close)
+                self._w = None
+        self._ingest.shutdown(wait=True)
         await self._db.close()
 
     # -- storing ------------------------------------------------------------------------------
@@ -402,142 +578,40 @@ class Timeline:
     ) -> list[StoreResult]:
         """Store several batches (of one or several devices) in one transaction, in order; one
         result per batch. The hub commits what queued up meanwhile at once: one fsync for many
-        batches while a fleet drains its backlogs."""
+        batches while a fleet drains its backlogs.
+
+        The whole transaction runs in one call on the ingest connection's own thread: one
+        thread hop per group instead of one per statement. A cancel waits for it to end
+        (committed or rolled back) before it goes on: the next writer never finds it open."""
         async with self._writing:
             received = time.time() if received is None else received
-            db = self._db
-            await self._durable(True)
+            loop = asyncio.get_running_loop()
+            work = loop.run_in_executor(self._ingest, self._store_many_sync, batches, received)
             try:
-                await db.execute("BEGIN IMMEDIATE")  # inside: a cancel here still rolls back
-                results = [await self._store_in_tx(b, received) for b in batches]
-                await db.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await db.execute("ROLLBACK")
+                return await asyncio.shield(work)
+            except asyncio.CancelledError:
+                await asyncio.wait([work])
                 raise
-            return results
 
-    async def _store_in_tx(self, batch: Batch, received: float) -> StoreResult:
-        db = self._db
-        fleet, device, events, flags = batch.fleet, batch.device, batch.events, batch.flags
-        rejected_seqs = batch.rejected_seqs
-        seqs = [int(e["seq"]) for e in events]
-        ids = [str(e["id"]) for e in events]
-        by_seq: dict[int, str] = {}
-        by_id: dict[str, int] = {}
-        if events:
-            async with db.execute(
-                "SELECT seq, id FROM events WHERE fleet=? AND device=? AND seq BETWEEN ? AND ?",
-                (fleet, device, min(seqs), max(seqs)),
-            ) as cur:
-                by_seq = {int(s): str(i) for s, i in await cur.fetchall()}
-            for k in range(0, len(ids), 500):
-                chunk = ids[k : k + 500]
-                marks = ",".join("?" * len(chunk))
-                async with db.execute(
-                    f"SELECT id, seq FROM events WHERE fleet=? AND device=? AND id IN ({marks})",
-                    (fleet, device, *chunk),
-                ) as cur:
-                    by_id.update({str(i): int(s) for i, s in await cur.fetchall()})
-        rows: list[tuple[Any, ...]] = []
-        accounted: list[tuple[str, str, int, int, str]] = []
-        duplicates = conflicts = 0
-        conflict_seqs: list[int] = []
-        for env, fl in zip(events, flags, strict=True):
-            seq, eid = int(env["seq"]), str(env["id"])
-            if eid in by_id:
-                duplicates += 1
-                if by_id[eid] != seq and seq not in by_seq:
-                    # the same event again under a new seq (a client retried after the
-                    # agent forgot its id): the new seq is accounted for, not stored
-                    accounted.append((fleet, device, seq, seq, "duplicate"))
-                continue
-            if seq in by_seq:
-                conflicts += 1
-                conflict_seqs.append(seq)
-                continue
-            by_seq[seq] = eid
-            by_id[eid] = seq
-            rows.append(
-                (
-                    fleet,
-                    device,
-                    seq,
-                    eid,
-                    env["type"],
-                    env["ts"],
-                    received,
-                    ",".join(fl) or None,
-                    encode_checked(
-                        eid,
-                        seq,
-                        fleet,
-                        device,
-                        env["type"],
-                        env["ts"],
-                        env["clock"],
-                        env["data"],
-                        env.get("ref"),
-                    ).decode(),
-                )
-            )
-            if env["type"] == "outbox.evicted":
-                reason = str(env["data"].get("reason", "evicted"))
-                for lo, hi in env["data"]["ranges"]:
-                    accounted.append((fleet, device, int(lo), int(hi), reason))
-        for seq in rejected_seqs:
-            accounted.append((fleet, device, seq, seq, "rejected"))
-        if rows:
-            await db.executemany(
-                "INSERT INTO events (fleet, device, seq, id, type, ts, received, flags, body)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-        if accounted:
-            await db.executemany(
-                "INSERT OR IGNORE INTO accounted (fleet, device, lo, hi, reason)"
-                " VALUES (?, ?, ?, ?, ?)",
-                accounted,
-            )
-        watermark = await self._advance(fleet, device, received)
-        return StoreResult(len(rows), duplicates, conflicts, watermark, tuple(conflict_seqs))
+    def _ingest_connection(self) -> sqlite3.Connection:
+        # opened on the ingest thread, used only there (the executor has one thread)
+        if self._w is None:
+            con = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+            con.execute("PRAGMA synchronous=FULL")  # every ingest commit is durable
+            self._w = con
+        return self._w
 
-    async def _advance(self, fleet: str, device: str, now: float) -> int:
-        db = self._db
-        await db.execute(
-            "INSERT INTO devices (fleet, device, watermark, last_seen) VALUES (?, ?, 0, ?)"
-            " ON CONFLICT (fleet, device) DO UPDATE SET last_seen = excluded.last_seen",
-            (fleet, device, now),
-        )
-        async with db.execute(
-            "SELECT watermark FROM devices WHERE fleet=? AND device=?", (fleet, device)
-        ) as cur:
-            row = await cur.fetchone()
-        start = wm = int(row[0]) if row else 0
-        while True:
-            async with db.execute(
-                "SELECT seq FROM events WHERE fleet=? AND device=? AND seq > ?"
-                " ORDER BY seq LIMIT ?",
-                (fleet, device, wm, _ADVANCE_CHUNK),
-            ) as cur:
-                seqs = [int(r[0]) for r in await cur.fetchall()]
-            # only ranges the watermark has not passed and that can matter for this chunk
-            bound = seqs[-1] + 1 if len(seqs) == _ADVANCE_CHUNK else SEQ_MAX
-            async with db.execute(
-                "SELECT lo, hi FROM accounted WHERE fleet=? AND device=? AND hi > ? AND lo <= ?"
-                " ORDER BY lo",
-                (fleet, device, wm, bound),
-            ) as cur:
-                ranges = [(int(lo), int(hi)) for lo, hi in await cur.fetchall()]
-            before = wm
-            wm = advance_watermark(wm, seqs, ranges)
-            if wm == before or len(seqs) < _ADVANCE_CHUNK:
-                break
-        if wm != start:
-            await db.execute(
-                "UPDATE devices SET watermark=? WHERE fleet=? AND device=?", (wm, fleet, device)
-            )
-        return wm
+    def _store_many_sync(self, batches: Sequence[Batch], received: float) -> list[StoreResult]:
+        con = self._ingest_connection()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            results = [_store_batch(con, b, received) for b in batches]
+            con.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                con.execute("ROLLBACK")
+            raise
+        return results
 
     async def rejected_before(self, fleet: str, device: str, seqs: list[int]) -> set[int]:
         """Which of ``seqs`` were rejected already (a resend need not be dead-lettered again)."""
