@@ -1,0 +1,293 @@
+"""Webhooks: signed POSTs of notices from the durable queue, retried, in order per key.
+
+Every notice the projector logs is queued, in the same transaction, for each subscription whose
+filters take it (``hub_bridge.delivery.store``). ``WebhookWorker`` delivers the queue:
+
+- one POST per notice, the body the notice's JSON exactly as the API and the stream show it;
+- headers ``X-LM-Event`` (the notice's kind), ``X-LM-Delivery`` (the notice's id: the same
+  notice retried has the same id, so a receiver de-duplicates on it) and ``X-LM-Signature``;
+- a 2xx answer delivers it; anything else (another status, a refused or dropped connection, no
+  answer within ``timeout``) is retried after an exponential backoff with jitter, until
+  ``max_attempts`` tries or ``max_age`` since it was queued, then it is dead: kept, listed by the
+  API, and put back in the queue by ``POST .../retry``;
+- per (subscription, key) in order: a notice waits until every earlier notice of the same key
+  (the same parcel, the same route) is delivered or dead; different keys go in parallel, at most
+  ``concurrency`` requests at once and ``per_subscription`` per subscriber, so a slow or failing
+  receiver holds up only its own deliveries.
+
+Signature (the scheme of Stripe's webhooks, in our words)::
+
+    X-LM-Signature: t=1733212800,v1=5257a869e7ecebeda32affa62cdca3fa51cad7e77a0e56ff536d0ce8e108d8bd
+
+``t`` is the Unix time of the attempt and ``v1`` the hex HMAC-SHA256 of ``f"{t}.{body}"`` keyed
+with the subscription's secret, ``body`` the raw bytes received. A receiver recomputes it over
+the raw body (before any JSON parsing), compares in constant time, and refuses a ``t`` more than
+a few minutes away from its clock (a replayed request). ``verify`` does exactly that.
+
+Delivery is at least once: a hub that dies between a receiver's 2xx and recording it sends that
+notice again after the restart, with the same ``X-LM-Delivery``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+
+from edge_agent.platform.health import HealthRegistry
+from hub_bridge.delivery.store import Delivery, DeliveryStore, Outcome, Subscription
+from hub_bridge.store import StoreUnavailable
+
+__all__ = [
+    "DELIVERY_HEADER",
+    "EVENT_HEADER",
+    "SIGNATURE_HEADER",
+    "PushSettings",
+    "WebhookWorker",
+    "retry_delay",
+    "sign",
+    "verify",
+]
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-LM-Signature"
+EVENT_HEADER = "X-LM-Event"
+DELIVERY_HEADER = "X-LM-Delivery"
+_ANSWER_READ_MAX = 64 * 1024  # what is read of a receiver's answer (then the connection is reused)
+_ERROR_CHARS = 300
+
+
+def sign(secret: str, body: bytes, t: int) -> str:
+    """The ``X-LM-Signature`` value of ``body`` sent at Unix time ``t``."""
+    mac = hmac.new(secret.encode(), str(t).encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"t={t},v1={mac}"
+
+
+def verify(secret: str, header: str, body: bytes, now: float, tolerance: float = 300.0) -> bool:
+    """Whether ``header`` signs ``body`` with ``secret`` within ``tolerance`` seconds of ``now``
+    (what a receiver runs; any ``v1`` of the header may match, for secret rotation)."""
+    t: int | None = None
+    macs: list[str] = []
+    for part in header.split(","):
+        name, _, value = part.strip().partition("=")
+        if name == "t" and value.isdigit() and len(value) <= 12:
+            t = int(value)
+        elif name == "v1":
+            macs.append(value)
+    if t is None or not macs or abs(now - t) > tolerance:
+        return False
+    expected = sign(secret, body, t).rpartition("v1=")[2]
+    return any(hmac.compare_digest(expected, m) for m in macs)
+
+
+def retry_delay(
+    attempt: int, base: float, cap: float, rand: Callable[[], float] = random.random
+) -> float:
+    """Seconds before retry ``attempt`` + 1 (``attempt`` failures so far, at least 1).
+
+    Exponential, capped, with "equal jitter": between half and all of ``base * 2**(attempt-1)``,
+    so receivers coming back from an outage are not hit by every hub's retries at once, and a
+    retry never comes right after the failure.
+    """
+    ceiling = min(cap, base * 2.0 ** min(max(attempt - 1, 0), 32))
+    return ceiling / 2 + rand() * ceiling / 2
+
+
+@dataclass(frozen=True, slots=True)
+class PushSettings:
+    """How webhooks are delivered (the hub's ``delivery.webhooks`` keys)."""
+
+    max_attempts: int = 12
+    """Tries of one notice before it is dead."""
+    max_age: float = 24 * 3600.0
+    """Seconds after it was queued that a notice is dead even with tries left."""
+    backoff_base: float = 2.0
+    backoff_cap: float = 3600.0
+    timeout: float = 10.0
+    """Seconds for one attempt: connect, send, and the answer's status."""
+    concurrency: int = 32
+    """Requests in flight at once, over every subscriber."""
+    per_subscription: int = 8
+    """Requests in flight at once to one subscriber."""
+    poll: float = 1.0
+    """Seconds between looks at the queue when nothing wakes the worker (another hub's
+    projector queued something, a retry came due)."""
+    retention: float = 7 * 86400.0
+    """Delivered and dead deliveries, and the notices, are kept this long."""
+
+
+class WebhookWorker:
+    """Delivers the webhook queue of ``store`` until cancelled. ``wake()`` when notices were
+    queued (the projector does), so they go out at once rather than at the next poll."""
+
+    def __init__(
+        self,
+        store: DeliveryStore,
+        settings: PushSettings | None = None,
+        *,
+        health: HealthRegistry | None = None,
+        clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+        user_agent: str = "lastmile-hub-webhooks/1",
+    ) -> None:
+        self.store = store
+        self.settings = settings or PushSettings()
+        self.health = health or HealthRegistry()
+        self._clock = clock
+        self._rand = rand
+        self._user_agent = user_agent
+        self._wake = asyncio.Event()
+        self._busy: set[tuple[str, str]] = set()  # (subscription, key) with a request out
+        self._per_sub: Counter[str] = Counter()
+        self._done: list[tuple[Outcome, str]] = []  # recorded at the next flush, with the key
+        self._failing: set[str] = set()  # subscriptions whose last attempt failed (for logs)
+        self._turn = 0
+        self._last_prune = 0.0
+
+    def wake(self) -> None:
+        """Look at the queue now."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver until cancelled; requests in flight are cancelled with it (and retried by
+        the next run: they were not recorded as delivered)."""
+        s = self.settings
+        connector = aiohttp.TCPConnector(limit=s.concurrency, limit_per_host=0)
+        timeout = aiohttp.ClientTimeout(total=s.timeout)
+        async with (
+            aiohttp.ClientSession(connector=connector, timeout=timeout) as http,
+            asyncio.TaskGroup() as tg,
+        ):
+            while True:
+                self._wake.clear()
+                try:
+                    await self._flush()
+                    await self._dispatch(http, tg)
+                    wait = await self._wait_time()
+                    await self._prune()
+                    self.health.set_state("webhooks", "ok")
+                except StoreUnavailable as exc:
+                    self.health.set_state("webhooks", "store-unavailable", error=str(exc)[:200])
+                    wait = s.poll
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
+
+    async def _flush(self) -> None:
+        if not self._done:
+            return
+        done, self._done = self._done, []
+        try:
+            await self.store.record([o for o, _ in done])
+        except BaseException:
+            self._done[:0] = done  # recorded on the next turn; the keys stay busy meanwhile
+            raise
+        for o, key in done:
+            self._busy.discard((o.sub, key))
+            self._per_sub[o.sub] -= 1
+
+    async def _dispatch(self, http: aiohttp.ClientSession, tg: asyncio.TaskGroup) -> None:
+        s = self.settings
+        subs = [sub for sub in await self.store.subscriptions() if sub.active]
+        if not subs:
+            return
+        self._turn = (self._turn + 1) % len(subs)
+        now = self._clock()
+        for sub in subs[self._turn :] + subs[: self._turn]:  # a new first each turn: fairness
+            total = sum(self._per_sub.values())
+            spare = min(s.per_subscription - self._per_sub[sub.id], s.concurrency - total)
+            if spare <= 0:
+                continue
+            # the heads already out come back too: ask for enough to find ``spare`` new ones
+            for d in await self.store.due(sub, now, spare + self._per_sub[sub.id]):
+                if spare <= 0:
+                    break
+                if (d.sub, d.key) in self._busy:
+                    continue
+                self._busy.add((d.sub, d.key))
+                self._per_sub[d.sub] += 1
+                spare -= 1
+                tg.create_task(self._attempt(http, d, sub), name=f"webhook {d.sub} {d.notice}")
+
+    async def _wait_time(self) -> float:
+        s = self.settings
+        if self._done:
+            return 0.0
+        nxt = await self.store.next_due()
+        if nxt is None:
+            return s.poll
+        # due already: it waits for a request out (its key's, or a free slot), whose end wakes
+        return min(s.poll, max(nxt - self._clock(), 0.0)) if nxt > self._clock() else s.poll
+
+    async def _prune(self) -> None:
+        now = self._clock()
+        if now - self._last_prune < 3600.0:
+            return
+        self._last_prune = now
+        n = await self.store.prune(now - self.settings.retention)
+        if n:
+            self.health.count("webhooks", "pruned", n)
+
+    async def _attempt(self, http: aiohttp.ClientSession, d: Delivery, sub: Subscription) -> None:
+        body = d.body.encode()
+        t = int(self._clock())
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": self._user_agent,
+            EVENT_HEADER: d.kind,
+            DELIVERY_HEADER: d.notice,
+            SIGNATURE_HEADER: sign(d.secret, body, t),
+        }
+        status: int | None = None
+        error: str | None = None
+        try:
+            async with http.post(d.url, data=body, headers=headers, allow_redirects=False) as r:
+                status = r.status
+                await r.content.read(_ANSWER_READ_MAX)
+            if not 200 <= status < 300:
+                error = f"HTTP {status}"
+        except asyncio.CancelledError:
+            raise
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            error = (f"{type(exc).__name__}: {exc}")[:_ERROR_CHARS]
+        except Exception as exc:  # a receiver must never stop the worker
+            log.exception("webhook %s to %s", d.notice, d.url)
+            error = (f"{type(exc).__name__}: {exc}")[:_ERROR_CHARS]
+        self._done.append((self._outcome(d, status, error), d.key))
+        self._log(sub, error)
+        self._wake.set()
+
+    def _outcome(self, d: Delivery, status: int | None, error: str | None) -> Outcome:
+        s = self.settings
+        now = self._clock()
+        if error is None:
+            self.health.count("webhooks", "delivered")
+            return Outcome(d.sub, d.notice, now, True, status=status)
+        tries = d.attempts + 1
+        if tries >= s.max_attempts or now - d.created >= s.max_age:
+            self.health.count("webhooks", "dead")
+            return Outcome(d.sub, d.notice, now, False, dead=True, status=status, error=error)
+        self.health.count("webhooks", "retried")
+        delay = retry_delay(tries, s.backoff_base, s.backoff_cap, self._rand)
+        # never scheduled past the deadline: the last try happens at max_age, not after it
+        next_at = min(now + delay, d.created + s.max_age)
+        return Outcome(d.sub, d.notice, now, False, next_at=next_at, status=status, error=error)
+
+    def _log(self, sub: Subscription, error: str | None) -> None:
+        # transitions only: a receiver down for a day logs twice, not once per retry
+        if error is not None and sub.id not in self._failing:
+            self._failing.add(sub.id)
+            log.warning("webhook %s (%s, fleet %s) failing: %s", sub.id, sub.url, sub.fleet, error)
+        elif error is None and sub.id in self._failing:
+            self._failing.discard(sub.id)
+            log.info("webhook %s (%s) delivering again", sub.id, sub.url)

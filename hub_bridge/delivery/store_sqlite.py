@@ -1,0 +1,618 @@
+"""The delivery tables on the timeline's SQLite file (``hub_bridge.delivery.store``).
+
+A connection of its own on the same file (WAL lets the bridge's connection and this one read
+at once; writers take turns through SQLite's lock, waited for up to ``BUSY_TIMEOUT_MS``). The
+timeline's ``PRAGMA user_version`` belongs to the timeline: these tables keep their version in
+``delivery_schema`` and migrate in one transaction, refusing a newer one.
+
+Manifests and load plans are read from the timeline's own ``commands`` table (the hub queues
+them there when they are sent through it): the one durable record of what was sent, so no hook
+between the API and the projector can lose one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from edge_agent.platform.sqlite import configure, prepare_private
+from hub_bridge.delivery.store import (
+    Checkpoint,
+    Delivery,
+    DeliveryStoreError,
+    LoggedNotice,
+    NewNotice,
+    Outcome,
+    Subscription,
+)
+from hub_bridge.store import StoreUnavailable
+
+__all__ = ["BUSY_TIMEOUT_MS", "SCHEMA_VERSION", "SqliteDeliveryStore"]
+
+BUSY_TIMEOUT_MS = 10_000
+"""How long a write waits for the bridge's transaction to end."""
+
+_SCHEMA = [
+    """
+    CREATE TABLE delivery_notices (
+        pos INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        fleet TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        ts TEXT NOT NULL,
+        created REAL NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX delivery_notices_fleet ON delivery_notices (fleet, pos);
+    CREATE INDEX delivery_notices_created ON delivery_notices (created);
+    CREATE TABLE delivery_subscriptions (
+        id TEXT PRIMARY KEY,
+        fleet TEXT NOT NULL,
+        url TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        kinds TEXT NOT NULL,
+        types TEXT NOT NULL,
+        description TEXT NOT NULL,
+        created REAL NOT NULL,
+        active INTEGER NOT NULL DEFAULT 1
+    ) WITHOUT ROWID;
+    CREATE INDEX delivery_subscriptions_fleet ON delivery_subscriptions (fleet);
+    CREATE TABLE delivery_queue (
+        sub TEXT NOT NULL,
+        notice TEXT NOT NULL,
+        pos INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created REAL NOT NULL,
+        next_at REAL NOT NULL,
+        last_at REAL,
+        last_status INTEGER,
+        last_error TEXT,
+        done_at REAL,
+        PRIMARY KEY (sub, notice)
+    ) WITHOUT ROWID;
+    CREATE INDEX delivery_queue_heads ON delivery_queue (sub, key, pos) WHERE state = 'pending';
+    CREATE INDEX delivery_queue_due ON delivery_queue (sub, next_at) WHERE state = 'pending';
+    CREATE INDEX delivery_queue_next ON delivery_queue (next_at) WHERE state = 'pending';
+    CREATE INDEX delivery_queue_done ON delivery_queue (done_at) WHERE state != 'pending';
+    CREATE INDEX delivery_queue_list ON delivery_queue (sub, state, pos);
+    CREATE TABLE delivery_views (
+        kind TEXT NOT NULL,
+        fleet TEXT NOT NULL,
+        key TEXT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (kind, fleet, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE delivery_exceptions (
+        id TEXT NOT NULL,
+        fleet TEXT NOT NULL,
+        type TEXT,
+        key TEXT NOT NULL,
+        raised_ts TEXT NOT NULL,
+        resolved_ts TEXT,
+        raised TEXT NOT NULL,
+        resolved TEXT,
+        pos INTEGER NOT NULL,
+        PRIMARY KEY (fleet, id)
+    ) WITHOUT ROWID;
+    CREATE INDEX delivery_exceptions_open ON delivery_exceptions (fleet, pos)
+        WHERE resolved_ts IS NULL;
+    CREATE INDEX delivery_exceptions_pos ON delivery_exceptions (fleet, pos);
+    CREATE TABLE delivery_checkpoint (
+        name TEXT PRIMARY KEY,
+        events INTEGER NOT NULL,
+        commands INTEGER NOT NULL,
+        hub_seq INTEGER NOT NULL,
+        model TEXT,
+        extra TEXT NOT NULL,
+        updated REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
+]
+SCHEMA_VERSION = len(_SCHEMA)
+
+_PLAN_NAMES = ("manifest", "loadplan")
+_SUB_COLS = "id, fleet, url, secret, kinds, types, description, created, active"
+_SUBS_SQL = f"SELECT {_SUB_COLS} FROM delivery_subscriptions ORDER BY created"
+
+
+def exception_identity(key: str, subject: str | None, payload: dict[str, Any]) -> str:
+    """The exception a raised/resolved notice is about: its payload's ``id`` when it has one,
+    else its key and type (one open exception per key and type)."""
+    eid = payload.get("id")
+    if isinstance(eid, str) and eid:
+        return eid
+    return f"{key}:{subject or ''}"
+
+
+def _payload_of(body: str) -> dict[str, Any]:
+    doc = json.loads(body)
+    payload = doc.get("payload") if isinstance(doc, dict) else None
+    return payload if isinstance(payload, dict) else {}
+
+
+class SqliteDeliveryStore:
+    """The delivery tables in an SQLite file. ``await SqliteDeliveryStore.open(path)``."""
+
+    def __init__(self, path: Path, db: aiosqlite.Connection) -> None:
+        self.path = path
+        self._db = db
+        # one connection, several writers (projector, worker, API): a transaction spans awaits
+        self._writing = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: str | Path) -> SqliteDeliveryStore:
+        """Open the file (created private if missing) and bring the delivery tables up to date."""
+        p = Path(path)
+        prepare_private(p)
+        db = await aiosqlite.connect(p, isolation_level=None)
+        try:
+            await configure(db, busy_timeout_ms=BUSY_TIMEOUT_MS)
+            await _migrate(db, p)
+        except BaseException:
+            await db.close()
+            raise
+        return cls(p, db)
+
+    async def close(self) -> None:
+        """Close the connection."""
+        await self._db.close()
+
+    async def lead(self) -> bool:
+        """Always: an SQLite timeline has one hub."""
+        return True
+
+    @contextlib.asynccontextmanager
+    async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._writing:
+            try:
+                await self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"{self.path}: {exc}") from exc
+            try:
+                yield self._db
+                await self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:  # locked too long, disk full: transient
+                with contextlib.suppress(Exception):
+                    await self._db.execute("ROLLBACK")
+                raise StoreUnavailable(f"{self.path}: {exc}") from exc
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await self._db.execute("ROLLBACK")
+                raise
+
+    async def _all(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        # reads take turns with transactions too: on one connection a read would otherwise see
+        # another task's uncommitted rows (a queued delivery whose notice may yet roll back)
+        async with self._writing:
+            return await self._q(sql, args)
+
+    async def _q(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        try:
+            async with self._db.execute(sql, args) as cur:
+                return list(await cur.fetchall())
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"{self.path}: {exc}") from exc
+
+    # -- the projector ----------------------------------------------------------------------
+
+    async def log_notices(
+        self,
+        notices: Sequence[NewNotice],
+        views: Sequence[tuple[str, str, str, str | None]] = (),
+        now: float = 0.0,
+    ) -> list[LoggedNotice]:
+        """Log new notices, queue them for their subscribers, keep exceptions, write views."""
+        logged: list[LoggedNotice] = []
+        async with self._tx() as db:
+            subs = [_subscription(r) for r in await self._q(_SUBS_SQL)]
+            for n in notices:
+                async with db.execute(
+                    "INSERT INTO delivery_notices (id, fleet, kind, key, ts, created, body)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING RETURNING pos",
+                    (n.id, n.fleet, n.kind, n.key, n.ts, now, n.body),
+                ) as cur:
+                    row = await cur.fetchone()
+                if row is None:
+                    continue  # logged before: re-processed after a restart
+                pos = int(row[0])
+                logged.append(LoggedNotice(pos, n.id, n.fleet, n.kind, n.key, n.ts, n.body))
+                rows = [
+                    (s.id, n.id, pos, n.key, now, now)
+                    for s in subs
+                    if s.takes(n.fleet, n.kind, n.subject)
+                ]
+                if rows:
+                    await db.executemany(
+                        "INSERT OR IGNORE INTO delivery_queue"
+                        " (sub, notice, pos, key, created, next_at) VALUES (?, ?, ?, ?, ?, ?)",
+                        rows,
+                    )
+                if n.kind.startswith("exception."):
+                    await self._exception(db, n, pos)
+            for kind, fleet, key, body in views:
+                if body is None:
+                    await db.execute(
+                        "DELETE FROM delivery_views WHERE kind=? AND fleet=? AND key=?",
+                        (kind, fleet, key),
+                    )
+                else:
+                    await db.execute(
+                        "INSERT INTO delivery_views (kind, fleet, key, body) VALUES (?, ?, ?, ?)"
+                        " ON CONFLICT (kind, fleet, key) DO UPDATE SET body=excluded.body",
+                        (kind, fleet, key, body),
+                    )
+        return logged
+
+    async def _exception(self, db: aiosqlite.Connection, n: NewNotice, pos: int) -> None:
+        payload = _payload_of(n.body)
+        eid = exception_identity(n.key, n.subject, payload)
+        if n.kind == "exception.raised":
+            # raised again after a resolve (a new occurrence with the same identity): reopen
+            await db.execute(
+                "INSERT INTO delivery_exceptions"
+                " (id, fleet, type, key, raised_ts, raised, pos) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (fleet, id) DO UPDATE SET raised_ts=excluded.raised_ts,"
+                " raised=excluded.raised, pos=excluded.pos, resolved_ts=NULL, resolved=NULL",
+                (eid, n.fleet, n.subject, n.key, n.ts, n.body, pos),
+            )
+        else:
+            await db.execute(
+                "UPDATE delivery_exceptions SET resolved_ts=?, resolved=? WHERE fleet=? AND id=?",
+                (n.ts, n.body, n.fleet, eid),
+            )
+
+    async def load_checkpoint(self, name: str) -> Checkpoint | None:
+        """The projector's last checkpoint under ``name``."""
+        rows = await self._all(
+            "SELECT events, commands, hub_seq, model, extra FROM delivery_checkpoint WHERE name=?",
+            (name,),
+        )
+        if not rows:
+            return None
+        events, commands, hub_seq, model, extra = rows[0]
+        return Checkpoint(
+            int(events),
+            int(commands),
+            int(hub_seq),
+            None if model is None else json.loads(model),
+            json.loads(extra),
+        )
+
+    async def save_checkpoint(self, name: str, checkpoint: Checkpoint, now: float) -> None:
+        """Replace the checkpoint ``name`` (one transaction: cursors and model together)."""
+        model = None if checkpoint.model is None else json.dumps(checkpoint.model)
+        async with self._tx() as db:
+            await db.execute(
+                "INSERT INTO delivery_checkpoint"
+                " (name, events, commands, hub_seq, model, extra, updated)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
+                " events=excluded.events, commands=excluded.commands,"
+                " hub_seq=excluded.hub_seq, model=excluded.model, extra=excluded.extra,"
+                " updated=excluded.updated",
+                (
+                    name,
+                    checkpoint.events,
+                    checkpoint.commands,
+                    checkpoint.hub_seq,
+                    model,
+                    json.dumps(checkpoint.extra),
+                    now,
+                ),
+            )
+
+    async def commands_since(self, cursor: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """Manifests and load plans from the timeline's ``commands`` table after ``cursor``."""
+        try:
+            rows = await self._all(
+                "SELECT seq, fleet, device, name, payload, created FROM commands"
+                f" WHERE seq > ? AND name IN ({','.join('?' * len(_PLAN_NAMES))})"
+                " ORDER BY seq LIMIT ?",
+                (cursor, *_PLAN_NAMES, limit),
+            )
+        except StoreUnavailable as exc:
+            if "no such table" in str(exc):  # no timeline in this file (tests of push alone)
+                return [], cursor
+            raise
+        out = []
+        for _seq, fleet, device, name, payload, created in rows:
+            try:
+                doc = json.loads(payload)
+            except ValueError:
+                continue  # the API stores only JSON objects: nothing else can be a plan
+            out.append(
+                {
+                    "fleet": fleet,
+                    "device": device,
+                    "name": name,
+                    "payload": doc,
+                    "created": float(created),
+                }
+            )
+        return out, (int(rows[-1][0]) if rows else cursor)
+
+    # -- the stream ------------------------------------------------------------------------
+
+    async def notices_after(
+        self, pos: int, fleet: str | None = None, limit: int = 1000
+    ) -> list[LoggedNotice]:
+        """Logged notices after ``pos`` (of one fleet or all), in log order."""
+        cols = "pos, id, fleet, kind, key, ts, body"
+        if fleet is None:
+            rows = await self._all(
+                f"SELECT {cols} FROM delivery_notices WHERE pos > ? ORDER BY pos LIMIT ?",
+                (pos, limit),
+            )
+        else:
+            rows = await self._all(
+                f"SELECT {cols} FROM delivery_notices WHERE fleet = ? AND pos > ?"
+                " ORDER BY pos LIMIT ?",
+                (fleet, pos, limit),
+            )
+        return [LoggedNotice(int(r[0]), *r[1:]) for r in rows]
+
+    async def last_pos(self) -> int:
+        """The position of the last logged notice (0 when none)."""
+        rows = await self._all("SELECT max(pos) FROM delivery_notices")
+        return int(rows[0][0] or 0)
+
+    # -- views and exceptions ----------------------------------------------------------------
+
+    async def view(self, kind: str, fleet: str, key: str) -> dict[str, Any] | None:
+        """The projector's last answer for a parcel or a route."""
+        rows = await self._all(
+            "SELECT body FROM delivery_views WHERE kind=? AND fleet=? AND key=?",
+            (kind, fleet, key),
+        )
+        return None if not rows else dict(json.loads(rows[0][0]))
+
+    async def exceptions(
+        self,
+        fleet: str | None,
+        state: str = "open",
+        types: Sequence[str] = (),
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Exceptions newest first: ``open``, ``resolved`` or ``all``, of some types."""
+        where, args = [], []
+        if fleet is not None:
+            where.append("fleet = ?")
+            args.append(fleet)
+        if state == "open":
+            where.append("resolved_ts IS NULL")
+        elif state == "resolved":
+            where.append("resolved_ts IS NOT NULL")
+        if types:
+            where.append(f"type IN ({','.join('?' * len(types))})")
+            args.extend(types)
+        sql = "SELECT id, fleet, type, key, raised_ts, resolved_ts, raised, resolved"
+        sql += " FROM delivery_exceptions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY pos DESC LIMIT ?"
+        rows = await self._all(sql, (*args, limit))
+        return [_exception_row(r) for r in rows]
+
+    # -- subscriptions -----------------------------------------------------------------------
+
+    async def add_subscription(self, sub: Subscription) -> None:
+        """Store a new subscription (its id must be new)."""
+        async with self._tx() as db:
+            await db.execute(
+                "INSERT INTO delivery_subscriptions"
+                " (id, fleet, url, secret, kinds, types, description, created, active)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    sub.id,
+                    sub.fleet,
+                    sub.url,
+                    sub.secret,
+                    json.dumps(list(sub.kinds)),
+                    json.dumps(list(sub.types)),
+                    sub.description,
+                    sub.created,
+                    int(sub.active),
+                ),
+            )
+
+    async def subscriptions(self, fleet: str | None = None) -> list[Subscription]:
+        """The subscriptions of a fleet, or of all fleets, oldest first."""
+        if fleet is None:
+            rows = await self._all(_SUBS_SQL)
+        else:
+            rows = await self._all(
+                f"SELECT {_SUB_COLS} FROM delivery_subscriptions WHERE fleet=? ORDER BY created",
+                (fleet,),
+            )
+        return [_subscription(r) for r in rows]
+
+    async def subscription(self, fleet: str, sid: str) -> Subscription | None:
+        """One subscription of ``fleet``."""
+        rows = await self._all(
+            f"SELECT {_SUB_COLS} FROM delivery_subscriptions WHERE fleet=? AND id=?",
+            (fleet, sid),
+        )
+        return _subscription(rows[0]) if rows else None
+
+    async def delete_subscription(self, fleet: str, sid: str) -> bool:
+        """Delete a subscription and its queue; True when it existed."""
+        async with self._tx() as db:
+            async with db.execute(
+                "DELETE FROM delivery_subscriptions WHERE fleet=? AND id=? RETURNING id",
+                (fleet, sid),
+            ) as cur:
+                gone = await cur.fetchone() is not None
+            if gone:
+                await db.execute("DELETE FROM delivery_queue WHERE sub=?", (sid,))
+        return gone
+
+    # -- the webhook queue -------------------------------------------------------------------
+
+    async def due(self, sub: Subscription, now: float, limit: int) -> list[Delivery]:
+        """Deliveries of ``sub`` due at ``now`` that head their key, in log order."""
+        rows = await self._all(
+            "SELECT q.notice, q.pos, q.key, n.kind, q.attempts, q.created, n.body"
+            " FROM delivery_queue q JOIN delivery_notices n ON n.id = q.notice"
+            " WHERE q.sub = ? AND q.state = 'pending' AND q.next_at <= ?"
+            " AND NOT EXISTS (SELECT 1 FROM delivery_queue p WHERE p.sub = q.sub"
+            "   AND p.key = q.key AND p.state = 'pending' AND p.pos < q.pos)"
+            " ORDER BY q.pos LIMIT ?",
+            (sub.id, now, limit),
+        )
+        return [
+            Delivery(sub.id, nid, int(pos), key, kind, int(att), float(created), sub.url,
+                     sub.secret, body)
+            for nid, pos, key, kind, att, created, body in rows
+        ]  # fmt: skip
+
+    async def next_due(self) -> float | None:
+        """When the earliest pending delivery is due."""
+        rows = await self._all("SELECT min(next_at) FROM delivery_queue WHERE state='pending'")
+        return None if rows[0][0] is None else float(rows[0][0])
+
+    async def record(self, outcomes: Sequence[Outcome]) -> None:
+        """Record attempts: delivered, dead, or due again at ``next_at``."""
+        if not outcomes:
+            return
+        rows = []
+        for o in outcomes:
+            state = "delivered" if o.delivered else "dead" if o.dead else "pending"
+            done = o.at if state != "pending" else None
+            next_at = o.next_at if o.next_at is not None else o.at
+            rows.append((state, next_at, o.at, o.status, o.error, done, o.sub, o.notice))
+        async with self._tx() as db:
+            await db.executemany(
+                "UPDATE delivery_queue SET state=?, attempts=attempts + 1, next_at=?,"
+                " last_at=?, last_status=?, last_error=?, done_at=?"
+                " WHERE sub=? AND notice=? AND state='pending'",
+                rows,
+            )
+
+    async def deliveries(
+        self, fleet: str, sid: str, state: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """A subscription's deliveries, newest first, of one state or all."""
+        sql = (
+            "SELECT q.notice, q.pos, q.key, n.kind, q.state, q.attempts, q.created, q.next_at,"
+            " q.last_at, q.last_status, q.last_error, q.done_at"
+            " FROM delivery_queue q JOIN delivery_subscriptions s ON s.id = q.sub"
+            " JOIN delivery_notices n ON n.id = q.notice WHERE s.fleet = ? AND q.sub = ?"
+        )
+        args: list[Any] = [fleet, sid]
+        if state is not None:
+            sql += " AND q.state = ?"
+            args.append(state)
+        sql += " ORDER BY q.pos DESC LIMIT ?"
+        rows = await self._all(sql, (*args, limit))
+        return [_delivery_row(r) for r in rows]
+
+    async def retry(self, fleet: str, sid: str, notice: str | None, now: float) -> int:
+        """Dead deliveries back in the queue, due now, their attempts counted afresh."""
+        sql = (
+            "UPDATE delivery_queue SET state='pending', attempts=0, next_at=?, done_at=NULL,"
+            " created=? WHERE sub=? AND state='dead'"
+            " AND sub IN (SELECT id FROM delivery_subscriptions WHERE fleet=?)"
+        )
+        args: list[Any] = [now, now, sid, fleet]
+        if notice is not None:
+            sql += " AND notice=?"
+            args.append(notice)
+        async with self._tx() as db:
+            cur = await db.execute(sql, args)
+            return int(cur.rowcount)
+
+    async def prune(self, before: float) -> int:
+        """Delete finished deliveries and unreferenced notices older than ``before``."""
+        async with self._tx() as db:
+            a = await db.execute(
+                "DELETE FROM delivery_queue WHERE state != 'pending' AND done_at < ?", (before,)
+            )
+            b = await db.execute(
+                "DELETE FROM delivery_notices WHERE created < ? AND NOT EXISTS"
+                " (SELECT 1 FROM delivery_queue q WHERE q.notice = delivery_notices.id)",
+                (before,),
+            )
+            return int(a.rowcount) + int(b.rowcount)
+
+
+def _subscription(row: Sequence[Any]) -> Subscription:
+    sid, fleet, url, secret, kinds, types, description, created, active = row
+    return Subscription(
+        sid,
+        fleet,
+        url,
+        secret,
+        tuple(json.loads(kinds)),
+        tuple(json.loads(types)),
+        description,
+        float(created),
+        bool(active),
+    )
+
+
+def _exception_row(row: Sequence[Any]) -> dict[str, Any]:
+    eid, fleet, etype, key, raised_ts, resolved_ts, raised, resolved = row
+    return {
+        "id": eid,
+        "fleet": fleet,
+        "type": etype,
+        "key": key,
+        "state": "open" if resolved_ts is None else "resolved",
+        "raised_at": raised_ts,
+        "resolved_at": resolved_ts,
+        "raised": json.loads(raised),
+        "resolved": None if resolved is None else json.loads(resolved),
+    }
+
+
+def _delivery_row(row: Sequence[Any]) -> dict[str, Any]:
+    notice, pos, key, kind, state, att, created, next_at, last_at, status, error, done = row
+    return {
+        "notice": notice,
+        "pos": int(pos),
+        "key": key,
+        "kind": kind,
+        "state": state,
+        "attempts": int(att),
+        "created": created,
+        "next_at": next_at if state == "pending" else None,
+        "last_at": last_at,
+        "last_status": status,
+        "last_error": error,
+        "done_at": done,
+    }
+
+
+async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        await db.execute("CREATE TABLE IF NOT EXISTS delivery_schema (version INTEGER NOT NULL)")
+        async with db.execute("SELECT max(version) FROM delivery_schema") as cur:
+            row = await cur.fetchone()
+        version = int(row[0]) if row and row[0] is not None else 0
+        if version > SCHEMA_VERSION:
+            raise DeliveryStoreError(
+                f"{path}: the delivery tables' schema version {version} is newer than this"
+                f" program's ({SCHEMA_VERSION})"
+            )
+        for step in _SCHEMA[version:]:
+            for statement in step.split(";"):
+                if statement.strip():
+                    await db.execute(statement)
+        if version < SCHEMA_VERSION:
+            await db.execute("DELETE FROM delivery_schema")
+            await db.execute("INSERT INTO delivery_schema VALUES (?)", (SCHEMA_VERSION,))
+        await db.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await db.execute("ROLLBACK")
+        raise
