@@ -3,15 +3,19 @@
 The fleet teaches three things, each kept per bucket with a prior it is shrunk towards:
 
 - **road speed** per hour of the day (UTC): a van's odometer (the sum of its pings' straight
-  steps) over the time from leaving one stop (or the depot) to arriving at the next;
+  steps) over the time it was moving from leaving one stop (or the depot) to arriving at the
+  next;
 - **detour**: that odometer over the straight line between the two, how much longer the road is;
-- **dwell** per stop type and hour: arrival to departure at a stop.
+- **dwell** per stop type and hour: arrival to departure at a stop;
+- **pauses** per place in the stop sequence: the time a van stood still between two stops (a
+  driver's break halfway through the round shows up on the same legs day after day).
 
 ``predict`` walks the remaining stops in sequence from the van's last position: the time still to
 stand at the stop it is at (the learned dwells longer than what it has stood already, less that),
 then each leg as the straight line x detour over the road speed (for the leg in progress, the
-van's own road speed on it so far, once it has driven a while, blended with the fleet's), adding
-the dwell of every stop it passes on the way. Medians, not means: a leg with a driver's break in
+van's own road speed on it so far, once it has driven a while, blended with the fleet's) plus the
+pause the fleet makes on that leg (less what the van already stood on it), adding the dwell of
+every stop it passes on the way. Medians, not means: a leg with a driver's break in
 it must not slow every ETA of the fleet. Nothing here reads a clock: ``now`` is the time of the
 event that asks.
 """
@@ -19,6 +23,7 @@ event that asks.
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from statistics import median
@@ -27,7 +32,7 @@ from typing import Any
 from hub_bridge.delivery.geo import distance_m
 from hub_bridge.delivery.settings import DeliverySettings
 
-__all__ = ["Learning", "Leg", "VanLeg", "predict"]
+__all__ = ["Learning", "Leg", "VanLeg", "predict", "sequence_place"]
 
 PRIOR_DETOUR = 1.3
 MIN_SPEED = 1.0
@@ -52,6 +57,7 @@ class Learning:
     speed: dict[str, list[float]] = field(default_factory=dict)
     detour: list[float] = field(default_factory=list)
     dwell: dict[str, list[float]] = field(default_factory=dict)
+    pause: dict[str, list[float]] = field(default_factory=dict)
 
     def _add(self, bucket: list[float], value: float, keep: int) -> None:
         bucket.append(value)
@@ -70,6 +76,18 @@ class Learning:
             self._add(self.speed.setdefault(_hour(t0), []), speed, s.learn_keep)
             self._add(self.speed.setdefault("*", []), speed, s.learn_keep)
         self._add(self.detour, min(3.0, odometer_m / straight_m), s.learn_keep)
+
+    def learn_pause(self, place: str, seconds: float, s: DeliverySettings) -> None:
+        """A van stood ``seconds`` on the leg at ``place`` of its sequence (``sequence_place``)."""
+        if 0 <= seconds < 4 * 3600:
+            self._add(self.pause.setdefault(place, []), seconds, s.learn_keep)
+
+    def pause_s(self, place: str, s: DeliverySettings) -> float:
+        """The time vans stand still on the leg at ``place`` (median; none until 3 are seen)."""
+        got = self.pause.get(place, [])
+        if len(got) < 3:
+            return 0.0
+        return median(got)
 
     def learn_dwell(self, kind: str, t0: float, seconds: float, s: DeliverySettings) -> None:
         """A van stood ``seconds`` at a stop of type ``kind`` from ``t0``."""
@@ -111,12 +129,28 @@ class Learning:
 
     def to_json(self) -> dict[str, Any]:
         """JSON data."""
-        return {"speed": self.speed, "detour": self.detour, "dwell": self.dwell}
+        return {
+            "speed": self.speed,
+            "detour": self.detour,
+            "dwell": self.dwell,
+            "pause": self.pause,
+        }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Learning:
         """The inverse of ``to_json``."""
-        return cls(dict(d.get("speed", {})), list(d.get("detour", [])), dict(d.get("dwell", {})))
+        return cls(
+            dict(d.get("speed", {})),
+            list(d.get("detour", [])),
+            dict(d.get("dwell", {})),
+            dict(d.get("pause", {})),
+        )
+
+
+def sequence_place(index: int, count: int) -> str:
+    """Where the leg to stop ``index`` (0: the first, from the depot) lies in a round of
+    ``count`` stops: tenths of the way, so rounds of different lengths share what they teach."""
+    return str(min(9, int(10 * index / max(count, 1))))
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +161,7 @@ class Leg:
     lat: float
     lon: float
     kind: str
+    place: str = "0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +174,11 @@ class VanLeg:
     lon: float
     leg_t0: float | None = None
     leg_odometer_m: float = 0.0
+    leg_stood_s: float = 0.0
     at_kind: str | None = None
     at_since: float | None = None
+    track_deg: float | None = None
+    speed_mps: float | None = None
 
 
 def predict(
@@ -154,7 +192,7 @@ def predict(
     fleet = learning.road_speed(t, s)
     speed = fleet
     if van.at_kind is None and van.leg_t0 is not None:
-        driven = van.t - van.leg_t0
+        driven = van.t - van.leg_t0 - van.leg_stood_s
         if driven > 120 and van.leg_odometer_m > 500:
             own = min(MAX_SPEED, max(MIN_SPEED, van.leg_odometer_m / driven))
             w = min(1.0, driven / 600.0) * 0.5  # a short stretch says little; never all
@@ -162,10 +200,31 @@ def predict(
     out = []
     lat, lon = van.lat, van.lon
     for i, stop in enumerate(stops):
+        pause = learning.pause_s(stop.place, s)
         if i > 0:
             t += learning.dwell_s(stops[i - 1].kind, t, s)
             speed = learning.road_speed(t, s)
-        t += distance_m(lat, lon, stop.lat, stop.lon) * detour / speed
+        elif van.at_kind is None:
+            pause = max(0.0, pause - van.leg_stood_s)
+        d = distance_m(lat, lon, stop.lat, stop.lon)
+        t += d * (_heading_detour(van, stop, detour) if i == 0 else detour) / speed + pause
         out.append((stop.id, t))
         lat, lon = stop.lat, stop.lon
     return out
+
+
+def _heading_detour(van: VanLeg, stop: Leg, detour: float) -> float:
+    """The detour still ahead on the leg in progress, from where the van is heading: driving
+    straight at the stop, none; at an angle, the road is likely the two sides of a corner
+    (cos + sin of it); heading away (or standing), the fleet's detour."""
+    if van.at_kind is not None or van.track_deg is None or (van.speed_mps or 0.0) < 3.0:
+        return detour
+    dy = math.radians(stop.lat - van.lat)
+    dx = math.radians(stop.lon - van.lon) * math.cos(math.radians(van.lat))
+    if dx == 0 and dy == 0:
+        return 1.0
+    off = math.radians(van.track_deg) - math.atan2(dx, dy)
+    c, sn = math.cos(off), abs(math.sin(off))
+    if c <= 0:
+        return detour
+    return c + sn

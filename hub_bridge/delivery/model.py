@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from edge_agent.wire.envelope import format_ts
-from hub_bridge.delivery.eta import Learning, Leg, VanLeg, predict
+from hub_bridge.delivery.eta import Learning, Leg, VanLeg, predict, sequence_place
 from hub_bridge.delivery.exceptions import ExceptionBook, ExceptionState
 from hub_bridge.delivery.geo import distance_m
 from hub_bridge.delivery.plan import PlanError, parse_loadplan, parse_manifest
@@ -48,6 +48,7 @@ __all__ = ["DeliveryModel", "DeliverySettings", "Notice", "PlanError"]
 
 DUMP_VERSION = 1
 SEEN_KEEP = 4096
+STOOD_MPS = 1.0  # slower than this between two pings: standing, not driving
 KINDS = ("parcel.status", "stop.eta", "exception.raised", "exception.resolved")
 
 
@@ -130,8 +131,10 @@ class RouteState:
     leg_t0: float | None = None
     leg_from: list[float] | None = None
     leg_odometer: float = 0.0
+    leg_stood: float = 0.0
     at_stop: int | None = None
     fix: list[float] | None = None  # [t, lat, lon]
+    motion: list[float | None] = field(default_factory=lambda: [None, None])  # track, speed
 
     def stop(self, sid: str) -> StopState | None:
         """The stop named ``sid``."""
@@ -553,8 +556,19 @@ class DeliveryModel:
         if route is None:
             return
         if route.fix is not None and route.at_stop is None and route.leg_t0 is not None:
-            route.leg_odometer += distance_m(route.fix[1], route.fix[2], lat, lon)
+            step = distance_m(route.fix[1], route.fix[2], lat, lon)
+            route.leg_odometer += step
+            # stood still since the last ping (a break, a jam)? A van parked at its last stop
+            # pings every 5 min: judge by the time since it left, not since that ping
+            since = t - max(route.fix[0], route.leg_t0)
+            if since > 0 and step < STOOD_MPS * since:
+                route.leg_stood += since
+        track, speed = data.get("track_deg"), data.get("speed_mps")
         route.fix = [t, float(lat), float(lon)]
+        route.motion = [
+            float(track) if isinstance(track, int | float) else None,
+            float(speed) if isinstance(speed, int | float) else None,
+        ]
         self._eta(out, route, env)
 
     def _on_trip(
@@ -573,7 +587,8 @@ class DeliveryModel:
                 if route.status == "planned":
                     route.status, route.started_t = "active", t
                 dev.route = route.route
-                route.leg_t0, route.leg_odometer, route.at_stop = t, 0.0, None
+                route.leg_t0, route.leg_odometer, route.leg_stood = t, 0.0, 0.0
+                route.at_stop = None
                 route.leg_from = list(route.depot) if route.depot else None
                 for pid in self._route_parcels(route):
                     self._entry(out, fleet, pid, env, t, "depart_depot")
@@ -599,7 +614,8 @@ class DeliveryModel:
                 self._entry(out, fleet, pid, env, t, "approach")
         elif type_ == "trip.arrive":
             if stop.ahead:
-                # the leg from the last stop (or the depot) taught a speed and a detour
+                idx = route.stops.index(stop)
+                # the leg from the last stop (or the depot) taught a speed, a detour, a pause
                 if route.leg_t0 is not None and route.leg_from is not None:
                     straight = distance_m(route.leg_from[0], route.leg_from[1], stop.lat, stop.lon)
                     if route.fix is not None:
@@ -607,8 +623,10 @@ class DeliveryModel:
                         odo = route.leg_odometer + distance_m(
                             route.fix[1], route.fix[2], stop.lat, stop.lon
                         )
-                        lr.learn_leg(route.leg_t0, t - route.leg_t0, odo, straight, s)
-                idx = route.stops.index(stop)
+                        moving = t - route.leg_t0 - route.leg_stood
+                        lr.learn_leg(route.leg_t0, moving, odo, straight, s)
+                    place = sequence_place(idx, len(route.stops))
+                    lr.learn_pause(place, route.leg_stood, s)
                 for earlier in route.stops[:idx]:
                     if earlier.ahead:
                         earlier.status = "skipped"
@@ -641,7 +659,7 @@ class DeliveryModel:
                 "the van left the stop",
             )
             route.at_stop = None
-            route.leg_t0, route.leg_odometer = t, 0.0
+            route.leg_t0, route.leg_odometer, route.leg_stood = t, 0.0, 0.0
             route.leg_from = [stop.lat, stop.lon]
             for pid in parcels:
                 self._entry(out, fleet, pid, env, t, "depart_stop")
@@ -829,10 +847,17 @@ class DeliveryModel:
             lon,
             route.leg_t0,
             route.leg_odometer,
+            route.leg_stood,
             at.kind if at is not None else None,
             at.arrived_t if at is not None else None,
+            route.motion[0],
+            route.motion[1],
         )
-        legs = [Leg(st.id, st.lat, st.lon, st.kind) for st in ahead]
+        n = len(route.stops)
+        legs = [
+            Leg(st.id, st.lat, st.lon, st.kind, sequence_place(route.stops.index(st), n))
+            for st in ahead
+        ]
         for st, (_, eta) in zip(
             ahead, predict(van, legs, self._learning(route.fleet), s), strict=True
         ):
