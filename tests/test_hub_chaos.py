@@ -32,6 +32,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from hub_bridge.store import open_timeline
 from simulators.broker import Mosquitto
+from simulators.postgres import PostgresServer
 from tests.harness import (
     Proc,
     fix_event,
@@ -201,3 +202,38 @@ def test_one_hub_on_sqlite_killed_mid_batch_loses_nothing(
     hub = _hub(tmp_path, broker.url, url, 0)
     schedule = [(3.0, hub.kill), (4.5, hub.start), (8.0, hub.kill), (9.0, hub.start)]
     run_chaos(tmp_path, broker, url, [hub], schedule, stream_s=12.0)
+
+
+def _crash_and_restart(pg: PostgresServer) -> None:
+    """SIGKILL the server, then start it again (crash recovery) as soon as its old backends,
+    which notice the postmaster's death on their own, have let go of its shared memory."""
+    pg.kill()
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            pg.start()
+            return
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_three_hubs_on_postgresql_killed_in_turn_and_the_database_restarted(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    # a server of its own: this test kills it
+    with PostgresServer(fsync=False) as pg:
+        url = pg.create_database("chaos")
+        hubs = [_hub(tmp_path, broker.url, url, i) for i in range(3)]
+        schedule = [
+            (3.0, hubs[0].kill),
+            (5.0, hubs[0].start),
+            (7.0, hubs[1].kill),
+            (9.0, hubs[1].start),
+            (11.0, lambda: _crash_and_restart(pg)),
+            (13.0, hubs[2].kill),
+            (15.0, hubs[2].start),
+        ]
+        run_chaos(tmp_path, broker, url, hubs, schedule, stream_s=18.0)

@@ -14,13 +14,12 @@ import pytest
 from hub_bridge.store import TimelineStore, open_timeline
 from hub_bridge.timeline import Timeline, TimelineError
 
-BACKENDS = ["sqlite"]
 
 
-@pytest.fixture(params=BACKENDS)
-async def tl(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[TimelineStore]:
-    """A fresh, empty timeline of each backend."""
-    store = await open_timeline(f"sqlite:///{tmp_path / 't.db'}")
+@pytest.fixture
+async def tl(timeline_url: str) -> AsyncIterator[TimelineStore]:
+    """A fresh, empty timeline of each backend (``timeline_url``: SQLite, private PostgreSQL)."""
+    store = await open_timeline(timeline_url)
     yield store
     await store.close()
 
