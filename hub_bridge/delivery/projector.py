@@ -294,7 +294,7 @@ class Projector:
         self.model: ModelLike | None = None
         self.cp = Checkpoint()
         self._dirty = False
-        self._last_tick = 0.0
+        self._last_tick = clock()  # the first tick after one interval: events come first
         self._last_cp = 0.0
         self._hub_seq: dict[str, int] = {}
         self.rounds = 0

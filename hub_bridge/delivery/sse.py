@@ -45,7 +45,9 @@ class _Client:
     fleet: str
     kinds: frozenset[str]
     queue: asyncio.Queue[LoggedNotice]
+    transport: asyncio.BaseTransport | None = None
     overflow: bool = False
+    writing: bool = False
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def offer(self, n: LoggedNotice) -> None:
@@ -56,6 +58,17 @@ class _Client:
         except asyncio.QueueFull:
             self.overflow = True
             self.closed.set()
+            if self.writing and isinstance(self.transport, asyncio.WriteTransport):
+                # its handler waits for the socket to drain, which a client that reads nothing
+                # never does: drop the connection (the client resumes with Last-Event-ID)
+                self.transport.abort()
+
+    async def write(self, resp: web.StreamResponse, data: bytes) -> None:
+        self.writing = True
+        try:
+            await resp.write(data)
+        finally:
+            self.writing = False
 
 
 class StreamHub:
@@ -127,7 +140,7 @@ class StreamHub:
                 {"error": f"too many stream clients ({self.max_clients})"}, status=503
             )
         await self._started.wait()
-        client = _Client(fleet, frozenset(kinds), asyncio.Queue(self.buffer))
+        client = _Client(fleet, frozenset(kinds), asyncio.Queue(self.buffer), request.transport)
         self._clients.add(client)  # before reading the backlog: nothing falls between the two
         sent = (self._pos or 0) if last_id is None else last_id
         resp = web.StreamResponse(
@@ -153,16 +166,17 @@ class StreamHub:
                 if get not in done:
                     get.cancel()
                     if not done:
-                        await resp.write(b": keepalive\n\n")
+                        await client.write(resp, b": keepalive\n\n")
                     continue
                 n = get.result()
                 if n.pos > sent:
-                    await resp.write(format_event(n))
+                    await client.write(resp, format_event(n))
                     sent = n.pos
             self.health.count("stream", "overflow")
             await resp.write(b": overflow: reconnect with Last-Event-ID to resume\n\n")
         except (ConnectionResetError, ConnectionError):
-            pass  # the client went away
+            if client.overflow:
+                self.health.count("stream", "overflow")
         finally:
             self._clients.discard(client)
         return resp
@@ -172,7 +186,7 @@ class StreamHub:
             rows = await self.store.notices_after(sent, client.fleet, _BATCH)
             for n in rows:
                 if not client.kinds or n.kind in client.kinds:
-                    await resp.write(format_event(n))
+                    await client.write(resp, format_event(n))
                 sent = n.pos
             if len(rows) < _BATCH:
                 return sent
