@@ -27,6 +27,7 @@ idle, or trickling its request, for ``idle_timeout`` is closed.
 from __future__ import annotations
 
 import asyncio
+import copy
 import re
 import sqlite3
 import time
@@ -57,7 +58,7 @@ from hub_bridge.store import StoreUnavailable, TimelineStore
 from hub_bridge.tenants import OPEN, Principal, Tenants
 from hub_bridge.timeline import IssuedCertificate
 
-__all__ = ["ACCESS", "OPENAPI", "Access", "build_app"]
+__all__ = ["ACCESS", "OPENAPI", "SECURED_OPENAPI", "Access", "build_app"]
 
 LIMIT_MAX = 10_000
 _IDENT = re.compile(IDENT_RE)
@@ -125,7 +126,6 @@ OPENAPI: dict[str, Any] = {
                     "letters, every component's state) are given to a token of every fleet "
                     "with the admin right, and to every client of a hub without tokens."
                 ),
-                "security": [{}, {"bearer": []}],
                 "responses": {
                     "200": _json(
                         {
@@ -378,13 +378,6 @@ OPENAPI: dict[str, Any] = {
         },
     },
     "components": {
-        "securitySchemes": {
-            "bearer": {
-                "type": "http",
-                "scheme": "bearer",
-                "description": "an API token of tenants.tokens (none on a hub without tokens)",
-            }
-        },
         "schemas": {
             "Error": {
                 "type": "object",
@@ -555,10 +548,12 @@ class Access:
 
     right: str | None
     why: str = ""
+    token_optional: bool = False
+    """Open, but a token changes the answer."""
 
 
 ACCESS: dict[tuple[str, str], Access] = {
-    ("GET", "/v1/health"): Access(None, "liveness: a probe has no token; counters for operators"),
+    ("GET", "/v1/health"): Access(None, "liveness: a probe has no token", token_optional=True),
     ("GET", "/v1/devices"): Access("read"),
     ("GET", "/v1/events"): Access("read"),
     ("GET", "/v1/dead-letters"): Access("read"),
@@ -574,15 +569,20 @@ ACCESS: dict[tuple[str, str], Access] = {
 (403) to everyone, and the document below cannot even be built without one."""
 
 
-def _secure(doc: dict[str, Any]) -> None:
-    """Write ``ACCESS`` into the document: the bearer scheme everywhere, ``401``/``403`` on
-    every operation that needs a token, no security on the open ones."""
+def _secured(open_doc: dict[str, Any]) -> dict[str, Any]:
+    """The document of a hub with tokens: ``ACCESS`` written in, the bearer scheme everywhere,
+    ``401``/``403`` on every operation that needs a token, no security on the open ones."""
+    doc = copy.deepcopy(open_doc)
     doc["security"] = [{"bearer": []}]
+    doc["components"]["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer", "description": "a token of tenants.tokens"}
+    }
     for path, ops in doc["paths"].items():
         for method, op in ops.items():
             rule = ACCESS[(method.upper(), path)]  # KeyError: an operation without a rule
             if rule.right is None:
-                op.setdefault("security", [])
+                # a token is taken where it says more (health), else not looked at
+                op["security"] = [{}, {"bearer": []}] if rule.token_optional else []
                 continue
             op["description"] = (
                 op.get("description", op["summary"]) + f" Needs a token with the right "
@@ -592,9 +592,11 @@ def _secure(doc: dict[str, Any]) -> None:
             op["responses"]["403"] = _json(
                 _ERROR, f"the token lacks the right {rule.right!r}, or a fleet named is not its"
             )
+    return doc
 
 
-_secure(OPENAPI)
+SECURED_OPENAPI = _secured(OPENAPI)
+"""What a hub with tokens serves; ``OPENAPI`` is the open hub's (no 401 or 403 there)."""
 PRINCIPAL = web.RequestKey("principal", Principal)
 """Who the request is (set by the guard; ``OPEN`` on a hub without tokens)."""
 _REALM = 'Bearer realm="hub-bridge"'
@@ -1039,7 +1041,7 @@ def build_app(
             _params(request.query, {})
         except QueryError as exc:
             return _bad_query(exc)
-        return web.json_response(OPENAPI)
+        return web.json_response(OPENAPI if tenants is None else SECURED_OPENAPI)
 
     # keepalive_timeout is armed when a connection opens and re-armed after each request: a
     # client that sends nothing, or trickles its headers, is closed after idle_timeout

@@ -236,7 +236,7 @@ class _Token:
         """Read the token file again if it changed (one stat, at most every ``_RELOAD_S``). A
         file gone bad later disables this token (no request matches it) until it is fixed;
         ``strict`` (at start) raises instead."""
-        if self.path is None or (not strict and now - self._checked < _RELOAD_S):
+        if self.path is None or (not strict and abs(now - self._checked) < _RELOAD_S):
             return
         self._checked = now
         name = self.principal.name

@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import schemathesis
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import ValidationError
 
 from edge_agent.platform.health import HealthRegistry
-from hub_bridge.api import ACCESS, build_app
+from hub_bridge.api import ACCESS, SECURED_OPENAPI, build_app
 from hub_bridge.commands import CommandLimits
 from hub_bridge.tenants import (
     OPEN,
@@ -38,6 +39,7 @@ from hub_bridge.tenants import (
 )
 from hub_bridge.timeline import Timeline
 from tests.inproc import Served
+from tests.test_api_fuzz import CHECKS, FUZZ, assert_no_undocumented_5xx
 
 OPS = secrets.token_urlsafe(32)
 ACME = secrets.token_urlsafe(32)
@@ -423,3 +425,49 @@ def test_a_hub_without_tokens_is_open_as_before(tmp_path: Path) -> None:
         status, answer, _ = hub.call("POST", "/v1/fleets/acme/events", None, envelope(2))
         assert (status, answer["stored"]) == (200, 1)
     assert OPEN.operator
+
+
+# -- the secured document, fuzzed with a fleet's token ------------------------------------------
+
+secured_schema = schemathesis.openapi.from_dict(SECURED_OPENAPI)
+secured_schema.config.generation.update(
+    modes=[schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE]
+)
+
+
+@pytest.fixture(scope="module")
+def fuzzed_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    path = tmp_path_factory.mktemp("fuzz") / "timeline.db"
+    tenants = Tenants.from_tokens([("acme", frozenset({"acme"}), RIGHTS_ALL, ACME)])
+
+    async def make() -> tuple[web.Application, Callable[[], Awaitable[None]]]:
+        timeline = await Timeline.open(path)
+        await timeline.store("acme", "van-1", [envelope(1)], [[]])
+        return build_app(timeline, HealthRegistry(), tenants=tenants), timeline.close
+
+    with Served(make) as served:
+        yield served.url
+
+
+RIGHTS_ALL = ["read", "write-events", "commands"]
+
+
+@secured_schema.auth()
+class FleetToken:
+    """The acme token on every generated request but those made to go without one."""
+
+    def get(self, case: schemathesis.Case[Any], context: Any) -> str:
+        return ACME
+
+    def set(self, case: schemathesis.Case[Any], data: str, context: Any) -> None:
+        case.headers["Authorization"] = f"Bearer {data}"
+
+
+@secured_schema.parametrize()
+@FUZZ
+def test_the_secured_hub_from_its_document(case: schemathesis.Case[Any], fuzzed_hub: str) -> None:
+    """Every answer of a hub with tokens as its document says (401/403 included), for a
+    fleet's token on requests of any fleet."""
+    response = case.call(base_url=fuzzed_hub, timeout=10)
+    assert_no_undocumented_5xx(response.status_code, response.content)
+    case.validate_response(response, checks=CHECKS)
