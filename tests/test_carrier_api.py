@@ -1,10 +1,11 @@
 """``POST /v1/fleets/{fleet}/events`` (issue 11, item 4): a carrier's system posting envelopes.
 
-The real hub API on a real port over a real SQLite timeline, the carrier with its own token
-(scoped to its fleet, rights read and write-events). What is checked: what the answer says of each
-envelope and of each device's watermark, what the timeline then holds (``GET /v1/events``) and
-what was dead-lettered (``GET /v1/dead-letters``): duplicates, reordering, rejects with their
-seq accounted for, a forged fleet, garbage, oversize, another carrier's token.
+The real hub API on a real port over each timeline backend (SQLite, a private PostgreSQL), the
+carrier with its own token (scoped to its fleet, rights read and write-events). What is checked:
+what the answer says of each envelope and of each device's watermark, what the timeline then
+holds (``GET /v1/events``) and what was dead-lettered (``GET /v1/dead-letters``): duplicates,
+reordering, rejects with their seq accounted for, a forged fleet, garbage, oversize, another
+carrier's token.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import secrets
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,8 +23,8 @@ from aiohttp import web
 from edge_agent.platform.health import HealthRegistry
 from hub_bridge.api import build_app
 from hub_bridge.carriers.intake import EVENTS_MAX
+from hub_bridge.store import open_timeline
 from hub_bridge.tenants import Tenants
-from hub_bridge.timeline import Timeline
 from tests.inproc import Served
 
 FAST = secrets.token_urlsafe(32)
@@ -75,7 +75,8 @@ class Carrier:
 
 
 @pytest.fixture
-def carrier(tmp_path: Path) -> Iterator[Carrier]:
+def carrier(timeline_url: str) -> Iterator[Carrier]:
+    """The hub API on each timeline backend (SQLite, a private PostgreSQL)."""
     tenants = Tenants.from_tokens(
         [
             ("fastlane", frozenset({"fastlane"}), ["read", "write-events"], FAST),
@@ -85,7 +86,7 @@ def carrier(tmp_path: Path) -> Iterator[Carrier]:
     )
 
     async def make() -> tuple[web.Application, Callable[[], Awaitable[None]]]:
-        timeline = await Timeline.open(tmp_path / "timeline.db")
+        timeline = await open_timeline(timeline_url)
         app = build_app(timeline, HealthRegistry(), tenants=tenants, max_batch_bytes=MAX_BYTES)
         return app, timeline.close
 
