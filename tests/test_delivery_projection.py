@@ -11,7 +11,6 @@ import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -24,9 +23,8 @@ from hub_bridge.commands import CommandLimits
 from hub_bridge.delivery.projector import HUB_DEVICE, Projector, ProjectorSettings
 from hub_bridge.delivery.push import PushSettings, WebhookWorker
 from hub_bridge.delivery.routes import add_delivery_routes
-from hub_bridge.delivery.store import Subscription
-from hub_bridge.delivery.store_sqlite import SqliteDeliveryStore
-from hub_bridge.timeline import Timeline
+from hub_bridge.delivery.store import DeliveryStore, Subscription, open_delivery_store
+from hub_bridge.store import TimelineStore, open_timeline
 from tests.delivery_rig import Receiver, wait_until
 
 FLEET = "acme"
@@ -132,11 +130,10 @@ def day() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
 @dataclass
 class Hub:
-    timeline: Timeline
-    store: SqliteDeliveryStore
+    timeline: TimelineStore
+    store: DeliveryStore
     base: str
     http: aiohttp.ClientSession
-    path: Path
 
     def projector(self, **kw: Any) -> Projector:
         settings = ProjectorSettings(tick=1e9, checkpoint=kw.pop("checkpoint", 1e9))
@@ -153,16 +150,15 @@ class Hub:
 
 
 @pytest.fixture
-async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
-    path = tmp_path / "timeline.db"
-    timeline = await Timeline.open(path)
-    store = await SqliteDeliveryStore.open(path)  # the same file, a connection of its own
+async def hub(timeline_url: str) -> AsyncIterator[Hub]:
+    timeline = await open_timeline(timeline_url)
+    store = await open_delivery_store(timeline_url)  # the same database, its own connection
     app = web.Application()
     add_delivery_routes(app, None, store=store)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     async with aiohttp.ClientSession() as http:
-        yield Hub(timeline, store, str(server.make_url("")), http, path)
+        yield Hub(timeline, store, str(server.make_url("")), http)
     await server.close()
     await store.close()
     await timeline.close()

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from hub_bridge.delivery.push import PushSettings, WebhookWorker, retry_delay, sign, verify
-from hub_bridge.delivery.store import Subscription
+from hub_bridge.delivery.store import DeliveryStore, Subscription, open_delivery_store
 from hub_bridge.delivery.store_sqlite import SqliteDeliveryStore
 from tests.delivery_rig import Receiver, chaos, notice, wait_until
 
@@ -30,7 +30,15 @@ FAST = PushSettings(
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteDeliveryStore]:
+async def store(timeline_url: str) -> AsyncIterator[DeliveryStore]:
+    """The delivery tables on each backend (the queue's rules are the store's SQL)."""
+    s = await open_delivery_store(timeline_url)
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[DeliveryStore]:
     s = await SqliteDeliveryStore.open(tmp_path / "timeline.db")
     yield s
     await s.close()
@@ -82,7 +90,7 @@ def test_retry_delay_grows_is_capped_and_jittered() -> None:
 
 
 async def test_filters_choose_the_subscribers_and_a_notice_is_queued_once(
-    store: SqliteDeliveryStore,
+    store: DeliveryStore,
 ) -> None:
     await store.add_subscription(subscription("wh_0000000000000001", "http://x/a"))
     await store.add_subscription(
@@ -122,7 +130,7 @@ async def test_filters_choose_the_subscribers_and_a_notice_is_queued_once(
 
 
 async def test_every_notice_delivered_signed_and_in_order_per_key(
-    store: SqliteDeliveryStore,
+    store: DeliveryStore,
 ) -> None:
     """200 notices over 10 parcels to two subscribers whose receiver fails, drops and delays."""
     async with Receiver(plan=chaos) as rx:
@@ -161,7 +169,8 @@ async def test_every_notice_delivered_signed_and_in_order_per_key(
         assert states == {"delivered"}
 
 
-async def test_a_slow_receiver_does_not_hold_up_the_others(store: SqliteDeliveryStore) -> None:
+async def test_a_slow_receiver_does_not_hold_up_the_others(sqlite_store: DeliveryStore) -> None:
+    store = sqlite_store
     settings = PushSettings(backoff_base=0.01, backoff_cap=0.05, timeout=20, per_subscription=2)
 
     def plan(delivery: str, _attempt: int) -> str | float:
@@ -186,7 +195,7 @@ async def test_a_slow_receiver_does_not_hold_up_the_others(store: SqliteDelivery
 
 
 async def test_dead_after_the_last_try_the_next_goes_and_retry_brings_it_back(
-    store: SqliteDeliveryStore,
+    store: DeliveryStore,
 ) -> None:
     settings = PushSettings(max_attempts=3, backoff_base=0.01, backoff_cap=0.02, poll=0.1)
     broken = {"parcel.status:acme:p-1:0"}
@@ -221,7 +230,8 @@ async def test_dead_after_the_last_try_the_next_goes_and_retry_brings_it_back(
             await stop(task)
 
 
-async def test_max_age_makes_it_dead_with_tries_left(store: SqliteDeliveryStore) -> None:
+async def test_max_age_makes_it_dead_with_tries_left(sqlite_store: DeliveryStore) -> None:
+    store = sqlite_store
     now = [1000.0]
     settings = PushSettings(max_attempts=100, max_age=60.0, backoff_base=10, poll=0.05)
     async with Receiver(plan=lambda _d, _a: "fail") as rx:

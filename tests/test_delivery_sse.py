@@ -10,7 +10,6 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,21 +19,21 @@ from aiohttp.test_utils import TestServer
 
 from hub_bridge.delivery.routes import add_delivery_routes
 from hub_bridge.delivery.sse import StreamHub
-from hub_bridge.delivery.store_sqlite import SqliteDeliveryStore
+from hub_bridge.delivery.store import DeliveryStore, open_delivery_store
 from tests.delivery_rig import notice, wait_until
 
 
 @dataclass
 class Rig:
-    store: SqliteDeliveryStore
+    store: DeliveryStore
     hub: StreamHub
     base: str
     http: aiohttp.ClientSession
 
 
 @pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    store = await SqliteDeliveryStore.open(tmp_path / "timeline.db")
+async def rig(timeline_url: str) -> AsyncIterator[Rig]:
+    store = await open_delivery_store(timeline_url)
     hub = StreamHub(store, poll=5.0, buffer=50, heartbeat=0.3)  # woken, never polled in time
     app = web.Application()
     add_delivery_routes(app, None, store=store, stream=hub)

@@ -74,6 +74,7 @@ HUB_DEVICE = "hub"
 no real device may take this id)."""
 
 _REF_KEYS = ("parcel", "shipment", "stop", "route", "vehicle", "dock")
+_PLANS_KEPT = 1000  # plan ids remembered: more than a store can send again (LATE_COMMANDS_S)
 
 
 class NoticeLike(Protocol):
@@ -297,6 +298,7 @@ class Projector:
         self._last_tick = clock()  # the first tick after one interval: events come first
         self._last_cp = 0.0
         self._hub_seq: dict[str, int] = {}
+        self._plans_taken: dict[str, None] = {}  # ids of the last plans defined, oldest first
         self.rounds = 0
 
     def wake(self) -> None:
@@ -315,6 +317,7 @@ class Projector:
             self.cp = Checkpoint()
             self.model = self._factory(None)
         self._hub_seq = {str(k): int(v) for k, v in self.cp.extra.get("hub_seq", {}).items()}
+        self._plans_taken = dict.fromkeys(str(x) for x in self.cp.extra.get("plans", []))
         self._dirty = False
         self._last_cp = self._clock()
 
@@ -323,7 +326,7 @@ class Projector:
         if self.model is None:
             return
         self.cp.model = self.model.dump()
-        self.cp.extra = {"hub_seq": dict(self._hub_seq)}
+        self.cp.extra = {"hub_seq": dict(self._hub_seq), "plans": list(self._plans_taken)}
         await self.store.save_checkpoint(self.settings.name, self.cp, self._clock())
         self._dirty = False
         self._last_cp = self._clock()
@@ -340,7 +343,11 @@ class Projector:
         routes: set[tuple[str, str]] = set()
 
         plans, ccur = await self.store.commands_since(self.cp.commands, 100)
+        plans = [p for p in plans if p["id"] not in self._plans_taken]
         for p in plans:
+            self._plans_taken[p["id"]] = None
+            while len(self._plans_taken) > _PLANS_KEPT:
+                del self._plans_taken[next(iter(self._plans_taken))]
             ts = format_ts(datetime.fromtimestamp(p["created"], UTC))
             try:
                 notices += model.define(p["fleet"], p["device"], p["name"], p["payload"], ts)

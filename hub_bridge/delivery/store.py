@@ -234,7 +234,8 @@ class DeliveryStore(Protocol):
 
     async def commands_since(self, cursor: int, limit: int) -> tuple[list[dict[str, Any]], int]:
         """Manifests and load plans queued through the hub after ``cursor``, oldest first:
-        ``{"fleet", "device", "name", "payload", "created"}``; and the next cursor."""
+        ``{"id", "fleet", "device", "name", "payload", "created"}``; and the next cursor. Recent
+        ones at or below ``cursor`` may come again (the caller skips ids it took)."""
         ...
 
     # -- the stream ------------------------------------------------------------------------

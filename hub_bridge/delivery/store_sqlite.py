@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,16 @@ from hub_bridge.delivery.store import (
 )
 from hub_bridge.store import StoreUnavailable
 
-__all__ = ["BUSY_TIMEOUT_MS", "SCHEMA_VERSION", "SqliteDeliveryStore"]
+__all__ = [
+    "BUSY_TIMEOUT_MS",
+    "LATE_COMMANDS_S",
+    "SCHEMA_VERSION",
+    "SqliteDeliveryStore",
+    "delivery_row",
+    "exception_identity",
+    "exception_row",
+    "payload_of",
+]
 
 BUSY_TIMEOUT_MS = 10_000
 """How long a write waits for the bridge's transaction to end."""
@@ -121,6 +131,8 @@ _SCHEMA = [
 SCHEMA_VERSION = len(_SCHEMA)
 
 _PLAN_NAMES = ("manifest", "loadplan")
+LATE_COMMANDS_S = 300.0
+"""Commands created this recently are read again even below the cursor (see commands_since)."""
 _SUB_COLS = "id, fleet, url, secret, kinds, types, description, created, active"
 _SUBS_SQL = f"SELECT {_SUB_COLS} FROM delivery_subscriptions ORDER BY created"
 
@@ -134,7 +146,7 @@ def exception_identity(key: str, subject: str | None, payload: dict[str, Any]) -
     return f"{key}:{subject or ''}"
 
 
-def _payload_of(body: str) -> dict[str, Any]:
+def payload_of(body: str) -> dict[str, Any]:
     doc = json.loads(body)
     payload = doc.get("payload") if isinstance(doc, dict) else None
     return payload if isinstance(payload, dict) else {}
@@ -254,7 +266,7 @@ class SqliteDeliveryStore:
         return logged
 
     async def _exception(self, db: aiosqlite.Connection, n: NewNotice, pos: int) -> None:
-        payload = _payload_of(n.body)
+        payload = payload_of(n.body)
         eid = exception_identity(n.key, n.subject, payload)
         if n.kind == "exception.raised":
             # raised again after a resolve (a new occurrence with the same identity): reopen
@@ -311,26 +323,44 @@ class SqliteDeliveryStore:
             )
 
     async def commands_since(self, cursor: int, limit: int) -> tuple[list[dict[str, Any]], int]:
-        """Manifests and load plans from the timeline's ``commands`` table after ``cursor``."""
+        """Manifests and load plans from the timeline's ``commands`` table after ``cursor``,
+        and the recent ones below it again (a seq freed by pruning the newest command is used
+        again by SQLite): the caller skips the ids it took."""
+        names = ",".join("?" * len(_PLAN_NAMES))
         try:
             rows = await self._all(
-                "SELECT seq, fleet, device, name, payload, created FROM commands"
-                f" WHERE seq > ? AND name IN ({','.join('?' * len(_PLAN_NAMES))})"
-                " ORDER BY seq LIMIT ?",
-                (cursor, *_PLAN_NAMES, limit),
+                "SELECT * FROM ("
+                f" SELECT seq, id, fleet, device, name, payload, created FROM commands"
+                f"  WHERE seq > ? AND name IN ({names}) ORDER BY seq LIMIT ?)"
+                " UNION ALL SELECT * FROM ("
+                f" SELECT seq, id, fleet, device, name, payload, created FROM commands"
+                f"  WHERE seq <= ? AND name IN ({names}) AND created > ? ORDER BY seq LIMIT ?)"
+                " ORDER BY seq",
+                (
+                    cursor,
+                    *_PLAN_NAMES,
+                    limit,
+                    cursor,
+                    *_PLAN_NAMES,
+                    time.time() - LATE_COMMANDS_S,
+                    limit,
+                ),
             )
         except StoreUnavailable as exc:
             if "no such table" in str(exc):  # no timeline in this file (tests of push alone)
                 return [], cursor
             raise
         out = []
-        for _seq, fleet, device, name, payload, created in rows:
+        top = cursor
+        for seq, cid, fleet, device, name, payload, created in rows:
+            top = max(top, int(seq))
             try:
                 doc = json.loads(payload)
             except ValueError:
                 continue  # the API stores only JSON objects: nothing else can be a plan
             out.append(
                 {
+                    "id": cid,
                     "fleet": fleet,
                     "device": device,
                     "name": name,
@@ -338,7 +368,7 @@ class SqliteDeliveryStore:
                     "created": float(created),
                 }
             )
-        return out, (int(rows[-1][0]) if rows else cursor)
+        return out, top
 
     # -- the stream ------------------------------------------------------------------------
 
@@ -400,7 +430,7 @@ class SqliteDeliveryStore:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY pos DESC LIMIT ?"
         rows = await self._all(sql, (*args, limit))
-        return [_exception_row(r) for r in rows]
+        return [exception_row(r) for r in rows]
 
     # -- subscriptions -----------------------------------------------------------------------
 
@@ -513,7 +543,7 @@ class SqliteDeliveryStore:
             args.append(state)
         sql += " ORDER BY q.pos DESC LIMIT ?"
         rows = await self._all(sql, (*args, limit))
-        return [_delivery_row(r) for r in rows]
+        return [delivery_row(r) for r in rows]
 
     async def retry(self, fleet: str, sid: str, notice: str | None, now: float) -> int:
         """Dead deliveries back in the queue, due now, their attempts counted afresh."""
@@ -559,7 +589,7 @@ def _subscription(row: Sequence[Any]) -> Subscription:
     )
 
 
-def _exception_row(row: Sequence[Any]) -> dict[str, Any]:
+def exception_row(row: Sequence[Any]) -> dict[str, Any]:
     eid, fleet, etype, key, raised_ts, resolved_ts, raised, resolved = row
     return {
         "id": eid,
@@ -574,7 +604,7 @@ def _exception_row(row: Sequence[Any]) -> dict[str, Any]:
     }
 
 
-def _delivery_row(row: Sequence[Any]) -> dict[str, Any]:
+def delivery_row(row: Sequence[Any]) -> dict[str, Any]:
     notice, pos, key, kind, state, att, created, next_at, last_at, status, error, done = row
     return {
         "notice": notice,
