@@ -53,7 +53,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -61,6 +61,7 @@ from edge_agent.platform.sqlite import (
     NewerSchema,
     configure,
     migrate,
+    on_connection_thread,
     prepare_private,
     schema_version,
 )
@@ -95,6 +96,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 PRIO_LOW = 0
@@ -203,6 +206,7 @@ class _GroupPlan:
     next_seq: int
     total: int
     now: float
+    stamp: tuple[str, str]  # ts and clock source of the life-cycle events the group may add
     rows: list[tuple[int, str, str, int, float, bytes]] = field(default_factory=list)
     client_rows: list[tuple[str, int, float, bytes]] = field(default_factory=list)
     results: list[tuple[_Submission, list[Accepted] | OutboxError]] = field(default_factory=list)
@@ -815,60 +819,103 @@ class Outbox:
             await self._commit_group([_Submission(drafts, fut)])
         return fut.result()
 
-    def _lifecycle_draft(self, type_: str, data: dict[str, Any]) -> Draft:
+    def _stamp(self) -> tuple[str, str]:
+        """The outbox's own events' ts and clock source now (``clock_now``, or the wall)."""
         if self.clock_now is not None:
             when, source = self.clock_now()
         else:
             when, source = datetime.fromtimestamp(self._wall(), UTC), "unsynced"
-        return Draft(type_, data, format_ts(when), source, prio=PRIO_LIFECYCLE)
+        return format_ts(when), source
 
-    def _eviction_drafts(self, ranges: list[tuple[int, int]], reason: str) -> list[Draft]:
+    def _lifecycle_draft(
+        self, type_: str, data: dict[str, Any], stamp: tuple[str, str] | None = None
+    ) -> Draft:
+        ts, source = stamp or self._stamp()
+        return Draft(type_, data, ts, source, prio=PRIO_LIFECYCLE)
+
+    def _eviction_drafts(
+        self, ranges: list[tuple[int, int]], reason: str, stamp: tuple[str, str] | None = None
+    ) -> list[Draft]:
         """``outbox.evicted`` notices for ``ranges``, split so each fits easily in one batch."""
         out = []
+        stamp = stamp or self._stamp()
         for i in range(0, len(ranges), NOTICE_MAX_RANGES):
             part = ranges[i : i + NOTICE_MAX_RANGES]
             count = sum(hi - lo + 1 for lo, hi in part)
             data = {"ranges": [list(r) for r in part], "count": count, "reason": reason}
-            out.append(self._lifecycle_draft("outbox.evicted", data))
+            out.append(self._lifecycle_draft("outbox.evicted", data, stamp))
         return out
 
+    async def _in_thread(self, fn: Callable[..., T], *args: Any, then: Callable[[T], None]) -> T:
+        """Run ``fn(con, *args)`` in one hop to the SQLite thread, then ``then(result)`` here.
+
+        A cancel meanwhile cannot stop the thread (the transaction commits or not on its own),
+        so the outcome is awaited and taken in (``then``) first and the cancel raised after:
+        the counters in memory never disagree with the file.
+        """
+        task = asyncio.ensure_future(on_connection_thread(self._require_db(), fn, *args))
+        try:
+            result = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await _settled(task)
+            if not task.cancelled() and task.exception() is None:
+                then(task.result())
+            raise
+        then(result)
+        return result
+
     async def _commit_group(self, group: list[_Submission]) -> None:
-        db = self._require_db()
-        now = self._wall()
+        """Commit ``group`` in one transaction, the whole of it in one hop to the SQLite thread
+        (``_commit_in_thread``); then answer each submission and wake the listeners."""
         # the floor file is written before seqs beyond it are given (life-cycle notices: margin)
         self._reserve_seqs(self._next_seq + sum(len(sub.drafts) for sub in group) + 10_000)
-        plan = _GroupPlan(self._next_seq, self._bytes, now)
+        plan = _GroupPlan(self._next_seq, self._bytes, self._wall(), self._stamp())
+        await self._in_thread(
+            self._commit_in_thread, group, plan, then=lambda full: self._answer(plan, full)
+        )
+
+    def _commit_in_thread(
+        self, con: sqlite3.Connection, group: list[_Submission], plan: _GroupPlan
+    ) -> bool:
+        """The group commit, on the SQLite thread: plan, insert, count, commit with fsync.
+
+        Reads the outbox's counters but changes none of them (``_answer`` does, on the loop:
+        the writer lock keeps every other change out meanwhile). Returns whether events were
+        refused for want of room.
+        """
+        con.execute("BEGIN IMMEDIATE")
         try:
-            await db.execute("BEGIN IMMEDIATE")  # inside: a cancel here still rolls back
-            known = await self._known_client_ids(db, group)
+            known = self._known_client_ids(con, group)
             for sub in group:
-                await self._plan_submission(db, plan, sub, known)
+                self._plan_submission(con, plan, sub, known)
             extra: list[Draft] = []
             if plan.evicted:
                 plan.evicted = sorted(set(plan.evicted))
-                extra.extend(self._eviction_drafts(seq_ranges(plan.evicted), "size-cap"))
+                extra.extend(
+                    self._eviction_drafts(seq_ranges(plan.evicted), "size-cap", plan.stamp)
+                )
             full_now = plan.refused > 0
             if full_now and not self._full:
                 alarm = {"alarm": "outbox-full", "bytes": plan.total, "max_bytes": self.max_bytes}
-                extra.append(self._lifecycle_draft("device.health", alarm))
+                extra.append(self._lifecycle_draft("device.health", alarm, plan.stamp))
             for d in extra:  # life-cycle events: exempt from the cap, not counted in it
                 eid = new_event_id()
                 body = self._encode(d, eid, plan.next_seq)
-                plan.rows.append((plan.next_seq, eid, d.type, d.priority, now, body))
+                plan.rows.append((plan.next_seq, eid, d.type, d.priority, plan.now, body))
                 plan.next_seq += 1
             if plan.rows:
-                await db.executemany(
+                con.executemany(
                     "INSERT INTO events (seq, id, type, prio, accepted, body)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
                     plan.rows,
                 )
             if plan.client_rows:
-                await db.executemany(
+                con.executemany(
                     "INSERT OR REPLACE INTO client_ids (id, seq, accepted, digest)"
                     " VALUES (?, ?, ?, ?)",
                     plan.client_rows,
                 )
-            await db.execute(
+            con.execute(
                 "UPDATE meta SET value = CASE key"
                 " WHEN 'next_seq' THEN ? WHEN 'evicted' THEN value + ?"
                 " WHEN 'refused' THEN value + ? WHEN 'depth' THEN ? WHEN 'bytes' THEN ?"
@@ -882,11 +929,15 @@ class Outbox:
                     plan.total,
                 ),
             )
-            await db.execute("COMMIT")
+            con.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(Exception):
-                await db.execute("ROLLBACK")
+                con.execute("ROLLBACK")
             raise
+        return full_now
+
+    def _answer(self, plan: _GroupPlan, full_now: bool) -> None:
+        """After a group's commit: the counters, each submission's answer, the listeners."""
         self._after_commit(plan, full_now)
         for sub, res in plan.results:
             if sub.future.done():
@@ -919,9 +970,9 @@ class Outbox:
         if plan.evicted:
             log.info("outbox thinned %d low-value events to stay under its cap", len(plan.evicted))
 
-    async def _plan_submission(
+    def _plan_submission(
         self,
-        db: aiosqlite.Connection,
+        con: sqlite3.Connection,
         plan: _GroupPlan,
         sub: _Submission,
         known: dict[str, tuple[int, bytes | None]],
@@ -972,7 +1023,7 @@ class Outbox:
         if total + need_low + need_kept > self.max_bytes and (need_low or need_kept):
             # free a twentieth of the cap at least, so notices of eviction stay rare
             over = max(total + need_low + need_kept - self.max_bytes, self.max_bytes // 20)
-            freed, gone = await self._thin(db, over, exclude=set(plan.evicted))
+            freed, gone = self._thin(con, over, exclude=set(plan.evicted))
             plan.evicted.extend(gone)
             plan.total -= freed
             total = plan.total
@@ -1002,28 +1053,21 @@ class Outbox:
         f, dev = self.fleet, self.device
         return encode_checked(event_id, seq, f, dev, d.type, d.ts, d.clock, d.data, d.ref)
 
-    async def _known_client_ids(
-        self, db: aiosqlite.Connection, group: list[_Submission]
+    def _known_client_ids(
+        self, con: sqlite3.Connection, group: list[_Submission]
     ) -> dict[str, tuple[int, bytes | None]]:
         ids = list({d.id for sub in group for d in sub.drafts if d.id is not None})
         known: dict[str, tuple[int, bytes | None]] = {}
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
             marks = ",".join("?" * len(chunk))
-            async with db.execute(
+            rows = con.execute(
                 f"SELECT id, seq, digest FROM client_ids WHERE id IN ({marks})", chunk
-            ) as cur:
-                known.update(
-                    {
-                        k: (int(v), None if g is None else bytes(g))
-                        for k, v, g in await cur.fetchall()
-                    }
-                )
+            ).fetchall()
+            known.update({k: (int(v), None if g is None else bytes(g)) for k, v, g in rows})
         return known
 
-    async def _thin(
-        self, db: aiosqlite.Connection, need: int, exclude: set[int]
-    ) -> tuple[int, list[int]]:
+    def _thin(self, con: sqlite3.Connection, need: int, exclude: set[int]) -> tuple[int, list[int]]:
         """Delete low-value events, oldest first, every other one, until ``need`` bytes free.
 
         A second pass takes the remaining low-value events oldest first if thinning was not
@@ -1034,10 +1078,13 @@ class Outbox:
         for step in (2, 1):
             if freed >= need:
                 break
-            async with db.execute(
-                "SELECT seq, length(body) FROM events WHERE prio = 0 ORDER BY seq"
-            ) as cur:
-                candidates = [(int(s), int(n)) for s, n in await cur.fetchall() if s not in exclude]
+            candidates = [
+                (int(s), int(n))
+                for s, n in con.execute(
+                    "SELECT seq, length(body) FROM events WHERE prio = 0 ORDER BY seq"
+                ).fetchall()
+                if s not in exclude
+            ]
             # thinning keeps the first of every pair so the oldest part of the track survives
             for seq, size in candidates[step - 1 :: step]:
                 if freed >= need:
@@ -1046,7 +1093,7 @@ class Outbox:
                 exclude.add(seq)
                 freed += size
             if gone:
-                await db.executemany("DELETE FROM events WHERE seq = ?", [(s,) for s in gone])
+                con.executemany("DELETE FROM events WHERE seq = ?", [(s,) for s in gone])
                 exclude.update(gone)
         return freed, sorted(set(gone))
 
@@ -1074,15 +1121,15 @@ class Outbox:
         average = max(1, self._bytes // self._depth) if self._depth > 0 else 64
         max_events = min(max_events, max(64, 2 * max_bytes // average))
         # one round trip: the running size is summed by SQLite, not row by row in Python
-        async with reader.execute(
+        # and one thread hop: execute_fetchall, not a cursor's execute, fetch and close
+        rows = await reader.execute_fetchall(
             "SELECT seq, body FROM (SELECT seq, body,"
             " sum(length(body) + 1) OVER (ORDER BY seq) AS run,"
             " row_number() OVER (ORDER BY seq) AS n"
             " FROM events WHERE seq > ? ORDER BY seq LIMIT ?)"
             " WHERE run <= ? OR n = 1 ORDER BY seq",
             (seq, max_events, max_bytes),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [(int(s), bytes(body)) for s, body in rows]
 
     def notices_after(self, seq: int) -> list[int]:
@@ -1105,10 +1152,10 @@ class Outbox:
         for i in range(0, len(seqs), 500):
             chunk = list(seqs[i : i + 500])
             marks = ",".join("?" * len(chunk))
-            async with reader.execute(
+            rows = await reader.execute_fetchall(
                 f"SELECT seq, body FROM events WHERE seq IN ({marks}) ORDER BY seq", chunk
-            ) as cur:
-                out.extend((int(s), bytes(b)) for s, b in await cur.fetchall())
+            )
+            out.extend((int(s), bytes(b)) for s, b in rows)
         return out
 
     async def rebase(self, above: int) -> int:
@@ -1237,50 +1284,61 @@ class Outbox:
         """After deletes on a full disk: give the WAL back, make a spare file, clear the alarm."""
         db = self._require_db()
         with contextlib.suppress(sqlite3.Error):
-            await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            # fetched to its end: a cursor left on the row it returns holds the statement open,
+            # and the next COMMIT on this connection fails ("SQL statements in progress")
+            await db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
         self._room_is_back()
 
     async def _apply_ack_locked(self, watermark: int) -> int:
         watermark = min(watermark, self._next_seq - 1)
         if watermark <= self._acked:
             return 0
-        db = self._require_db()
         cutoff = self._wall() - self.id_retention_s
+
+        def taken(deleted: tuple[int, int]) -> None:
+            self._acked = watermark
+            self._ack_seen = max(self._ack_seen, watermark)
+            self._depth -= deleted[0]
+            self._bytes -= deleted[1]
+            if self._notices and self._notices[0] <= watermark:
+                self._notices = [n for n in self._notices if n > watermark]
+
+        count, _ = await self._in_thread(self._ack_in_thread, watermark, cutoff, then=taken)
+        return count
+
+    def _ack_in_thread(
+        self, con: sqlite3.Connection, watermark: int, cutoff: float
+    ) -> tuple[int, int]:
+        """Delete what ``watermark`` covers, on the SQLite thread; (events, bytes) deleted."""
         # forgetting acked events needs no fsync of its own: lost in a power cut, the delete
         # only means a resend the hub de-duplicates; the next accepting commit (FULL) syncs
         # the WAL with it anyway. Half the fsyncs of a trickle of events, and less SD wear.
-        await db.execute("PRAGMA synchronous=NORMAL")
+        con.execute("PRAGMA synchronous=NORMAL")
         try:
-            await db.execute("BEGIN IMMEDIATE")  # inside: a cancel here still rolls back
-            async with db.execute(
-                "SELECT count(*), coalesce(sum(CASE WHEN prio < 2 THEN length(body) END), 0)"
-                " FROM events WHERE seq <= ?",
-                (watermark,),
-            ) as cur:
-                row = await cur.fetchone()
-            assert row is not None
-            await db.execute("DELETE FROM events WHERE seq <= ?", (watermark,))
-            await db.execute("DELETE FROM client_ids WHERE accepted < ?", (cutoff,))
-            await db.execute(
-                "UPDATE meta SET value = CASE key WHEN 'acked' THEN ? WHEN 'depth' THEN ?"
-                " WHEN 'bytes' THEN ? ELSE value END WHERE key IN ('acked', 'depth', 'bytes')",
-                (watermark, self._depth - int(row[0]), self._bytes - int(row[1])),
-            )
-            await db.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await db.execute("ROLLBACK")
-            raise
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                row = con.execute(
+                    "SELECT count(*), coalesce(sum(CASE WHEN prio < 2 THEN length(body) END), 0)"
+                    " FROM events WHERE seq <= ?",
+                    (watermark,),
+                ).fetchone()
+                count, size = int(row[0]), int(row[1])
+                con.execute("DELETE FROM events WHERE seq <= ?", (watermark,))
+                con.execute("DELETE FROM client_ids WHERE accepted < ?", (cutoff,))
+                con.execute(
+                    "UPDATE meta SET value = CASE key WHEN 'acked' THEN ? WHEN 'depth' THEN ?"
+                    " WHEN 'bytes' THEN ? ELSE value END WHERE key IN ('acked', 'depth', 'bytes')",
+                    (watermark, self._depth - count, self._bytes - size),
+                )
+                con.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    con.execute("ROLLBACK")
+                raise
         finally:
             with contextlib.suppress(sqlite3.Error):
-                await db.execute("PRAGMA synchronous=FULL")
-        self._acked = watermark
-        self._ack_seen = max(self._ack_seen, watermark)
-        self._depth -= int(row[0])
-        self._bytes -= int(row[1])
-        if self._notices and self._notices[0] <= watermark:
-            self._notices = [n for n in self._notices if n > watermark]
-        return int(row[0])
+                con.execute("PRAGMA synchronous=FULL")
+        return count, size
 
     def estimate_bytes_after(self, seq: int) -> int:
         """Roughly how many bytes of events wait above ``seq`` (count times average size)."""
@@ -1310,12 +1368,14 @@ class Outbox:
         depth = 0
         if self._reader is not None and self._depth:
             # constant time: the rows acked but not yet deleted are few (one flush period)
-            async with self._reader.execute(
-                "SELECT (SELECT count(*) FROM events WHERE seq > ? AND seq <= ?),"
-                " (SELECT accepted FROM events WHERE seq > ? ORDER BY seq LIMIT 1)",
-                (self._acked, self.acked, self.acked),
-            ) as cur:
-                row = await cur.fetchone()
+            rows = list(
+                await self._reader.execute_fetchall(
+                    "SELECT (SELECT count(*) FROM events WHERE seq > ? AND seq <= ?),"
+                    " (SELECT accepted FROM events WHERE seq > ? ORDER BY seq LIMIT 1)",
+                    (self._acked, self.acked, self.acked),
+                )
+            )
+            row = rows[0] if rows else None
             if row is not None:
                 depth = max(0, self._depth - int(row[0]))
                 oldest = float(row[1]) if row[1] is not None else None
@@ -1330,3 +1390,11 @@ class Outbox:
             refused=self._refused,
             corrupt_files=list(self.corrupt_files),
         )
+
+
+async def _settled(task: asyncio.Future[Any]) -> None:
+    """Wait until ``task`` is done, through cancels: it is work handed to another thread, which
+    ends on its own (a statement of SQLite, bounded by its busy timeout)."""
+    while not task.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait([task])

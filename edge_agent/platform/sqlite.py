@@ -17,8 +17,9 @@ import contextlib
 import logging
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -27,9 +28,12 @@ __all__ = [
     "configure",
     "make_private",
     "migrate",
+    "on_connection_thread",
     "prepare_private",
     "schema_version",
 ]
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -121,3 +125,20 @@ async def migrate(db: aiosqlite.Connection, steps: Sequence[str]) -> int:
         await db.execute("ROLLBACK")
         raise
     return version
+
+
+async def on_connection_thread(db: aiosqlite.Connection, fn: Callable[..., T], /, *args: Any) -> T:
+    """Run ``fn(con, *args)`` on ``db``'s own thread, with ``con`` its ``sqlite3.Connection``.
+
+    One thread hop for a whole transaction instead of one per statement: each hop costs a
+    futex, a write to the event loop's self-pipe and a loop iteration, which on a trickle of
+    events was most of the agent's CPU and under load most of the commit's latency.
+
+    ``fn`` runs to its end even when the caller is cancelled (a thread cannot be interrupted):
+    a caller that keeps state in step with the file must wait for the outcome anyway.
+    aiosqlite offers no public call for this; its queue
+    (``_execute``) is what every one of its own methods uses, and this is the one place that
+    relies on it (``tests/test_outbox_thread.py`` holds it to that).
+    """
+    result: T = await db._execute(fn, db._conn, *args)  # type: ignore[no-untyped-call]
+    return result

@@ -1,0 +1,110 @@
+"""The outbox's commits as one hop to SQLite's thread (issue 14, speed): what that must keep.
+
+A group commit, and an ack, run whole on the connection's own thread (``on_connection_thread``):
+one hop per transaction, not one per statement. A cancel cannot stop a transaction handed to
+the thread, so the outbox waits for its outcome and takes it in: what was committed is answered
+and counted, never left unseen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import pytest
+
+from edge_agent.outbox import Draft, Outbox
+from edge_agent.platform.sqlite import on_connection_thread
+
+TS = "2026-11-21T08:15:02.123Z"
+WAIT_S = 10.0
+
+
+def scan(i: int, client_id: str | None = None) -> Draft:
+    return Draft("scan", {"text": f"JJD{i:09d}", "symbology": "code128", "source": "t"}, TS, "ntp",
+                 id=client_id)  # fmt: skip
+
+
+async def test_on_connection_thread_runs_on_the_connections_own_thread(tmp_path: Path) -> None:
+    db = await aiosqlite.connect(tmp_path / "x.db", isolation_level=None)
+    try:
+        await db.create_function("tid", 0, threading.get_ident)
+        rows = list(await db.execute_fetchall("SELECT tid()"))
+        statements_thread = rows[0][0]
+
+        def where(con: sqlite3.Connection, a: int, b: int) -> tuple[int, bool, int]:
+            return threading.get_ident(), isinstance(con, sqlite3.Connection), a + b
+
+        tid, is_con, total = await on_connection_thread(db, where, 2, 3)
+        assert tid == statements_thread != threading.get_ident()
+        assert is_con and total == 5
+    finally:
+        await db.close()
+
+
+async def test_a_group_commit_of_a_batch_with_client_ids_is_one_hop(tmp_path: Path) -> None:
+    ob = await Outbox.open(tmp_path / "outbox.db", "acme", "van-1")
+    assert ob._db is not None
+    hops: list[Any] = []
+    execute = ob._db._execute
+
+    async def counting(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(fn)
+        return await execute(fn, *args, **kwargs)  # type: ignore[no-untyped-call]
+
+    try:
+        ob._db._execute = counting  # type: ignore[method-assign]
+        accepted = await ob.append([scan(i, f"app-{i}") for i in range(100)])
+        assert [a.seq for a in accepted] == list(range(1, 101))
+        assert len(hops) == 1  # known ids, inserts, counters and the commit: one hop
+        hops.clear()
+        again = await ob.append([scan(i, f"app-{i}") for i in range(100)])
+        assert again == accepted and len(hops) == 1  # idempotent, and still one hop
+        hops.clear()
+        assert await ob.apply_ack(50) == 50
+        assert len(hops) == 1
+    finally:
+        await ob.close()
+
+
+async def test_a_cancel_during_the_commit_still_answers_and_counts_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "outbox.db"
+    ob = await Outbox.open(path, "acme", "van-1")
+    entered, release = threading.Event(), threading.Event()
+    commit = Outbox._commit_in_thread
+
+    def slow(self: Outbox, con: sqlite3.Connection, group: Any, plan: Any) -> bool:
+        entered.set()
+        release.wait(WAIT_S)  # an fsync on a slow SD card
+        return commit(self, con, group, plan)
+
+    await ob.append([scan(0)])
+    monkeypatch.setattr(Outbox, "_commit_in_thread", slow)
+    pending = asyncio.create_task(ob.append([scan(1), scan(2)]))
+    assert await asyncio.to_thread(entered.wait, WAIT_S)
+    writer = ob._writer
+    assert writer is not None
+    writer.cancel()  # what a stop by force does to the writer mid-commit
+    await asyncio.sleep(0)
+    release.set()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(writer, WAIT_S)
+    assert writer.cancelled()
+    # committed in the thread: answered and counted, not lost between the file and memory
+    accepted = await asyncio.wait_for(pending, WAIT_S)
+    assert [a.seq for a in accepted] == [2, 3]
+    assert ob.last_seq == 3 and (await ob.stats()).depth == 3
+    monkeypatch.undo()
+    await ob._disconnect()
+    again = await Outbox.open(path, "acme", "van-1")
+    try:
+        assert again.last_seq == 3 and (await again.stats()).depth == 3
+    finally:
+        await again.close()
