@@ -6,6 +6,9 @@ statement inserting the whole batch with ``ON CONFLICT DO NOTHING RETURNING`` (a
 ``INSERT ... SELECT ... ON CONFLICT``. A quarter of each batch repeats the previous batch's
 events (a device's resend), so de-duplication works. Both drivers run the same SQL on the same
 server in the same run, alternately, several rounds; the best round of each is reported.
+``pgtimeline-store_many`` is the timeline itself on the same batches (psycopg, binary
+parameters, one ``lm_store_many`` statement per group of 16 batches: de-duplication,
+accounting, the watermark and the ack computed by the database).
 
     .venv/bin/python benchmarks/bench_pg_driver.py [--batches 400] [--rounds 3]
 
@@ -26,7 +29,11 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]  # no type hints: one reason for psycopg
 import psycopg
 
+from hub_bridge.timeline import Batch as TBatch
+from hub_bridge.timeline_pg import PgTimeline
 from simulators.postgres import PostgresServer
+
+TS = "2026-11-21T08:00:00.000Z"
 
 SCHEMA = """
 CREATE TABLE keys (
@@ -131,6 +138,27 @@ async def run_asyncpg(url: str, batches: list[Batch], copy: bool) -> list[float]
     return lat
 
 
+async def run_timeline(url: str, batches: list[Batch], group: int = 16) -> list[float]:
+    """The whole store: ``PgTimeline.store_many`` (dedup, accounting, watermark, ack) on groups
+    of ``group`` batches, as the hub commits what queued up meanwhile. Latency is per batch."""
+    tl = await PgTimeline.open(url)
+    lat: list[float] = []
+    try:
+        for k in range(0, len(batches), group):
+            chunk = [
+                TBatch(fleet, device, envs, [[] for _ in envs], bodies=bodies)
+                for fleet, device, seqs, ids, bodies in batches[k : k + group]
+                for envs in [[{"id": i, "seq": s, "type": "gnss.fix", "ts": TS}
+                              for s, i in zip(seqs, ids, strict=True)]]
+            ]  # fmt: skip
+            t0 = time.perf_counter()
+            await tl.store_many(chunk)
+            lat += [(time.perf_counter() - t0) / len(chunk)] * len(chunk)
+    finally:
+        await tl.close()
+    return lat
+
+
 def summary(lat: list[float], events: int) -> dict[str, Any]:
     ordered = sorted(lat)
     return {
@@ -150,6 +178,7 @@ async def main() -> None:
         "asyncpg-unnest": lambda u, b: run_asyncpg(u, b, copy=False),
         "psycopg-copy": lambda u, b: run_psycopg(u, b, copy=True),
         "asyncpg-copy": lambda u, b: run_asyncpg(u, b, copy=True),
+        "pgtimeline-store_many": run_timeline,
     }
     batches = make_batches(args.batches)
     events = sum(len(b[2]) for b in batches)
@@ -158,7 +187,8 @@ async def main() -> None:
         for r in range(args.rounds):
             for name, run in runners.items():
                 url = pg.create_database(f"b_{name.replace('-', '_')}_{r}")
-                pg.psql(SCHEMA, url.rsplit("/", 1)[1])
+                if not name.startswith("pgtimeline"):
+                    pg.psql(SCHEMA, url.rsplit("/", 1)[1])
                 lat = await run(url, batches)
                 result = summary(lat, events)
                 if name not in best or result["events_per_s"] > best[name]["events_per_s"]:

@@ -205,18 +205,26 @@ _SCHEMA = [
         start_wm bigint;
         wm bigint;
         h bigint;
+        run_end bigint;
+        run_len bigint;
     BEGIN
         SELECT dv.watermark INTO start_wm FROM devices dv WHERE dv.fleet = f AND dv.device = d;
         wm := coalesce(start_wm, 0);
         LOOP
             IF EXISTS (SELECT 1 FROM event_keys k
                        WHERE k.fleet = f AND k.device = d AND k.seq = wm + 1) THEN
-                -- the end of the run of stored seqs from wm + 1: each seq walked once, ever
-                SELECT k.seq INTO wm FROM event_keys k
-                 WHERE k.fleet = f AND k.device = d AND k.seq > wm
-                   AND NOT EXISTS (SELECT 1 FROM event_keys n
-                                   WHERE n.fleet = f AND n.device = d AND n.seq = k.seq + 1)
-                 ORDER BY k.seq LIMIT 1;
+                -- the run of stored seqs from wm + 1, read in chunks along the primary key:
+                -- in a run, seq - rank is wm (each seq is read once while the watermark passes)
+                LOOP
+                    SELECT max(t.s), count(*) INTO run_end, run_len FROM (
+                        SELECT k.seq AS s, k.seq - row_number() OVER (ORDER BY k.seq) AS g
+                        FROM event_keys k WHERE k.fleet = f AND k.device = d AND k.seq > wm
+                        ORDER BY k.seq LIMIT 1000) t
+                    WHERE t.g = wm;
+                    EXIT WHEN run_end IS NULL;
+                    wm := run_end;
+                    EXIT WHEN run_len < 1000;
+                END LOOP;
             END IF;
             SELECT max(a.hi) INTO h FROM accounted a
              WHERE a.fleet = f AND a.device = d AND a.hi > wm AND a.lo <= wm + 1;
