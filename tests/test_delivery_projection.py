@@ -297,3 +297,24 @@ async def test_webhooks_carry_the_statuses_in_order_per_parcel(hub: Hub) -> None
                 and b["key"] == pid]  # fmt: skip
         final = (await hub.get(f"/v1/parcels/{pid}", fleet=FLEET))[1]["status"]
         assert mine and mine[-1] == final  # the last one told is where the parcel is
+
+
+async def test_one_hub_projects_on_postgresql_and_another_takes_over(pg_url: str) -> None:
+    """N hubs on one database: the advisory lock makes one leader; its death frees the lock."""
+    first, second = await open_delivery_store(pg_url), await open_delivery_store(pg_url)
+    try:
+        assert await first.lead()
+        assert not await second.lead()
+        assert await first.lead()  # still held
+        assert not await second.lead()
+        await first.close()  # the leader's connection goes: PostgreSQL frees the lock
+        await wait_until_async(second.lead, 5, "the second hub to lead")
+    finally:
+        await second.close()
+
+
+async def wait_until_async(cond: Any, within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not await cond():
+        assert time.monotonic() < deadline, f"timed out after {within}s waiting for {what}"
+        await asyncio.sleep(0.05)

@@ -15,11 +15,21 @@ import textwrap
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from hub_bridge.delivery.push import PushSettings, WebhookWorker, retry_delay, sign, verify
-from hub_bridge.delivery.store import DeliveryStore, Subscription, open_delivery_store
+from hub_bridge.delivery.routes import DELIVERY_ACCESS, add_delivery_routes
+from hub_bridge.delivery.store import (
+    DeliveryStore,
+    Outcome,
+    Subscription,
+    open_delivery_store,
+)
 from hub_bridge.delivery.store_sqlite import SqliteDeliveryStore
 from tests.delivery_rig import Receiver, chaos, notice, wait_until
 
@@ -328,3 +338,132 @@ async def test_a_hub_killed_mid_queue_loses_nothing(tmp_path: Path) -> None:
     for k in range(7):  # and still in order per key
         mine = [int(d.rsplit(":", 1)[1]) for d in dict.fromkeys(got) if f":p-{k}:" in d]
         assert mine == sorted(mine)
+
+
+# -- the subscriptions API --------------------------------------------------------------------
+
+
+@pytest.fixture
+async def api(sqlite_store: DeliveryStore) -> AsyncIterator[tuple[str, aiohttp.ClientSession]]:
+    """The delivery routes over real HTTP; ``check_scope`` refuses fleet ``forbidden``."""
+
+    async def check_scope(request: web.Request, fleet: str) -> None:
+        if fleet == "forbidden":
+            raise web.HTTPForbidden(
+                text='{"error": "not your fleet"}', content_type="application/json"
+            )
+
+    app = web.Application()
+    doc: dict[str, Any] = {"paths": {}, "components": {"schemas": {}}}
+    add_delivery_routes(app, doc, store=sqlite_store, check_scope=check_scope)
+    assert set(doc["paths"]) >= {"/v1/parcels/{id}", "/v1/fleets/{fleet}/webhooks"}
+    assert {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops} == set(
+        DELIVERY_ACCESS
+    )  # every operation documented has its access rule
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    async with aiohttp.ClientSession() as http:
+        yield str(server.make_url("")), http
+    await server.close()
+
+
+async def test_subscribe_list_inspect_retry_and_unsubscribe_over_http(
+    api: tuple[str, aiohttp.ClientSession], sqlite_store: DeliveryStore
+) -> None:
+    base, http = api
+    hooks = f"{base}/v1/fleets/acme/webhooks"
+    async with http.post(
+        hooks, json={"url": "https://dispatch.example/hooks", "kinds": ["exception.raised"]}
+    ) as r:
+        assert r.status == 201
+        made = await r.json()
+    assert made["secret"].startswith("whsec_") and len(made["secret"]) > 40  # generated
+    assert made["kinds"] == ["exception.raised"] and made["types"] == []
+    async with http.post(
+        hooks, json={"url": "http://127.0.0.1:9/x", "secret": "k" * 20, "types": ["misload"]}
+    ) as r:
+        assert r.status == 201
+        second = await r.json()
+    assert second["secret"] == "k" * 20
+    async with http.get(hooks) as r:
+        listed = await r.json()
+    assert [s["id"] for s in listed] == [made["id"], second["id"]]
+    assert all("secret" not in s for s in listed)  # shown once, at creation
+    async with http.get(f"{hooks}/{made['id']}") as r:
+        assert r.status == 200 and "secret" not in await r.json()
+    async with http.get(f"{base}/v1/fleets/other/webhooks/{made['id']}") as r:
+        assert r.status == 404  # another fleet's id is not there
+    # a dead delivery, listed and put back
+    await sqlite_store.log_notices(
+        [notice("acme", "exception.raised", "p-1", 1, {"type": "misload", "id": "m:1"})],
+        now=time.time(),
+    )
+    (queued,) = await sqlite_store.deliveries("acme", second["id"])
+    await sqlite_store.record(
+        [Outcome(second["id"], queued["notice"], time.time(), False, dead=True, error="HTTP 500")]
+    )
+    async with http.get(f"{hooks}/{second['id']}/deliveries", params={"state": "dead"}) as r:
+        dead = await r.json()
+    assert [d["notice"] for d in dead] == [queued["notice"]]
+    assert dead[0]["last_error"] == "HTTP 500"
+    async with http.post(f"{hooks}/{second['id']}/retry", json={"notice": "nope"}) as r:
+        assert (await r.json()) == {"requeued": 0}
+    async with http.post(f"{hooks}/{second['id']}/retry") as r:
+        assert (await r.json()) == {"requeued": 1}
+    async with http.delete(f"{hooks}/{second['id']}") as r:
+        assert r.status == 204
+    async with http.delete(f"{hooks}/{second['id']}") as r:
+        assert r.status == 404
+    assert await sqlite_store.deliveries("acme", second["id"]) == []  # its queue went too
+    async with http.get(f"{base}/v1/fleets/forbidden/webhooks") as r:
+        assert r.status == 403  # check_scope was asked
+    async with http.get(f"{base}/v1/exceptions", params={"fleet": "forbidden"}) as r:
+        assert r.status == 403
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ({}, "url"),
+        ({"url": "ftp://x/y"}, "url"),
+        ({"url": "http://user:pw@x/y"}, "url"),
+        ({"url": "http://x/y", "kinds": ["parcel.moved"]}, "kinds[0]"),
+        ({"url": "http://x/y", "kinds": "parcel.status"}, "kinds"),
+        ({"url": "http://x/y", "types": ["Late Risk"]}, "types[0]"),
+        ({"url": "http://x/y", "secret": "short"}, "secret"),
+        ({"url": "http://x/y", "colour": "red"}, "colour"),
+        ({"url": "http://x/" + "y" * 3000}, "url"),
+        ([1, 2], "JSON object"),
+    ],
+)
+async def test_a_bad_subscription_is_refused_naming_what(
+    api: tuple[str, aiohttp.ClientSession], body: Any, named: str
+) -> None:
+    base, http = api
+    async with http.post(f"{base}/v1/fleets/acme/webhooks", json=body) as r:
+        assert r.status == 400
+        assert named in (await r.json())["error"]
+
+
+async def test_oversize_garbage_and_bad_parameters(
+    api: tuple[str, aiohttp.ClientSession],
+) -> None:
+    base, http = api
+    async with http.post(f"{base}/v1/fleets/acme/webhooks", data=b"x" * 20_000) as r:
+        assert r.status == 413
+    async with http.post(f"{base}/v1/fleets/acme/webhooks", data=b"{nope") as r:
+        assert r.status == 400
+    for path, params, named in [
+        ("/v1/parcels/p-1", {}, "fleet"),
+        ("/v1/parcels/p-1", {"fleet": "acme", "x": "1"}, "x"),
+        ("/v1/exceptions", {"fleet": "acme", "state": "closed"}, "state"),
+        ("/v1/exceptions", {"fleet": "acme", "limit": "0"}, "limit"),
+        ("/v1/exceptions", {"fleet": "acme", "type": "Bad Type"}, "type"),
+        ("/v1/fleets/acme/webhooks/not-an-id", {}, "id"),
+        ("/v1/fleets/acme/webhooks/wh_0000000000000001/deliveries", {"state": "lost"}, "state"),
+    ]:
+        async with http.get(base + path, params=params) as r:
+            assert r.status == 400, path
+            assert (await r.json())["error"].startswith(named), path
+    async with http.get(f"{base}/v1/parcels/{'p' * 300}", params={"fleet": "acme"}) as r:
+        assert r.status == 400
