@@ -48,6 +48,7 @@ __all__ = ["DeliveryModel", "DeliverySettings", "Notice", "PlanError"]
 
 DUMP_VERSION = 1
 SEEN_KEEP = 4096
+TRAIL_KEEP = 128  # recent pings kept per route: 20 min moving, hours parked
 STOOD_MPS = 1.0  # slower than this between two pings: standing, not driving
 KINDS = ("parcel.status", "stop.eta", "exception.raised", "exception.resolved")
 
@@ -135,6 +136,27 @@ class RouteState:
     at_stop: int | None = None
     fix: list[float] | None = None  # [t, lat, lon]
     motion: list[float | None] = field(default_factory=lambda: [None, None])  # track, speed
+    trail: list[list[float]] = field(default_factory=list)  # recent pings: t, lat, lon, speed
+
+    def where(self, t: float) -> tuple[float, float] | None:
+        """Where the van was at ``t``, from its recent pings: the ping at most 15 s away, or
+        the one before when the van stood between it and the next (a parked van pings every
+        5 min), or when it was parked at the last ping and ``t`` is within that ping interval;
+        None when the pings cannot say."""
+        before = next((p for p in reversed(self.trail) if p[0] <= t), None)
+        after = next((p for p in self.trail if p[0] >= t), None)
+        for p in (before, after):
+            if p is not None and abs(p[0] - t) <= 15.0:
+                return p[1], p[2]
+        if before is None:
+            return None
+        if after is not None:
+            if distance_m(before[1], before[2], after[1], after[2]) < 30.0:
+                return before[1], before[2]
+            return None
+        if 0 <= before[3] < STOOD_MPS and t - before[0] <= 330.0:
+            return before[1], before[2]
+        return None
 
     def stop(self, sid: str) -> StopState | None:
         """The stop named ``sid``."""
@@ -565,6 +587,11 @@ class DeliveryModel:
                 route.leg_stood += since
         track, speed = data.get("track_deg"), data.get("speed_mps")
         route.fix = [t, float(lat), float(lon)]
+        route.trail.append(
+            [t, float(lat), float(lon), float(speed) if isinstance(speed, int | float) else -1.0]
+        )
+        if len(route.trail) > TRAIL_KEEP:
+            del route.trail[: len(route.trail) - TRAIL_KEEP]
         route.motion = [
             float(track) if isinstance(track, int | float) else None,
             float(speed) if isinstance(speed, int | float) else None,
@@ -583,22 +610,29 @@ class DeliveryModel:
         lr = self._learning(fleet)
         s = self.settings
         if sid is None:
-            if type_ == "trip.depart" and route.status != "done":
+            # the parcels take every depot event into their histories, whatever order they
+            # come in; the route's live state (ETA, legs) moves only forwards
+            if type_ == "trip.depart":
                 if route.status == "planned":
                     route.status, route.started_t = "active", t
-                dev.route = route.route
-                route.leg_t0, route.leg_odometer, route.leg_stood = t, 0.0, 0.0
-                route.at_stop = None
-                route.leg_from = list(route.depot) if route.depot else None
+                    dev.route = route.route
+                if (
+                    route.status == "active"
+                    and route.at_stop is None
+                    and not any(st.arrived_t is not None for st in route.stops)
+                ):
+                    route.leg_t0, route.leg_odometer, route.leg_stood = t, 0.0, 0.0
+                    route.leg_from = list(route.depot) if route.depot else None
                 for pid in self._route_parcels(route):
                     self._entry(out, fleet, pid, env, t, "depart_depot")
-            elif type_ == "trip.arrive" and route.status == "active":
-                route.status, route.ended_t = "done", t
+            elif type_ == "trip.arrive":
+                if route.status == "active" and (route.started_t is None or t > route.started_t):
+                    route.status, route.ended_t = "done", t
+                    for exc in list(self.book.items.values()):
+                        if exc.open and exc.fleet == fleet and exc.ref.get("route") == route.route:
+                            self._resolve(out, exc.id, env["ts"], "the route is done")
                 for pid in self._route_parcels(route):
                     self._entry(out, fleet, pid, env, t, "arrive_depot")
-                for exc in list(self.book.items.values()):
-                    if exc.open and exc.fleet == fleet and exc.ref.get("route") == route.route:
-                        self._resolve(out, exc.id, env["ts"], "the route is done")
             return
         if stop is None:
             return
@@ -696,9 +730,10 @@ class DeliveryModel:
             return
         lat, lon, src = data.get("lat"), data.get("lon"), "the PoD's position"
         if not isinstance(lat, int | float) or not isinstance(lon, int | float):
-            if route is None or route.fix is None or abs(route.fix[0] - t) > 120:
+            there = route.where(t) if route is not None else None
+            if there is None:
                 return
-            lat, lon, src = route.fix[1], route.fix[2], "the van's position"
+            (lat, lon), src = there, "the van's position"
         d = distance_m(float(lat), float(lon), stop.lat, stop.lon)
         if d > self.settings.pod_far_m:
             self._raise(
