@@ -141,7 +141,8 @@ def read_body(fleet: str, body: bytes, now: float, *, future_tolerance_s: float 
             future_tolerance_s=future_tolerance_s,
         )
         if check.events:
-            out.batches.append(Batch(fleet, item.device, check.events, check.flags))
+            bodies = check.bodies or None  # the text to store, when the check made it
+            out.batches.append(Batch(fleet, item.device, check.events, check.flags, (), bodies))
             out.owners.append(item)
         else:
             reason = check.rejects[0].reason if check.rejects else (check.dead_letter or "?")
