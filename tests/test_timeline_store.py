@@ -495,3 +495,46 @@ async def test_events_since_never_skips_a_later_commit(
         assert [(e["device"], e["seq"]) for e in got] == [("van-9", 1), ("van-1", 2)]
     finally:
         await tl.close()
+
+
+async def test_events_since_under_concurrent_writers_reads_each_event_once(pg_url: str) -> None:
+    # three hubs storing at once (one device shared, one each), a reader polling all along:
+    # what it reads, once drained, is every stored event exactly once
+    hubs = [await PgTimeline.open(pg_url) for _ in range(3)]
+    reader = await PgTimeline.open(pg_url)
+    read: list[tuple[str, int]] = []
+    done = asyncio.Event()
+
+    async def writer(k: int, tl: PgTimeline) -> None:
+        for s in range(1, 121, 4):
+            own = [env(s + j, device=f"own-{k}") for j in range(4)]
+            shared = [env(s + j, device="shared") for j in range(4)]  # the three race on it
+            await tl.store_many(
+                [
+                    Batch("acme", f"own-{k}", own, [[] for _ in own]),
+                    Batch("acme", "shared", shared, [[] for _ in shared]),
+                ]
+            )
+
+    async def poll() -> None:
+        cursor = 0
+        while True:
+            finished = done.is_set()
+            got, cursor = await reader.events_since(cursor, 50)
+            read.extend((e["device"], e["seq"]) for e in got)
+            if finished and not got:
+                return
+            await asyncio.sleep(0)
+
+    try:
+        polling = asyncio.create_task(poll())
+        await asyncio.gather(*(writer(k, tl) for k, tl in enumerate(hubs)))
+        done.set()
+        await polling
+        expected = {(f"own-{k}", s) for k in range(3) for s in range(1, 121)}
+        expected |= {("shared", s) for s in range(1, 121)}
+        assert len(read) == len(set(read)) == len(expected) == await reader.count("events")
+        assert set(read) == expected
+    finally:
+        for tl in [*hubs, reader]:
+            await tl.close()
