@@ -78,6 +78,7 @@ from hub_bridge.timeline import (
 __all__ = ["SCHEMA_VERSION", "PgTimeline"]
 
 _DAY = 86400.0
+_PAGE = 2000  # events read per query by events()
 _POS_BITS = 20  # events per transaction: below 2**20 (store_many refuses more)
 _MIGRATION_LOCK = 0x6C6D5F736368  # pg_advisory_xact_lock keys: the schema, the partitions
 _PARTITION_LOCK = 0x6C6D5F706172
@@ -476,7 +477,7 @@ class PgTimeline:
         limits: TimelineLimits | None = None,
         *,
         retention_days: float | None = None,
-        pool_size: int = 4,
+        pool_size: int = 8,
         wait_s: float = 5.0,
     ) -> PgTimeline:
         """Connect (a pool of up to ``pool_size``), migrate the schema, apply the retention.
@@ -858,8 +859,12 @@ class PgTimeline:
         with_flags: bool = False,
     ) -> AsyncIterator[dict[str, Any]]:
         """Stored envelopes in (fleet, device, seq) order; ``with_flags`` adds the hub's flags
-        under ``_flags`` (``Timeline.events``). Read through a server-side cursor: the whole
-        timeline can be printed without holding it in memory."""
+        under ``_flags`` (``Timeline.events``).
+
+        Read in pages of ``_PAGE`` along the (fleet, device, seq) index, each page one query
+        on a connection returned at once: printing the whole timeline holds no transaction
+        open (which would hold back ``events_since``) and no connection while the caller
+        works."""
         where = ["seq > %s"]
         args: list[Any] = [after_seq]
         if fleet is not None:
@@ -868,23 +873,31 @@ class PgTimeline:
         if device is not None:
             where.append("device = %s")
             args.append(device)
-        sql = f"SELECT body, flags FROM events WHERE {' AND '.join(where)}"
-        sql += " ORDER BY fleet, device, seq"
-        if limit is not None:
-            sql += " LIMIT %s"
-            args.append(limit)
-        async with (
-            self._connection() as con,
-            con.transaction(),
-            con.cursor(name="timeline_events") as cur,
-        ):
-            cur.itersize = 2000
-            await cur.execute(sql, args)
-            async for body, flags in cur:
+        left = limit
+        last: tuple[str, str, int] | None = None
+        while left is None or left > 0:
+            page = _PAGE if left is None else min(left, _PAGE)
+            clauses, params = list(where), list(args)
+            if last is not None:
+                clauses.append("(fleet, device, seq) > (%s, %s, %s)")
+                params += last
+            async with self._connection() as con:
+                cur = await con.execute(
+                    "SELECT fleet, device, seq, body, flags FROM events"
+                    f" WHERE {' AND '.join(clauses)} ORDER BY fleet, device, seq LIMIT %s",
+                    (*params, page),
+                )
+                rows = await cur.fetchall()
+            for f, d, seq, body, flags in rows:
                 env: dict[str, Any] = json.loads(body)
                 if flags and with_flags:
                     env["_flags"] = flags.split(",")
                 yield env
+                last = (f, d, seq)
+            if left is not None:
+                left -= len(rows)
+            if len(rows) < page:
+                return
 
     async def events_since(
         self, cursor: int = 0, limit: int = 1000
