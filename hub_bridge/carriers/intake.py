@@ -125,6 +125,7 @@ def read_body(fleet: str, body: bytes, now: float, *, future_tolerance_s: float 
             )
     out = Intake(fleet)
     rejected: dict[str, list[int]] = {}
+    groups: dict[str, list[tuple[Item, Any]]] = {}
     for i, env in enumerate(elements):
         item = _item(i, env)
         out.items.append(item)
@@ -133,28 +134,87 @@ def read_body(fleet: str, body: bytes, now: float, *, future_tolerance_s: float 
             _reject(out, item, problem, env, rejected)
             continue
         assert item.device is not None
-        check = check_events(
-            TopicName(fleet, item.device, "events"),
-            json.dumps({"events": [env]}).encode(),
-            now,
-            max_bytes=len(body) + 1024,  # the request's own size was bounded already
-            future_tolerance_s=future_tolerance_s,
-        )
-        if check.events:
-            bodies = check.bodies or None  # the text to store, when the check made it
-            out.batches.append(Batch(fleet, item.device, check.events, check.flags, (), bodies))
-            out.owners.append(item)
-        else:
-            reason = check.rejects[0].reason if check.rejects else (check.dead_letter or "?")
-            # check_events numbered it as the one element of its own batch
-            reason = f"events[{i}]{reason.removeprefix('events[0]')}"
+        groups.setdefault(item.device, []).append((item, env))
+    verdicts: dict[int, _Verdict] = {}
+    for device, members in groups.items():
+        topic = TopicName(fleet, device, "events")
+        found = _check(topic, members, now, future_tolerance_s)
+        if found is None:  # not told apart: each element on its own (the same checks, slower)
+            found = {}
+            for member in members:
+                found |= _check(topic, [member], now, future_tolerance_s) or {}
+        verdicts |= found
+    for item, env in ((m, e) for members in groups.values() for m, e in members):
+        verdict = verdicts.get(item.index)
+        if verdict is None or isinstance(verdict, str):
+            reason = verdict or f"events[{item.index}]: not checked"
             _reject(out, item, reason, env, rejected)
+            continue
+        assert item.device is not None
+        event, flags, text = verdict
+        bodies = None if text is None else [text]
+        out.batches.append(Batch(fleet, item.device, [event], [flags], (), bodies))
+        out.owners.append(item)
+    # request order within each device: of two elements with one id, the first is stored
+    order = sorted(range(len(out.batches)), key=lambda k: _index(out.owners[k]))
+    out.batches = [out.batches[k] for k in order]
+    out.owners = [out.owners[k] for k in order]
     # the seqs of rejected events are accounted for, so the device's watermark does not wait on
     # them; stored first, so that the watermark each event's batch reports counts them
     head = [Batch(fleet, device, (), (), tuple(seqs)) for device, seqs in sorted(rejected.items())]
     out.batches[:0] = head
     out.owners[:0] = [None] * len(head)
     return out
+
+
+_Verdict = tuple[dict[str, Any], list[str], str | None] | str
+"""What ``check_events`` said of one element: the event, its flags and stored text; or why not."""
+_NUMBERED = re.compile(r"events\[([0-9]+)\]")
+
+
+def _check(
+    topic: TopicName, members: list[tuple[Item, Any]], now: float, future_tolerance_s: float
+) -> dict[int, _Verdict] | None:
+    """The MQTT ingest's verdict on each element of one device, by its index in the request;
+    ``None`` when the verdicts cannot be told apart (the caller checks them one by one)."""
+    try:
+        payload = json.dumps({"events": [env for _, env in members]}).encode()
+    except (TypeError, ValueError, RecursionError):
+        # an unrepresentable number or nesting too deep to encode again: named by the bounds
+        if len(members) > 1:
+            return None
+        item, env = members[0]
+        try:
+            jsonbounds.check(env, jsonbounds.MAX_DEPTH + 1)  # the envelope holds data 1 down
+        except jsonbounds.JsonBoundsError as exc:
+            return {item.index: f"events[{item.index}]: {exc}"}
+        return {item.index: f"events[{item.index}]: cannot be encoded as JSON"}
+    check = check_events(
+        topic, payload, now, max_bytes=len(payload) + 1, future_tolerance_s=future_tolerance_s
+    )
+    if check.dead_letter is not None:
+        return None
+    out: dict[int, _Verdict] = {}
+    for reject in check.rejects:
+        # each reason names its element in the batch check_events was given: events[j]: ...
+        m = _NUMBERED.match(reject.reason)
+        if m is None or int(m.group(1)) >= len(members):
+            return None
+        item = members[int(m.group(1))][0]
+        out[item.index] = f"events[{item.index}]{reject.reason[m.end() :]}"
+    accepted = [item for item, _ in members if item.index not in out]
+    if len(accepted) != len(check.events) or len(out) != len(check.rejects):
+        return None
+    bodies: list[str | None] = list(check.bodies) if check.bodies else [None] * len(accepted)
+    for item, event, flags, text in zip(accepted, check.events, check.flags, bodies, strict=True):
+        if event.get("id") != item.id or event.get("seq") != item.seq:
+            return None
+        out[item.index] = (event, flags, text)
+    return out
+
+
+def _index(owner: Item | None) -> int:
+    return -1 if owner is None else owner.index
 
 
 def answer(intake: Intake, results: Sequence[StoreResult]) -> dict[str, Any]:
@@ -214,11 +274,6 @@ def _unchecked(env: Any, item: Item) -> str | None:
         return f"events[{i}]: not an object (an envelope is a JSON object)"
     if item.device is None:
         return f"events[{i}]: device: must match {IDENT_RE}"
-    try:
-        # bounded before it is encoded again: an envelope nests its data one level down
-        jsonbounds.check(env, jsonbounds.MAX_DEPTH + 1)
-    except jsonbounds.JsonBoundsError as exc:
-        return f"events[{i}]: {exc}"
     return None
 
 
