@@ -37,6 +37,7 @@ import hmac
 import ipaddress
 import os
 import re
+import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -57,6 +58,8 @@ __all__ = [
     "TokenError",
     "bearer_of",
     "check_listen",
+    "new_token",
+    "token_problem",
 ]
 
 _Fleets = Literal["all"] | list[str] | None
@@ -199,6 +202,13 @@ def is_loopback_host(host: str) -> bool:
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
     return addr.is_loopback
+
+
+def new_token() -> tuple[str, str]:
+    """A new API token (32 random bytes, URL-safe base64) and what the configuration keeps of
+    it (``token_sha256``): give the first to the tenant, write the second in ``tenants.tokens``."""
+    token = secrets.token_urlsafe(32)
+    return token, token_digest(token).hex()
 
 
 def token_digest(token: str) -> bytes:

@@ -36,6 +36,7 @@ from hub_bridge.tenants import (
     TokenError,
     bearer_of,
     check_listen,
+    new_token,
 )
 from hub_bridge.timeline import Timeline
 from tests.inproc import Served
@@ -123,6 +124,15 @@ def test_without_tokens_the_api_listens_on_loopback_only() -> None:
             check_listen(host, none)
     with_tokens = TenantsConfig(tokens=[TokenConfig(name="a", fleet="x", token_sha256=sha(ACME))])
     check_listen("0.0.0.0", with_tokens)
+
+
+def test_a_new_token_and_its_hash_make_a_working_entry() -> None:
+    token, digest = new_token()
+    assert token != new_token()[0]
+    config = TenantsConfig(tokens=[TokenConfig(name="n", fleet="acme", token_sha256=digest)])
+    tenants = config.build()
+    assert tenants is not None
+    assert tenants.authenticate(f"Bearer {token}") is not None
 
 
 def test_bearer_headers_are_read_strictly() -> None:
