@@ -1,12 +1,22 @@
 """The hub's HTTP API: health, devices (watermark, gaps, online state), timeline, dead letters,
-and commands to devices.
+commands to devices, and carriers' events.
 
-Read-only but for two operations. ``POST /v1/devices/{fleet}/{device}/commands/{name}`` queues a
-command (``hub_bridge/commands.py``; what ``hub-bridge send`` calls), answering ``202`` with its
-id once it is committed; the running hub publishes it until the device answers. ``GET`` of
+Read-only but for three operations. ``POST /v1/devices/{fleet}/{device}/commands/{name}`` queues
+a command (``hub_bridge/commands.py``; what ``hub-bridge send`` calls), answering ``202`` with
+its id once it is committed; the running hub publishes it until the device answers. ``GET`` of
 ``/v1/devices/{fleet}/{device}/commands`` lists a device's commands with their status and
-``/v1/commands/{id}`` shows one with its payload. The API has no authentication of its own: keep
-``api.listen`` on loopback or behind a proxy that has one.
+``/v1/commands/{id}`` shows one with its payload. ``POST /v1/fleets/{fleet}/events`` takes a
+carrier's envelopes through the MQTT ingest's checks (``hub_bridge/carriers/intake.py``) and
+answers what became of each once they are committed.
+
+Access (``hub_bridge/tenants.py``): one guard runs before every operation, by its line in
+``ACCESS`` (the right it needs, or why it is open). With tokens, a request without a valid one is
+``401`` (``WWW-Authenticate: Bearer``), a token lacking the right or naming a fleet outside its
+scope ``403``; listings are filtered to the token's fleets; another fleet's command looked up by
+id is ``404``. ``/v1/health`` (liveness, counters for an operator), ``/v1/provision`` (its claim)
+and ``/v1/openapi.json`` are open. Without tokens the API is open: the hub listens on loopback
+only then (``tenants.check_listen``). An operation without its line in ``ACCESS`` is refused to
+everyone, and ``build_app`` refuses to build an app with one.
 
 Provisioning (``hub_bridge/claims.py``, ``hub_bridge/pki.py``): ``POST /v1/provision`` with
 ``{"claim": TOKEN, "csr": PEM}`` exchanges a claim for a device certificate once (``201``); an
@@ -15,13 +25,13 @@ client that failed too many claims ``429`` with ``Retry-After`` (its claims are 
 at meanwhile). ``GET /v1/devices/{fleet}/{device}/certificates`` lists what was issued.
 
 The same aiohttp stack as the agent's local API. ``GET /v1/openapi.json`` describes it
-(``OPENAPI``, OpenAPI 3.1 with the schema of every answer).
+(``OPENAPI`` for an open hub, ``SECURED_OPENAPI`` with tokens: OpenAPI 3.1 with the schema of
+every answer).
 
 Query parameters are parsed strictly: ``fleet`` and ``device`` are identifiers of the contract,
 ``after_seq`` and ``limit`` ASCII decimal integers in their range; an unknown or repeated
 parameter (on every operation), or a value out of its range, is ``400 {"error"}`` naming the
-parameter. A connection
-idle, or trickling its request, for ``idle_timeout`` is closed.
+parameter. A connection idle, or trickling its request, for ``idle_timeout`` is closed.
 """
 
 from __future__ import annotations
