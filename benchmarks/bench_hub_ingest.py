@@ -299,8 +299,8 @@ def timeline_url(backend: str, work: Path) -> Iterator[str]:
         return
     from simulators.postgres import PostgresServer  # H1's private server (initdb, pg_ctl)
 
-    with PostgresServer() as server:
-        yield server.url
+    with PostgresServer() as server:  # fsync on: durable commits, as in production
+        yield server.create_database("bench")
 
 
 def run_hubs(
