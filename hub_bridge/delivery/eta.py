@@ -43,13 +43,6 @@ def _hour(t: float) -> str:
     return str(int(t // 3600) % 24)
 
 
-def _shrunk(values: Sequence[float], prior: float, weight: float) -> float:
-    if not values:
-        return prior
-    n = len(values)
-    return (median(values) * n + prior * weight) / (n + weight)
-
-
 @dataclass(slots=True)
 class Learning:
     """What one fleet taught: observations per bucket, the latest ``keep`` of each."""
@@ -58,8 +51,25 @@ class Learning:
     detour: list[float] = field(default_factory=list)
     dwell: dict[str, list[float]] = field(default_factory=dict)
     pause: dict[str, list[float]] = field(default_factory=dict)
+    # medians asked for on every fix, learned from only on trip events: kept until the next
+    _memo: dict[tuple[str, ...], float] = field(default_factory=dict, repr=False, compare=False)
+
+    def _median(self, key: tuple[str, ...], values: Sequence[float]) -> float:
+        got = self._memo.get(key)
+        if got is None:
+            got = self._memo[key] = median(values)
+        return got
+
+    def _shrunk(
+        self, key: tuple[str, ...], values: Sequence[float], prior: float, weight: float
+    ) -> float:
+        if not values:
+            return prior
+        n = len(values)
+        return (self._median(key, values) * n + prior * weight) / (n + weight)
 
     def _add(self, bucket: list[float], value: float, keep: int) -> None:
+        self._memo.clear()
         bucket.append(value)
         if len(bucket) > keep:
             del bucket[: len(bucket) - keep]
@@ -87,7 +97,7 @@ class Learning:
         got = self.pause.get(place, [])
         if len(got) < 3:
             return 0.0
-        return median(got)
+        return self._median(("pause", place), got)
 
     def learn_dwell(self, kind: str, t0: float, seconds: float, s: DeliverySettings) -> None:
         """A van stood ``seconds`` at a stop of type ``kind`` from ``t0``."""
@@ -99,28 +109,31 @@ class Learning:
 
     def road_speed(self, t: float, s: DeliverySettings) -> float:
         """The fleet's road speed at time ``t`` (its hour), shrunk towards the all-day one."""
-        overall = _shrunk(self.speed.get("*", []), s.prior_speed_mps * PRIOR_DETOUR, s.prior_weight)
-        return _shrunk(self.speed.get(_hour(t), []), overall, s.prior_weight)
+        prior = s.prior_speed_mps * PRIOR_DETOUR
+        overall = self._shrunk(("speed", "*"), self.speed.get("*", []), prior, s.prior_weight)
+        hour = _hour(t)
+        return self._shrunk(("speed", hour), self.speed.get(hour, []), overall, s.prior_weight)
 
     def detour_factor(self, s: DeliverySettings) -> float:
         """Road distance over straight-line distance."""
-        return _shrunk(self.detour, PRIOR_DETOUR, s.prior_weight)
+        return self._shrunk(("detour",), self.detour, PRIOR_DETOUR, s.prior_weight)
 
-    def _dwells(self, kind: str, t: float) -> list[float]:
+    def _dwells(self, kind: str, t: float) -> tuple[str, list[float]]:
         for key in (f"{kind}@{_hour(t)}", kind, "*"):
             got = self.dwell.get(key)
             if got and len(got) >= 5:
-                return got
-        return []
+                return key, got
+        return "", []
 
     def dwell_s(self, kind: str, t: float, s: DeliverySettings) -> float:
         """The normal dwell at a stop of type ``kind`` reached at ``t``."""
-        return _shrunk(self._dwells(kind, t), s.prior_dwell_s, s.prior_weight)
+        key, got = self._dwells(kind, t)
+        return self._shrunk(("dwell", key), got, s.prior_dwell_s, s.prior_weight)
 
     def dwell_left(self, kind: str, t0: float, stood: float, s: DeliverySettings) -> float:
         """How much longer a van that has stood ``stood`` seconds since ``t0`` will stand: the
         median of (dwell - stood) over the learned dwells longer than ``stood``."""
-        got = sorted(self._dwells(kind, t0))
+        got = sorted(self._dwells(kind, t0)[1])
         longer = got[bisect.bisect_right(got, stood) :]
         if len(longer) >= 3:
             return median(longer) - stood

@@ -89,6 +89,9 @@ _RULES: dict[str, tuple[str | None, frozenset[str]]] = {
     ),
 }
 ACTIONS = tuple(_RULES)
+# events that act on every parcel of a stop or route still in play, and leave the others be (a
+# delivered parcel is not "failed" by the van leaving its stop)
+_SWEEPS = frozenset({"depart_depot", "depart_stop", "arrive_depot"})
 _ORDER = {a: i for i, a in enumerate(ACTIONS)}
 
 
@@ -133,8 +136,10 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """What one history entry did: the status after it, whether it was applied, and the flag
-    (``backwards``, ``not_on_board``, ``superseded``) when it was kept but not applied."""
+    """What one history entry did: the status it set (``applied``) or would have set (kept
+    but not applied, with its ``flag``: ``backwards``, ``not_on_board``, ``superseded``); None
+    for an entry that changed nothing and needs no flag (a scan, a repeat, the van leaving a
+    stop whose parcel was delivered)."""
 
     entry: Entry
     status: str | None
@@ -148,6 +153,8 @@ def _step(status: str, action: str) -> tuple[str, bool, str | None]:
         return status, False, None
     if status in sources:
         return target, True, None
+    if action in _SWEEPS and status not in ("misloaded", "missing"):
+        return status, False, None
     if _RANK[target] < _RANK[status]:
         return status, False, "backwards"
     if status in ("misloaded", "missing"):
@@ -162,6 +169,6 @@ def replay(entries: list[Entry], start: str = "planned") -> tuple[str, list[Step
     steps = []
     for e in entries:
         status, applied, flag = _step(status, e.action)
-        target = _RULES[e.action][0]
-        steps.append(Step(e, target if target is not None else None, applied, flag))
+        target = _RULES[e.action][0] if applied or flag else None
+        steps.append(Step(e, target, applied, flag))
     return status, steps
