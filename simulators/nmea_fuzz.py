@@ -22,7 +22,7 @@ import math
 import random
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from simulators.nmea_out import sentence
@@ -48,6 +48,7 @@ class Receiver:
     shuffle: float = 0.0  # chance an epoch's order is shuffled
     slip: float = 0.0  # chance an epoch's last sentence comes after the next epoch's first
     lagging: frozenset[str] = frozenset()  # kinds carrying the previous epoch's time and position
+    stale: frozenset[str] = frozenset()  # kinds carrying this epoch's time, the previous position
     drop: float = 0.0  # chance a sentence is missing
     repeat: float = 0.0  # chance a sentence is sent twice
     rollover: bool = False  # dates 1024 weeks early
@@ -60,19 +61,25 @@ class Receiver:
         return (
             f"seed={self.seed} kinds={','.join(self.kinds)} talkers={self.talkers} "
             f"rate={self.rate_hz}Hz shuffle={self.shuffle} slip={self.slip} "
-            f"lagging={sorted(self.lagging)} drop={self.drop} repeat={self.repeat} "
+            f"lagging={sorted(self.lagging)} stale={sorted(self.stale)} "
+            f"drop={self.drop} repeat={self.repeat} "
             f"rollover={self.rollover} gsa_per_system={self.gsa_per_system} outage={self.outage}"
         )
 
 
-def receiver(seed: int) -> Receiver:
-    """A receiver drawn from ``seed``: most draws are ordinary, a good share are quirky."""
+def receiver(seed: int, *, without: Sequence[str] = ()) -> Receiver:
+    """A receiver drawn from ``seed``: most draws are ordinary, a good share are quirky.
+
+    ``without`` names sentence kinds it never sends (the draws of the others stay the same).
+    """
     rnd = random.Random(seed)
     kinds = [k for k in KINDS if rnd.random() < {"GGA": 0.85, "RMC": 0.8}.get(k, 0.4)]
+    kinds = [k for k in kinds if k not in without]
     if not any(k in kinds for k in ("GGA", "RMC", "GLL", "GNS")):
-        kinds.append(rnd.choice(("GGA", "RMC", "GLL", "GNS")))
+        kinds.append(rnd.choice([k for k in ("GGA", "RMC", "GLL", "GNS") if k not in without]))
     if "RMC" not in kinds and "ZDA" not in kinds and rnd.random() < 0.8:
-        kinds.append(rnd.choice(("RMC", "ZDA")))  # most receivers say the date somewhere
+        # Most receivers say the date somewhere.
+        kinds.append(rnd.choice([k for k in ("RMC", "ZDA") if k not in without] or ["RMC"]))
     rnd.shuffle(kinds)
     style = rnd.random()
     main = rnd.choice(("GP", "GN"))
@@ -89,6 +96,11 @@ def receiver(seed: int) -> Receiver:
     lagging = frozenset(
         {rnd.choice(lag_from)} if quirky and lag_from and rnd.random() < 0.3 else set()
     )
+    stale = frozenset(
+        {rnd.choice(lag_from)}
+        if quirky and lag_from and not lagging and rnd.random() < 0.3
+        else set()
+    )
     day = datetime(2019, 1, 1, tzinfo=UTC) + timedelta(days=rnd.randrange(2900))
     # A third of the logs start just before midnight: the date must roll with the time.
     second = 86_400 - rnd.randrange(5, 120) if rnd.random() < 0.3 else rnd.randrange(86_400)
@@ -104,6 +116,7 @@ def receiver(seed: int) -> Receiver:
         shuffle=rnd.choice((0.0, 0.05, 0.3)) if quirky else 0.0,
         slip=rnd.choice((0.0, 0.05, 0.2)) if quirky else 0.0,
         lagging=lagging,
+        stale=stale,
         drop=rnd.choice((0.0, 0.02, 0.1)) if quirky else 0.0,
         repeat=rnd.choice((0.0, 0.02, 0.1)) if quirky else 0.0,
         rollover=quirky and rnd.random() < 0.2,
@@ -175,7 +188,8 @@ class _Writer:
             alt = f"{s.alt:.1f}" if s.mode == 3 else ""
             sats = f"{s.sats:02d}" if fix else "00"
             hdop = "0.9" if fix else ""
-            body = f"{tk}GGA,{hms},{lat},{ns},{lon},{ew},{q},{sats},{hdop},{alt},{'M' if alt else ''},47.0,M,,"
+            unit = "M" if alt else ""
+            body = f"{tk}GGA,{hms},{lat},{ns},{lon},{ew},{q},{sats},{hdop},{alt},{unit},47.0,M,,"
         elif kind == "RMC":
             st = "A" if fix else "V"
             ddmmyy = f"{self.date(s):%d%m%y}"
@@ -272,6 +286,9 @@ def generate(rx: Receiver, epochs: int = 100) -> bytes:
             src = states[i - 1] if kind in rx.lagging and i > 0 else s
             if kind in rx.lagging and i == 0:
                 continue  # nothing to lag behind yet
+            if kind in rx.stale and i > 0:
+                prev = states[i - 1]
+                src = replace(s, lat=prev.lat, lon=prev.lon, alt=prev.alt, mode=prev.mode)
             out = w.one(kind, src)
             epoch += out
             if rnd.random() < rx.repeat:

@@ -120,7 +120,7 @@ class _Device:
 class GpsdOracle:
     """One private gpsd and a watcher on it (module docstring). Use as a context manager."""
 
-    def __init__(self, workdir: Path, *, timeout: float = 30.0) -> None:
+    def __init__(self, workdir: Path, *, timeout: float = 30.0, echo: bool = False) -> None:
         self.workdir = workdir
         self.timeout = timeout
         self.port = 0
@@ -132,6 +132,9 @@ class GpsdOracle:
         self._lock = threading.Lock()
         self._stderr = workdir / "gpsd.stderr"
         self._used = False
+        # echo: gpsd also sends each sentence it read before the reports it caused (as in a
+        # .chk); they come in the reports as {"class": "NMEA", "sentence": ...}.
+        self.echo = echo
         self._watching = threading.Event()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -172,7 +175,8 @@ class GpsdOracle:
                 raise OracleError(f"gpsd did not start listening on port {self.port}")
             time.sleep(0.02)
         self._watch.settimeout(None)
-        self._watch.sendall(b'?WATCH={"enable":true,"json":true};\n')
+        nmea = b',"nmea":true' if self.echo else b""
+        self._watch.sendall(b'?WATCH={"enable":true,"json":true' + nmea + b"};\n")
         self._reader = threading.Thread(target=self._read_reports, daemon=True)
         self._reader.start()
         # Only once gpsd confirmed the watch does it report every device to us.
@@ -220,12 +224,22 @@ class GpsdOracle:
             buf += chunk
             *lines, buf = buf.split(b"\n")
             for line in lines:
+                if line.startswith(b"$"):
+                    self._echoed(line.decode(errors="replace").strip())
+                    continue
                 try:
                     report = json.loads(line)
                 except ValueError:
                     continue
                 if isinstance(report, dict):
                     self._dispatch(report)
+
+    def _echoed(self, line: str) -> None:
+        # A raw sentence names no device: with one device per gpsd, it is that one's.
+        with self._lock:
+            devs = list(self._devices.values())
+        if len(devs) == 1:
+            devs[0].reports.append({"class": "NMEA", "sentence": line})
 
     def _dispatch(self, report: dict[str, Any]) -> None:
         cls = report.get("class")
@@ -301,7 +315,7 @@ class GpsdOracle:
 
 
 def run_gpsd(
-    logs: Sequence[bytes], workdir: Path, *, parallel: int = 4
+    logs: Sequence[bytes], workdir: Path, *, parallel: int = 4, echo: bool = False
 ) -> list[list[dict[str, Any]]]:
     """gpsd's reports for each log, in order: a fresh gpsd per log, ``parallel`` at a time.
 
@@ -312,7 +326,7 @@ def run_gpsd(
     def one(i: int) -> list[dict[str, Any]]:
         d = workdir / f"gpsd-{i}"
         d.mkdir(parents=True, exist_ok=True)
-        with GpsdOracle(d) as oracle:
+        with GpsdOracle(d, echo=echo) as oracle:
             return oracle.run(logs[i])
 
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:

@@ -24,7 +24,11 @@ twenty receivers (``tests/fixtures/gpsd-nmea``):
 One fix per cycle is returned: as soon as the sentence type that closed the previous cycle
 reports (the epoch is then complete), else when the next cycle starts or on ``flush()``. Its
 fields are those of the cycle's last valid report, so time and position are exactly what gpsd
-reports for that epoch. Dilutions and the GSA satellite count that a receiver sends after the
+reports for that epoch. A receiver whose cycle has learned several enders is reported by gpsd
+at each of them, and when one of them carries a stale position (a GGA a second behind its RMC
+and GLL) the reports differ: observed against gpsd 3.22 (``tests/test_gpsd_oracle.py``), the
+agent then waits for the cycle's end and reports gpsd's last report of the epoch, its final
+word (one epoch later than a single-ender receiver's fix). Dilutions and the GSA satellite count that a receiver sends after the
 cycle's last timed sentence are taken from the previous cycle (they change slowly).
 """
 
@@ -175,7 +179,9 @@ class FixAssembler:
             self._cycle.update(c.values)
         if tag in self._enders or (not self._enders and c.moves):
             self._report()
-            if tag == self._closer:
+            # With several enders gpsd reports the epoch again at each of them, the last
+            # report being its final word: the fix waits for the cycle's end then.
+            if tag == self._closer and len(self._enders) == 1:
                 fix = self._emit()
                 if fix is not None:
                     out.append(fix)
