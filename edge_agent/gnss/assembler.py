@@ -28,8 +28,9 @@ reports for that epoch. A receiver whose cycle has learned several enders is rep
 at each of them, and when one of them carries a stale position (a GGA a second behind its RMC
 and GLL) the reports differ: observed against gpsd 3.22 (``tests/test_gpsd_oracle.py``), the
 agent then waits for the cycle's end and reports gpsd's last report of the epoch, its final
-word (one epoch later than a single-ender receiver's fix). Dilutions and the GSA satellite count that a receiver sends after the
-cycle's last timed sentence are taken from the previous cycle (they change slowly).
+word (one epoch later than a single-ender receiver's fix). Dilutions and the GSA satellite
+count that a receiver sends after the cycle's last timed sentence are taken from the previous
+cycle (they change slowly).
 """
 
 from __future__ import annotations
