@@ -710,8 +710,9 @@ class PgTimeline:
         """Record a rejected message; return how often its (topic, reason kind) was seen
         (``Timeline.dead_letter``: counted, a small sample kept, the rows bounded)."""
         now = time.time()
-        topic = topic[:_TOPIC_CHARS]
-        reason = reason[:_REASON_CHARS]
+        # PostgreSQL's text takes no NUL character, and a reason may quote what a client sent
+        topic = topic[:_TOPIC_CHARS].replace("\x00", "\ufffd")
+        reason = reason[:_REASON_CHARS].replace("\x00", "\ufffd")
         sample = payload[: self.limits.dead_letter_keep_bytes]
         async with self._connection() as con, con.transaction():
             # garbage floods cost no flush each: the next durable commit flushes them

@@ -231,6 +231,9 @@ async def test_dead_letters_counted_per_kind_and_bounded(timeline_url: str) -> N
         assert [r["topic"] for r in rows] == [f"lm/v1/acme/d{k}/events" for k in (4, 3, 2)]
         assert await tl.dead_letter("t" * 1000, "r" * 5000, b"") == 1
         assert len((await tl.dead_letters(1))[0]["topic"]) == 256
+        # a reason quoting a client's NUL character is kept (PostgreSQL's text takes none)
+        assert await tl.dead_letter("lm/v1/acme/y/events", "bad id 'a\x00b'", b"\x00") == 1
+        assert (await tl.dead_letters(1))[0]["reason"].startswith("bad id 'a")
     finally:
         await tl.close()
 
