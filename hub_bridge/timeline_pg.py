@@ -652,9 +652,9 @@ class PgTimeline:
                 types.append(str(env["type"]))
                 tss.append(str(env["ts"]))
                 flagss.append(",".join(fl) or None)
-                if texts is not None:
+                if texts is not None and "\x00" not in texts[k]:
                     bodies.append(texts[k])
-                else:
+                else:  # encoded here, or again: PostgreSQL's text takes no NUL character
                     bodies.append(
                         encode_checked(
                             eid, seq, batch.fleet, batch.device, env["type"], env["ts"],
