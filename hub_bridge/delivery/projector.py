@@ -169,8 +169,8 @@ class WebhooksConfig(_Section):
     backoff_base: Duration = Field(default=2.0, gt=0)
     backoff_cap: Duration = Field(default=3600.0, gt=0)
     timeout: Duration = Field(default=10.0, gt=0, le=300)
-    concurrency: int = Field(default=32, ge=1, le=1000)
-    per_subscription: int = Field(default=8, ge=1, le=1000)
+    concurrency: int = Field(default=64, ge=1, le=1000)
+    per_subscription: int = Field(default=32, ge=1, le=1000)
     retention: Duration = Field(default=7 * 86400.0, gt=0)
 
     def settings(self) -> PushSettings:

@@ -115,9 +115,9 @@ class PushSettings:
     backoff_cap: float = 3600.0
     timeout: float = 10.0
     """Seconds for one attempt: connect, send, and the answer's status."""
-    concurrency: int = 32
+    concurrency: int = 64
     """Requests in flight at once, over every subscriber."""
-    per_subscription: int = 8
+    per_subscription: int = 32
     """Requests in flight at once to one subscriber."""
     poll: float = 1.0
     """Seconds between looks at the queue when nothing wakes the worker (another hub's
@@ -147,9 +147,12 @@ class WebhookWorker:
         self._rand = rand
         self._user_agent = user_agent
         self._wake = asyncio.Event()
-        self._busy: set[tuple[str, str]] = set()  # (subscription, key) with a request out
-        self._per_sub: Counter[str] = Counter()
-        self._done: list[tuple[Outcome, str]] = []  # recorded at the next flush, with the key
+        self._busy: set[tuple[str, str]] = set()  # (subscription, key): out, or not recorded
+        self._busy_per_sub: Counter[str] = Counter()
+        self._out_per_sub: Counter[str] = Counter()  # requests in flight
+        self._done: list[tuple[Outcome, str]] = []  # answered, to be recorded, with the key
+        self._answered = asyncio.Event()
+        self._queue_lock = asyncio.Lock()
         self._failing: set[str] = set()  # subscriptions whose last attempt failed (for logs)
         self._turn = 0
         self._last_prune = 0.0
@@ -168,10 +171,12 @@ class WebhookWorker:
             aiohttp.ClientSession(connector=connector, timeout=timeout) as http,
             asyncio.TaskGroup() as tg,
         ):
+            # answers are recorded by a task of their own: a commit never holds up requests
+            # to other keys, and many answers go in one commit
+            tg.create_task(self._recorder(), name="webhook recorder")
             while True:
                 self._wake.clear()
                 try:
-                    await self._flush()
                     await self._dispatch(http, tg)
                     wait = await self._wait_time()
                     await self._prune()
@@ -183,18 +188,34 @@ class WebhookWorker:
                     async with asyncio.timeout(wait):
                         await self._wake.wait()
 
+    async def _recorder(self) -> None:
+        while True:
+            await self._answered.wait()
+            self._answered.clear()
+            try:
+                await self._flush()
+            except StoreUnavailable as exc:
+                self.health.set_state("webhooks", "store-unavailable", error=str(exc)[:200])
+                await asyncio.sleep(self.settings.poll)
+                self._answered.set()  # try again
+                continue
+            self._wake.set()  # their keys are free: the next notices of them can go
+
     async def _flush(self) -> None:
         if not self._done:
             return
         done, self._done = self._done, []
-        try:
-            await self.store.record([o for o, _ in done])
-        except BaseException:
-            self._done[:0] = done  # recorded on the next turn; the keys stay busy meanwhile
-            raise
-        for o, key in done:
-            self._busy.discard((o.sub, key))
-            self._per_sub[o.sub] -= 1
+        # not while the dispatcher reads the queue: a read from before this commit, returning
+        # after the keys are freed, would send a delivered notice again
+        async with self._queue_lock:
+            try:
+                await self.store.record([o for o, _ in done])
+            except BaseException:
+                self._done[:0] = done  # recorded on the next turn; the keys stay busy meanwhile
+                raise
+            for o, key in done:
+                self._busy.discard((o.sub, key))
+                self._busy_per_sub[o.sub] -= 1
 
     async def _dispatch(self, http: aiohttp.ClientSession, tg: asyncio.TaskGroup) -> None:
         s = self.settings
@@ -204,25 +225,27 @@ class WebhookWorker:
         self._turn = (self._turn + 1) % len(subs)
         now = self._clock()
         for sub in subs[self._turn :] + subs[: self._turn]:  # a new first each turn: fairness
-            total = sum(self._per_sub.values())
-            spare = min(s.per_subscription - self._per_sub[sub.id], s.concurrency - total)
+            total = sum(self._out_per_sub.values())
+            spare = min(s.per_subscription - self._out_per_sub[sub.id], s.concurrency - total)
             if spare <= 0:
                 continue
-            # the heads already out come back too: ask for enough to find ``spare`` new ones
-            for d in await self.store.due(sub, now, spare + self._per_sub[sub.id]):
+            # busy heads (out, or answered and not recorded yet) come back too: ask for enough
+            # to find ``spare`` others
+            async with self._queue_lock:
+                due = await self.store.due(sub, now, spare + self._busy_per_sub[sub.id])
+            for d in due:
                 if spare <= 0:
                     break
                 if (d.sub, d.key) in self._busy:
                     continue
                 self._busy.add((d.sub, d.key))
-                self._per_sub[d.sub] += 1
+                self._busy_per_sub[d.sub] += 1
+                self._out_per_sub[d.sub] += 1
                 spare -= 1
                 tg.create_task(self._attempt(http, d, sub), name=f"webhook {d.sub} {d.notice}")
 
     async def _wait_time(self) -> float:
         s = self.settings
-        if self._done:
-            return 0.0
         nxt = await self.store.next_due()
         if nxt is None:
             return s.poll
@@ -264,8 +287,10 @@ class WebhookWorker:
             log.exception("webhook %s to %s", d.notice, d.url)
             error = (f"{type(exc).__name__}: {exc}")[:_ERROR_CHARS]
         self._done.append((self._outcome(d, status, error), d.key))
+        self._out_per_sub[d.sub] -= 1
         self._log(sub, error)
-        self._wake.set()
+        self._answered.set()
+        self._wake.set()  # a free slot: another key may go
 
     def _outcome(self, d: Delivery, status: int | None, error: str | None) -> Outcome:
         s = self.settings

@@ -1,7 +1,9 @@
 """The delivery tables on the timeline's SQLite file (``hub_bridge.delivery.store``).
 
 A connection of its own on the same file (WAL lets the bridge's connection and this one read
-at once; writers take turns through SQLite's lock, waited for up to ``BUSY_TIMEOUT_MS``). The
+at once; writers take turns through SQLite's lock, waited for up to ``BUSY_TIMEOUT_MS``), used
+from one thread of its own: each call (a whole transaction, or a read) is one hop to that
+thread, not one per statement, which is what lets a thousand notices a second through. The
 timeline's ``PRAGMA user_version`` belongs to the timeline: these tables keep their version in
 ``delivery_schema`` and migrate in one transaction, refusing a newer one.
 
@@ -17,13 +19,12 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import aiosqlite
-
-from edge_agent.platform.sqlite import configure, prepare_private
+from edge_agent.platform.sqlite import make_private, prepare_private
 from hub_bridge.delivery.store import (
     Checkpoint,
     Delivery,
@@ -130,6 +131,7 @@ _SCHEMA = [
 ]
 SCHEMA_VERSION = len(_SCHEMA)
 
+_T = TypeVar("_T")
 _PLAN_NAMES = ("manifest", "loadplan")
 LATE_COMMANDS_S = 300.0
 """Commands created this recently are read again even below the cursor (see commands_since)."""
@@ -155,65 +157,78 @@ def payload_of(body: str) -> dict[str, Any]:
 class SqliteDeliveryStore:
     """The delivery tables in an SQLite file. ``await SqliteDeliveryStore.open(path)``."""
 
-    def __init__(self, path: Path, db: aiosqlite.Connection) -> None:
+    def __init__(
+        self,
+        path: Path,
+        writer: sqlite3.Connection,
+        reader: sqlite3.Connection,
+        threads: tuple[ThreadPoolExecutor, ThreadPoolExecutor],
+    ) -> None:
         self.path = path
-        self._db = db
-        # one connection, several writers (projector, worker, API): a transaction spans awaits
-        self._writing = asyncio.Lock()
+        self._writer, self._reader = writer, reader
+        # every call runs whole (a transaction, or a read) on the thread of its connection: one
+        # hop per call, not one per statement, and calls never interleave. Reads have their own
+        # connection and thread (WAL: they see the last commit), so a commit waiting for the
+        # disk holds up no read
+        self._wthread, self._rthread = threads
 
     @classmethod
     async def open(cls, path: str | Path) -> SqliteDeliveryStore:
         """Open the file (created private if missing) and bring the delivery tables up to date."""
         p = Path(path)
         prepare_private(p)
-        db = await aiosqlite.connect(p, isolation_level=None)
+        threads = (
+            ThreadPoolExecutor(1, thread_name_prefix="delivery-write"),
+            ThreadPoolExecutor(1, thread_name_prefix="delivery-read"),
+        )
+        loop = asyncio.get_running_loop()
+        opened: list[sqlite3.Connection] = []
         try:
-            await configure(db, busy_timeout_ms=BUSY_TIMEOUT_MS)
-            await _migrate(db, p)
-        except BaseException:
-            await db.close()
+            opened.append(await loop.run_in_executor(threads[0], _connect, p, True))
+            opened.append(await loop.run_in_executor(threads[1], _connect, p, False))
+        except BaseException as exc:
+            for con in opened:
+                con.close()
+            for t in threads:
+                t.shutdown(wait=False)
+            if isinstance(exc, sqlite3.OperationalError):
+                raise StoreUnavailable(f"{p}: {exc}") from exc
             raise
-        return cls(p, db)
+        return cls(p, opened[0], opened[1], threads)
 
     async def close(self) -> None:
-        """Close the connection."""
-        await self._db.close()
+        """Close the connections."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._wthread, self._writer.close)
+        await loop.run_in_executor(self._rthread, self._reader.close)
+        self._wthread.shutdown(wait=True)
+        self._rthread.shutdown(wait=True)
 
     async def lead(self) -> bool:
         """Always: an SQLite timeline has one hub."""
         return True
 
-    @contextlib.asynccontextmanager
-    async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._writing:
-            try:
-                await self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise StoreUnavailable(f"{self.path}: {exc}") from exc
-            try:
-                yield self._db
-                await self._db.execute("COMMIT")
-            except sqlite3.OperationalError as exc:  # locked too long, disk full: transient
-                with contextlib.suppress(Exception):
-                    await self._db.execute("ROLLBACK")
-                raise StoreUnavailable(f"{self.path}: {exc}") from exc
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await self._db.execute("ROLLBACK")
-                raise
+    async def _run(self, thread: ThreadPoolExecutor, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)`` on ``thread``; a cancel waits for it to end (its transaction
+        committed or rolled back) before it goes on."""
+        work = asyncio.get_running_loop().run_in_executor(thread, fn, *args)
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            await asyncio.wait([work])
+            raise
+        except sqlite3.OperationalError as exc:  # locked too long, disk full: transient
+            raise StoreUnavailable(f"{self.path}: {exc}") from exc
 
     async def _all(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
-        # reads take turns with transactions too: on one connection a read would otherwise see
-        # another task's uncommitted rows (a queued delivery whose notice may yet roll back)
-        async with self._writing:
-            return await self._q(sql, args)
+        return await self._run(self._rthread, _fetch, self._reader, sql, args)
 
-    async def _q(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
-        try:
-            async with self._db.execute(sql, args) as cur:
-                return list(await cur.fetchall())
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(f"{self.path}: {exc}") from exc
+    async def _write(self, fn: Callable[..., _T], *args: Any, durable: bool = False) -> _T:
+        """``fn(con, *args)`` in one transaction. Derived data (notices, the queue's states,
+        the checkpoint) is committed without an fsync of its own: a power cut loses at most the
+        last commits, which the projector makes again from the timeline and the worker sends
+        again (at least once). What the API acknowledged (subscriptions) is ``durable``."""
+        return await self._run(self._wthread, _in_tx, self._writer, durable, fn, *args)
 
     # -- the projector ----------------------------------------------------------------------
 
@@ -224,64 +239,7 @@ class SqliteDeliveryStore:
         now: float = 0.0,
     ) -> list[LoggedNotice]:
         """Log new notices, queue them for their subscribers, keep exceptions, write views."""
-        logged: list[LoggedNotice] = []
-        async with self._tx() as db:
-            subs = [_subscription(r) for r in await self._q(_SUBS_SQL)]
-            for n in notices:
-                async with db.execute(
-                    "INSERT INTO delivery_notices (id, fleet, kind, key, ts, created, body)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING RETURNING pos",
-                    (n.id, n.fleet, n.kind, n.key, n.ts, now, n.body),
-                ) as cur:
-                    row = await cur.fetchone()
-                if row is None:
-                    continue  # logged before: re-processed after a restart
-                pos = int(row[0])
-                logged.append(LoggedNotice(pos, n.id, n.fleet, n.kind, n.key, n.ts, n.body))
-                rows = [
-                    (s.id, n.id, pos, n.key, now, now)
-                    for s in subs
-                    if s.takes(n.fleet, n.kind, n.subject)
-                ]
-                if rows:
-                    await db.executemany(
-                        "INSERT OR IGNORE INTO delivery_queue"
-                        " (sub, notice, pos, key, created, next_at) VALUES (?, ?, ?, ?, ?, ?)",
-                        rows,
-                    )
-                if n.kind.startswith("exception."):
-                    await self._exception(db, n, pos)
-            for kind, fleet, key, body in views:
-                if body is None:
-                    await db.execute(
-                        "DELETE FROM delivery_views WHERE kind=? AND fleet=? AND key=?",
-                        (kind, fleet, key),
-                    )
-                else:
-                    await db.execute(
-                        "INSERT INTO delivery_views (kind, fleet, key, body) VALUES (?, ?, ?, ?)"
-                        " ON CONFLICT (kind, fleet, key) DO UPDATE SET body=excluded.body",
-                        (kind, fleet, key, body),
-                    )
-        return logged
-
-    async def _exception(self, db: aiosqlite.Connection, n: NewNotice, pos: int) -> None:
-        payload = payload_of(n.body)
-        eid = exception_identity(n.key, n.subject, payload)
-        if n.kind == "exception.raised":
-            # raised again after a resolve (a new occurrence with the same identity): reopen
-            await db.execute(
-                "INSERT INTO delivery_exceptions"
-                " (id, fleet, type, key, raised_ts, raised, pos) VALUES (?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (fleet, id) DO UPDATE SET raised_ts=excluded.raised_ts,"
-                " raised=excluded.raised, pos=excluded.pos, resolved_ts=NULL, resolved=NULL",
-                (eid, n.fleet, n.subject, n.key, n.ts, n.body, pos),
-            )
-        else:
-            await db.execute(
-                "UPDATE delivery_exceptions SET resolved_ts=?, resolved=? WHERE fleet=? AND id=?",
-                (n.ts, n.body, n.fleet, eid),
-            )
+        return await self._write(_log_notices, list(notices), list(views), now)
 
     async def load_checkpoint(self, name: str) -> Checkpoint | None:
         """The projector's last checkpoint under ``name``."""
@@ -303,24 +261,28 @@ class SqliteDeliveryStore:
     async def save_checkpoint(self, name: str, checkpoint: Checkpoint, now: float) -> None:
         """Replace the checkpoint ``name`` (one transaction: cursors and model together)."""
         model = None if checkpoint.model is None else json.dumps(checkpoint.model)
-        async with self._tx() as db:
-            await db.execute(
+        row = (
+            name,
+            checkpoint.events,
+            checkpoint.commands,
+            checkpoint.hub_seq,
+            model,
+            json.dumps(checkpoint.extra),
+            now,
+        )
+
+        def work(con: sqlite3.Connection) -> None:
+            con.execute(
                 "INSERT INTO delivery_checkpoint"
                 " (name, events, commands, hub_seq, model, extra, updated)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
                 " events=excluded.events, commands=excluded.commands,"
                 " hub_seq=excluded.hub_seq, model=excluded.model, extra=excluded.extra,"
                 " updated=excluded.updated",
-                (
-                    name,
-                    checkpoint.events,
-                    checkpoint.commands,
-                    checkpoint.hub_seq,
-                    model,
-                    json.dumps(checkpoint.extra),
-                    now,
-                ),
+                row,
             )
+
+        await self._write(work)
 
     async def commands_since(self, cursor: int, limit: int) -> tuple[list[dict[str, Any]], int]:
         """Manifests and load plans from the timeline's ``commands`` table after ``cursor``,
@@ -436,23 +398,26 @@ class SqliteDeliveryStore:
 
     async def add_subscription(self, sub: Subscription) -> None:
         """Store a new subscription (its id must be new)."""
-        async with self._tx() as db:
-            await db.execute(
-                "INSERT INTO delivery_subscriptions"
-                " (id, fleet, url, secret, kinds, types, description, created, active)"
+        row = (
+            sub.id,
+            sub.fleet,
+            sub.url,
+            sub.secret,
+            json.dumps(list(sub.kinds)),
+            json.dumps(list(sub.types)),
+            sub.description,
+            sub.created,
+            int(sub.active),
+        )
+
+        def work(con: sqlite3.Connection) -> None:
+            con.execute(
+                f"INSERT INTO delivery_subscriptions ({_SUB_COLS})"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    sub.id,
-                    sub.fleet,
-                    sub.url,
-                    sub.secret,
-                    json.dumps(list(sub.kinds)),
-                    json.dumps(list(sub.types)),
-                    sub.description,
-                    sub.created,
-                    int(sub.active),
-                ),
+                row,
             )
+
+        await self._write(work, durable=True)
 
     async def subscriptions(self, fleet: str | None = None) -> list[Subscription]:
         """The subscriptions of a fleet, or of all fleets, oldest first."""
@@ -475,29 +440,26 @@ class SqliteDeliveryStore:
 
     async def delete_subscription(self, fleet: str, sid: str) -> bool:
         """Delete a subscription and its queue; True when it existed."""
-        async with self._tx() as db:
-            async with db.execute(
-                "DELETE FROM delivery_subscriptions WHERE fleet=? AND id=? RETURNING id",
-                (fleet, sid),
-            ) as cur:
-                gone = await cur.fetchone() is not None
+
+        def work(con: sqlite3.Connection) -> bool:
+            gone = (
+                con.execute(
+                    "DELETE FROM delivery_subscriptions WHERE fleet=? AND id=? RETURNING id",
+                    (fleet, sid),
+                ).fetchone()
+                is not None
+            )
             if gone:
-                await db.execute("DELETE FROM delivery_queue WHERE sub=?", (sid,))
-        return gone
+                con.execute("DELETE FROM delivery_queue WHERE sub=?", (sid,))
+            return gone
+
+        return await self._write(work, durable=True)
 
     # -- the webhook queue -------------------------------------------------------------------
 
     async def due(self, sub: Subscription, now: float, limit: int) -> list[Delivery]:
         """Deliveries of ``sub`` due at ``now`` that head their key, in log order."""
-        rows = await self._all(
-            "SELECT q.notice, q.pos, q.key, n.kind, q.attempts, q.created, n.body"
-            " FROM delivery_queue q JOIN delivery_notices n ON n.id = q.notice"
-            " WHERE q.sub = ? AND q.state = 'pending' AND q.next_at <= ?"
-            " AND NOT EXISTS (SELECT 1 FROM delivery_queue p WHERE p.sub = q.sub"
-            "   AND p.key = q.key AND p.state = 'pending' AND p.pos < q.pos)"
-            " ORDER BY q.pos LIMIT ?",
-            (sub.id, now, limit),
-        )
+        rows = await self._all(_DUE_SQL, (sub.id, now, limit))
         return [
             Delivery(sub.id, nid, int(pos), key, kind, int(att), float(created), sub.url,
                      sub.secret, body)
@@ -519,13 +481,16 @@ class SqliteDeliveryStore:
             done = o.at if state != "pending" else None
             next_at = o.next_at if o.next_at is not None else o.at
             rows.append((state, next_at, o.at, o.status, o.error, done, o.sub, o.notice))
-        async with self._tx() as db:
-            await db.executemany(
+
+        def work(con: sqlite3.Connection) -> None:
+            con.executemany(
                 "UPDATE delivery_queue SET state=?, attempts=attempts + 1, next_at=?,"
                 " last_at=?, last_status=?, last_error=?, done_at=?"
                 " WHERE sub=? AND notice=? AND state='pending'",
                 rows,
             )
+
+        await self._write(work)
 
     async def deliveries(
         self, fleet: str, sid: str, state: str | None = None, limit: int = 100
@@ -556,22 +521,177 @@ class SqliteDeliveryStore:
         if notice is not None:
             sql += " AND notice=?"
             args.append(notice)
-        async with self._tx() as db:
-            cur = await db.execute(sql, args)
-            return int(cur.rowcount)
+
+        def work(con: sqlite3.Connection) -> int:
+            return int(con.execute(sql, args).rowcount)
+
+        return await self._write(work, durable=True)
 
     async def prune(self, before: float) -> int:
         """Delete finished deliveries and unreferenced notices older than ``before``."""
-        async with self._tx() as db:
-            a = await db.execute(
+
+        def work(con: sqlite3.Connection) -> int:
+            a = con.execute(
                 "DELETE FROM delivery_queue WHERE state != 'pending' AND done_at < ?", (before,)
             )
-            b = await db.execute(
+            b = con.execute(
                 "DELETE FROM delivery_notices WHERE created < ? AND NOT EXISTS"
                 " (SELECT 1 FROM delivery_queue q WHERE q.notice = delivery_notices.id)",
                 (before,),
             )
             return int(a.rowcount) + int(b.rowcount)
+
+        return await self._write(work)
+
+
+# walks the subscription's pending deliveries in log order (the index, no sort) and stops at
+# ``limit`` heads: a backlog of thousands costs no more than the rows it returns
+_DUE_SQL = (
+    "SELECT q.notice, q.pos, q.key, n.kind, q.attempts, q.created, n.body"
+    " FROM delivery_queue q INDEXED BY delivery_queue_list"
+    " JOIN delivery_notices n ON n.id = q.notice"
+    " WHERE q.sub = ? AND q.state = 'pending' AND q.next_at <= ?"
+    " AND NOT EXISTS (SELECT 1 FROM delivery_queue p WHERE p.sub = q.sub"
+    "   AND p.key = q.key AND p.state = 'pending' AND p.pos < q.pos)"
+    " ORDER BY q.pos LIMIT ?"
+)
+
+
+def _fetch(con: sqlite3.Connection, sql: str, args: Sequence[Any]) -> list[Any]:
+    return con.execute(sql, args).fetchall()
+
+
+def _begin(con: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE, waiting for the write lock in steps of half a millisecond.
+
+    SQLite's own busy handler sleeps 1, 2, 5, 10 ... up to 100 ms between tries, so a writer
+    that finds the bridge committing may sleep 50-100 ms for a lock free after one: too slow for
+    notices that should leave within a few dozen milliseconds. The connection's own timeout is
+    1 ms; this loop tries again until ``BUSY_TIMEOUT_MS``."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.0005)
+
+
+def _in_tx(con: sqlite3.Connection, durable: bool, fn: Callable[..., _T], *args: Any) -> _T:
+    if durable:
+        con.execute("PRAGMA synchronous=FULL")
+    try:
+        _begin(con)
+        try:
+            out = fn(con, *args)
+            con.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                con.execute("ROLLBACK")
+            raise
+    finally:
+        if durable:
+            con.execute("PRAGMA synchronous=NORMAL")
+    return out
+
+
+def _log_notices(
+    con: sqlite3.Connection,
+    notices: list[NewNotice],
+    views: list[tuple[str, str, str, str | None]],
+    now: float,
+) -> list[LoggedNotice]:
+    subs = [_subscription(r) for r in con.execute(_SUBS_SQL).fetchall()]
+    logged: list[LoggedNotice] = []
+    queue: list[tuple[Any, ...]] = []
+    for n in notices:
+        row = con.execute(
+            "INSERT INTO delivery_notices (id, fleet, kind, key, ts, created, body)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING RETURNING pos",
+            (n.id, n.fleet, n.kind, n.key, n.ts, now, n.body),
+        ).fetchone()
+        if row is None:
+            continue  # logged before: re-processed after a restart
+        pos = int(row[0])
+        logged.append(LoggedNotice(pos, n.id, n.fleet, n.kind, n.key, n.ts, n.body))
+        queue += [
+            (s.id, n.id, pos, n.key, now, now) for s in subs if s.takes(n.fleet, n.kind, n.subject)
+        ]
+        if n.kind.startswith("exception."):
+            eid = exception_identity(n.key, n.subject, payload_of(n.body))
+            if n.kind == "exception.raised":
+                # raised again after a resolve (a new occurrence, the same identity): reopen
+                con.execute(
+                    "INSERT INTO delivery_exceptions"
+                    " (id, fleet, type, key, raised_ts, raised, pos) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (fleet, id) DO UPDATE SET raised_ts=excluded.raised_ts,"
+                    " raised=excluded.raised, pos=excluded.pos, resolved_ts=NULL, resolved=NULL",
+                    (eid, n.fleet, n.subject, n.key, n.ts, n.body, pos),
+                )
+            else:
+                con.execute(
+                    "UPDATE delivery_exceptions SET resolved_ts=?, resolved=?"
+                    " WHERE fleet=? AND id=?",
+                    (n.ts, n.body, n.fleet, eid),
+                )
+    if queue:
+        con.executemany(
+            "INSERT OR IGNORE INTO delivery_queue (sub, notice, pos, key, created, next_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            queue,
+        )
+    gone = [(k, f, key) for k, f, key, body in views if body is None]
+    kept = [(k, f, key, body) for k, f, key, body in views if body is not None]
+    if gone:
+        con.executemany("DELETE FROM delivery_views WHERE kind=? AND fleet=? AND key=?", gone)
+    if kept:
+        con.executemany(
+            "INSERT INTO delivery_views (kind, fleet, key, body) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (kind, fleet, key) DO UPDATE SET body=excluded.body",
+            kept,
+        )
+    return logged
+
+
+def _connect(path: Path, writer: bool) -> sqlite3.Connection:
+    """Open the file on its thread: WAL, a busy timeout; the writer migrates the tables."""
+    con = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                          check_same_thread=False)  # fmt: skip
+    try:
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")
+        # the writer waits for the lock in its own loop (_begin); a reader is never locked out
+        # in WAL but by a checkpoint's brief moments
+        con.execute(f"PRAGMA busy_timeout={1 if writer else BUSY_TIMEOUT_MS}")
+        make_private(path)
+        if writer:
+            _in_tx(con, True, _migrate, path)
+        else:
+            con.execute("PRAGMA query_only=ON")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _migrate(con: sqlite3.Connection, path: Path) -> None:
+    con.execute("CREATE TABLE IF NOT EXISTS delivery_schema (version INTEGER NOT NULL)")
+    row = con.execute("SELECT max(version) FROM delivery_schema").fetchone()
+    version = int(row[0]) if row and row[0] is not None else 0
+    if version > SCHEMA_VERSION:
+        raise DeliveryStoreError(
+            f"{path}: the delivery tables' schema version {version} is newer than this"
+            f" program's ({SCHEMA_VERSION})"
+        )
+    for step in _SCHEMA[version:]:
+        for statement in step.split(";"):
+            if statement.strip():
+                con.execute(statement)
+    if version < SCHEMA_VERSION:
+        con.execute("DELETE FROM delivery_schema")
+        con.execute("INSERT INTO delivery_schema VALUES (?)", (SCHEMA_VERSION,))
 
 
 def _subscription(row: Sequence[Any]) -> Subscription:
@@ -620,29 +740,3 @@ def delivery_row(row: Sequence[Any]) -> dict[str, Any]:
         "last_error": error,
         "done_at": done,
     }
-
-
-async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
-    await db.execute("BEGIN IMMEDIATE")
-    try:
-        await db.execute("CREATE TABLE IF NOT EXISTS delivery_schema (version INTEGER NOT NULL)")
-        async with db.execute("SELECT max(version) FROM delivery_schema") as cur:
-            row = await cur.fetchone()
-        version = int(row[0]) if row and row[0] is not None else 0
-        if version > SCHEMA_VERSION:
-            raise DeliveryStoreError(
-                f"{path}: the delivery tables' schema version {version} is newer than this"
-                f" program's ({SCHEMA_VERSION})"
-            )
-        for step in _SCHEMA[version:]:
-            for statement in step.split(";"):
-                if statement.strip():
-                    await db.execute(statement)
-        if version < SCHEMA_VERSION:
-            await db.execute("DELETE FROM delivery_schema")
-            await db.execute("INSERT INTO delivery_schema VALUES (?)", (SCHEMA_VERSION,))
-        await db.execute("COMMIT")
-    except BaseException:
-        with contextlib.suppress(Exception):
-            await db.execute("ROLLBACK")
-        raise
