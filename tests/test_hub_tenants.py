@@ -39,6 +39,7 @@ from hub_bridge.tenants import (
     new_token,
 )
 from hub_bridge.timeline import Timeline
+from hub_bridge.tokens_cli import token_main
 from tests.inproc import Served
 from tests.test_api_fuzz import CHECKS, FUZZ, assert_no_undocumented_5xx
 
@@ -133,6 +134,60 @@ def test_a_new_token_and_its_hash_make_a_working_entry() -> None:
     tenants = config.build()
     assert tenants is not None
     assert tenants.authenticate(f"Bearer {token}") is not None
+
+
+def test_token_new_prints_the_token_and_the_entry_that_admits_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        token_main(["--name", "fastlane", "--fleet", "3pl-fast", "--rights", "read,write-events"])
+        == 0
+    )
+    token, entry_line = capsys.readouterr().out.splitlines()
+    entry = json.loads(entry_line.removeprefix("- "))
+    assert entry == {
+        "name": "fastlane",
+        "fleet": "3pl-fast",
+        "rights": ["read", "write-events"],
+        "token_sha256": sha(token),
+    }
+    tenants = TenantsConfig.model_validate({"tokens": [entry]}).build()
+    assert tenants is not None
+    who = tenants.authenticate(f"Bearer {token}")
+    assert who is not None
+    assert (who.name, who.sees("3pl-fast"), who.can("write-events")) == ("fastlane", True, True)
+    # into a file of its own: the entry names the file, the token is not printed
+    out = tmp_path / "ops.token"
+    assert (
+        token_main(["--name", "ops", "--fleet", "all", "--rights", "read,admin", "--out", str(out)])
+        == 0
+    )
+    (entry_line,) = capsys.readouterr().out.splitlines()
+    entry = json.loads(entry_line.removeprefix("- "))
+    assert (entry["fleets"], entry["token_file"]) == ("all", str(out))
+    assert out.stat().st_mode & 0o777 == 0o600
+    tenants = TenantsConfig.model_validate({"tokens": [entry]}).build()
+    assert tenants is not None
+    assert tenants.authenticate(f"Bearer {out.read_text().strip()}") is not None
+    assert token_main(["--name", "ops", "--fleet", "all", "--out", str(out)]) == 2  # kept
+    assert "File exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--fleet", "Acme!"], "fleet: String should match pattern"),
+        (["--fleet", "acme", "--rights", "read,delete"], "rights.1: Input should be"),
+        (["--fleet", "acme", "--rights", "admin"], "fleets: all"),
+    ],
+)
+def test_token_new_refuses_a_bad_entry(
+    args: list[str], error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert token_main(["--name", "t", *args]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no token made for an entry the hub would refuse
+    assert error in captured.err
 
 
 def test_bearer_headers_are_read_strictly() -> None:
