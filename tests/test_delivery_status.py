@@ -12,7 +12,7 @@ import pytest
 from hub_bridge.delivery.model import DeliveryModel, Notice, PlanError
 from hub_bridge.delivery.status import Entry, replay
 from simulators.status_truth import StatusCheck, check, depot_case, messy, run_case
-from tests.delivery_events import Device, at, drive_day, manifest
+from tests.delivery_events import T0, Device, at, drive_day, manifest
 
 
 def _model() -> DeliveryModel:
@@ -217,3 +217,12 @@ def test_simulated_days_shuffled_and_twice_every_status_right() -> None:
     res = check([1, 2])
     assert res.right == res.parcels, res.summary()["examples"]
     assert {"delivered", "failed_attempt", "returned", "loaded"} <= set(res.by_status)
+
+
+def test_forget_keeps_a_months_old_model_bounded() -> None:
+    m = _model()
+    _apply(m, drive_day(Device()))
+    assert m.forget(T0.timestamp()) == 0  # the day is after: nothing goes
+    assert m.forget(T0.timestamp() + 86400) == 1 + 6  # the route and its parcels
+    assert m.route("acme", "r-1") is None and m.parcel("acme", "p1a") is None
+    assert DeliveryModel.load(m.dump()).dump() == m.dump()

@@ -61,13 +61,40 @@ class ExceptionBook:
     """Every exception of a model by id; ``raise_`` and ``resolve`` act at most once each."""
 
     items: dict[str, ExceptionState] = field(default_factory=dict)
+    # open exceptions by what they are about: (fleet, "parcel" | "route", id) -> exception ids
+    _open: dict[tuple[str, str, str], set[str]] = field(default_factory=dict, repr=False)
 
     def raise_(self, exc: ExceptionState) -> bool:
         """Record ``exc`` unless one with its id exists; whether it was new."""
         if exc.id in self.items:
             return False
         self.items[exc.id] = exc
+        if exc.open:
+            for key in self._keys(exc):
+                self._open.setdefault(key, set()).add(exc.id)
         return True
+
+    @staticmethod
+    def _keys(exc: ExceptionState) -> list[tuple[str, str, str]]:
+        return [(exc.fleet, k, exc.ref[k]) for k in ("parcel", "route") if k in exc.ref]
+
+    def open_about(self, fleet: str, what: str, ident: str) -> list[ExceptionState]:
+        """The open exceptions whose ``ref`` names ``what`` (``parcel`` or ``route``)
+        ``ident``, by the time they were raised (then id: the same order on every replay)."""
+        ids = self._open.get((fleet, what, ident), ())
+        return sorted((self.items[i] for i in ids), key=lambda e: (e.raised_at, e.id))
+
+    def forget(self, keep: set[str]) -> None:
+        """Drop every exception whose id is not in ``keep``."""
+        self.items = {i: e for i, e in self.items.items() if i in keep}
+        self._reindex()
+
+    def _reindex(self) -> None:
+        self._open = {}
+        for exc in self.items.values():
+            if exc.open:
+                for key in self._keys(exc):
+                    self._open.setdefault(key, set()).add(exc.id)
 
     def resolve(self, exc_id: str, at: str, resolution: str) -> ExceptionState | None:
         """Resolve an open exception; the exception, or None when not open."""
@@ -76,6 +103,8 @@ class ExceptionBook:
             return None
         exc.resolved_at = at
         exc.resolution = resolution
+        for key in self._keys(exc):
+            self._open.get(key, set()).discard(exc.id)
         return exc
 
     def is_open(self, exc_id: str) -> bool:
@@ -90,4 +119,6 @@ class ExceptionBook:
     @classmethod
     def from_json(cls, data: list[dict[str, Any]]) -> ExceptionBook:
         """The inverse of ``to_json``."""
-        return cls({d["id"]: ExceptionState(**d) for d in data})
+        book = cls({d["id"]: ExceptionState(**d) for d in data})
+        book._reindex()
+        return book

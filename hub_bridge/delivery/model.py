@@ -86,6 +86,13 @@ def _epoch(ts: str) -> float:
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
+def _maybe_epoch(ts: Any) -> float | None:
+    try:
+        return _epoch(ts)
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
 def _nid(*parts: object) -> str:
     """A short deterministic id for notices whose natural key would be long."""
     return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:32]
@@ -137,6 +144,8 @@ class RouteState:
     fix: list[float] | None = None  # [t, lat, lon]
     motion: list[float | None] = field(default_factory=lambda: [None, None])  # track, speed
     trail: list[list[float]] = field(default_factory=list)  # recent pings: t, lat, lon, speed
+    extra: list[str] = field(default_factory=list)  # parcels of a load plan, not of a stop
+    defined_t: float | None = None
 
     def where(self, t: float) -> tuple[float, float] | None:
         """Where the van was at ``t``, from its recent pings: the ping at most 15 s away, or
@@ -267,6 +276,7 @@ class DeliveryModel:
                 route = RouteState(
                     plan.route, fleet, device, list(plan.depot) if plan.depot else None, stops
                 )
+                route.defined_t = _maybe_epoch(ts)
                 self.routes[key] = route
             self._device(fleet, device).route = plan.route
             for st in stops:
@@ -276,15 +286,14 @@ class DeliveryModel:
             return []
         if name == "loadplan":
             for lr in parse_loadplan(payload):
-                for pid in lr.parcels:
-                    p = self._parcel(fleet, pid)
-                    if p.route is None:
-                        p.route = lr.route
                 key = (fleet, lr.route)
                 if key not in self.routes:
                     self.routes[key] = RouteState(lr.route, fleet, lr.vehicle, None, [])
+                    self.routes[key].defined_t = _maybe_epoch(ts)
                 elif self.routes[key].vehicle is None:
                     self.routes[key].vehicle = lr.vehicle
+                for pid in lr.parcels:
+                    self._adopt(fleet, pid, lr.route)
             return []
         raise ValueError(f"command {name!r} defines nothing (manifest or loadplan)")
 
@@ -418,6 +427,34 @@ class DeliveryModel:
             "status": r.status,
             "stops": [self._stop_view(st) for st in r.stops],
         }
+
+    def forget(self, before: float) -> int:
+        """Drop what no one will follow any more, so a hub running for months keeps a bounded
+        model: routes done (or defined and never started) before ``before``, parcels of no
+        live route with nothing since, exceptions resolved before. The learning stays. Returns
+        how many routes, parcels and exceptions went."""
+        gone = 0
+        for key, r in list(self.routes.items()):
+            ended = r.ended_t if r.status == "done" else None
+            if r.status == "planned":
+                ended = r.defined_t
+            if ended is not None and ended < before:
+                del self.routes[key]
+                gone += 1
+        for key, p in list(self.parcels.items()):
+            last = max((e.t for e in p.history), default=None)
+            live = p.route is not None and (p.fleet, p.route) in self.routes
+            if not live and (last is None or last < before):
+                del self.parcels[key]
+                gone += 1
+        keep = {
+            i
+            for i, e in self.book.items.items()
+            if e.open or e.resolved_at is None or _epoch(e.resolved_at) >= before
+        }
+        gone += len(self.book.items) - len(keep)
+        self.book.forget(keep)
+        return gone
 
     # ------------------------------------------------------------------ persistence
 
@@ -554,12 +591,12 @@ class DeliveryModel:
     def _route_parcels(self, route: RouteState) -> list[str]:
         got = [pid for st in route.stops for pid in st.parcels]
         seen = set(got)
-        # parcels only a load plan put on the route
-        got += [
-            p.parcel
-            for p in self.parcels.values()
-            if p.fleet == route.fleet and p.route == route.route and p.parcel not in seen
-        ]
+        # parcels only a load plan (or the station) put on the route, still on it
+        for pid in route.extra:
+            p = self.parcels.get((route.fleet, pid))
+            if pid not in seen and p is not None and p.route == route.route:
+                got.append(pid)
+                seen.add(pid)
         return got
 
     # ------------------------------------------------------------------ internals: events
@@ -628,9 +665,8 @@ class DeliveryModel:
             elif type_ == "trip.arrive":
                 if route.status == "active" and (route.started_t is None or t > route.started_t):
                     route.status, route.ended_t = "done", t
-                    for exc in list(self.book.items.values()):
-                        if exc.open and exc.fleet == fleet and exc.ref.get("route") == route.route:
-                            self._resolve(out, exc.id, env["ts"], "the route is done")
+                    for exc in self.book.open_about(fleet, "route", route.route):
+                        self._resolve(out, exc.id, env["ts"], "the route is done")
                 for pid in self._route_parcels(route):
                     self._entry(out, fleet, pid, env, t, "arrive_depot")
             return
@@ -648,7 +684,7 @@ class DeliveryModel:
                 self._entry(out, fleet, pid, env, t, "approach")
         elif type_ == "trip.arrive":
             if stop.ahead:
-                idx = route.stops.index(stop)
+                idx = next(k for k, st in enumerate(route.stops) if st is stop)
                 # the leg from the last stop (or the depot) taught a speed, a detour, a pause
                 if route.leg_t0 is not None and route.leg_from is not None:
                     straight = distance_m(route.leg_from[0], route.leg_from[1], stop.lat, stop.lon)
@@ -758,13 +794,8 @@ class DeliveryModel:
             if isinstance(pid, str):
                 self._adopt(fleet, pid, data.get("route"))
                 self._entry(out, fleet, pid, env, t, "verified")
-                for exc in list(self.book.items.values()):
-                    if (
-                        exc.open
-                        and exc.fleet == fleet
-                        and exc.ref.get("parcel") == pid
-                        and (exc.type in ("misload", "missing"))
-                    ):
+                for exc in self.book.open_about(fleet, "parcel", pid):
+                    if exc.type in ("misload", "missing"):
                         self._resolve(out, exc.id, ts, f"verified on {data.get('vehicle')}")
         elif type_ == "load.misload":
             pid = data.get("parcel")
@@ -828,9 +859,13 @@ class DeliveryModel:
                     self._resolve(out, self._last_id, ts, "verified later")
 
     def _adopt(self, fleet: str, pid: str, route: Any) -> None:
+        """A parcel a load plan or the station puts on ``route``, unless a manifest did."""
         p = self._parcel(fleet, pid)
         if p.route is None and isinstance(route, str):
             p.route = route
+            r = self.routes.get((fleet, route))
+            if r is not None:
+                r.extra.append(pid)
 
     def _on_device_exception(
         self, out: list[Notice], env: dict[str, Any], ref: dict[str, Any]
@@ -867,9 +902,10 @@ class DeliveryModel:
         """Recompute the ETA of every stop still ahead of an active route."""
         if route.status != "active" or route.fix is None:
             return
-        ahead = [st for st in route.stops if st.ahead]
-        if not ahead:
+        placed = [(k, st) for k, st in enumerate(route.stops) if st.ahead]
+        if not placed:
             return
+        ahead = [st for _, st in placed]
         s = self.settings
         at = route.stops[route.at_stop] if route.at_stop is not None else None
         t, lat, lon = route.fix
@@ -889,10 +925,7 @@ class DeliveryModel:
             route.motion[1],
         )
         n = len(route.stops)
-        legs = [
-            Leg(st.id, st.lat, st.lon, st.kind, sequence_place(route.stops.index(st), n))
-            for st in ahead
-        ]
+        legs = [Leg(st.id, st.lat, st.lon, st.kind, sequence_place(k, n)) for k, st in placed]
         for st, (_, eta) in zip(
             ahead, predict(van, legs, self._learning(route.fleet), s), strict=True
         ):
