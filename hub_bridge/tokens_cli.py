@@ -44,6 +44,9 @@ def token_main(argv: Sequence[str] | None = None) -> int:
     args = token_parser().parse_args(argv)
     token, digest = new_token()
     fleets: list[str] = args.fleet
+    if "all" in fleets and len(fleets) > 1:
+        print("hub-bridge token new: --fleet all is every fleet: give it alone", file=sys.stderr)
+        return 2
     entry: dict[str, object] = {"name": args.name}
     if fleets == ["all"]:
         entry["fleets"] = "all"

@@ -179,6 +179,7 @@ def test_token_new_prints_the_token_and_the_entry_that_admits_it(
         (["--fleet", "Acme!"], "fleet: String should match pattern"),
         (["--fleet", "acme", "--rights", "read,delete"], "rights.1: Input should be"),
         (["--fleet", "acme", "--rights", "admin"], "fleets: all"),
+        (["--fleet", "acme", "--fleet", "all"], "give it alone"),
     ],
 )
 def test_token_new_refuses_a_bad_entry(
