@@ -44,6 +44,7 @@ body is read, and counted in health (``api`` counters ``auth-refused``, ``rate-l
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -204,9 +205,13 @@ class BearerToken:
         return hmac.compare_digest(given, self._digest)
 
 
+@functools.lru_cache(maxsize=1024)
 def client_key(peer: str | None) -> tuple[bool, Hashable]:
     """(is loopback, rate-limit key) of a peer address: ``LOOPBACK`` for 127.0.0.0/8 and ::1
-    (also IPv4-mapped), an IPv4 address as it is, an IPv6 address by its /64."""
+    (also IPv4-mapped), an IPv4 address as it is, an IPv6 address by its /64.
+
+    Cached (a bounded LRU, as the buckets are): ``ipaddress`` parses in Python, and the same
+    few peers ask again and again; a flood of addresses only cycles the cache."""
     if peer is None:
         return False, "unknown"
     try:
@@ -633,8 +638,12 @@ def build_app(
 
     async def post_events(request: web.Request) -> web.Response:
         try:
-            async with asyncio.timeout(body_timeout):
+            if request.content.is_eof():
+                # the whole body came with the headers (a small POST): nothing to time
                 raw = await request.read()
+            else:
+                async with asyncio.timeout(body_timeout):
+                    raw = await request.read()
         except TimeoutError:
             health.count("api", "slow-body")
             response = _error(408, f"the body did not arrive within {body_timeout:g} s")
