@@ -398,6 +398,21 @@ def test_every_route_with_another_fleets_token(hub: Hub) -> None:
     assert status == 403
 
 
+def test_head_is_guarded_as_get_and_unknown_routes_are_404(hub: Hub) -> None:
+    req = urllib.request.Request(hub.served.url + "/v1/events", method="HEAD")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req, timeout=10)
+    assert info.value.code == 401
+    req.add_header("Authorization", f"Bearer {ACME}")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 200
+    for method, path, status in (("GET", "/v1/nowhere", 404), ("DELETE", "/v1/events", 405)):
+        req = urllib.request.Request(hub.served.url + path, method=method)
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(req, timeout=10)
+        assert info.value.code == status  # the router's answer: no operation to guard
+
+
 def test_listings_are_the_tokens_fleets(hub: Hub) -> None:
     _, devices, _ = hub.call("GET", "/v1/devices", OTHER)
     assert sorted(d["fleet"] for d in devices) == ["other", "third"]
