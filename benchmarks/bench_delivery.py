@@ -183,7 +183,7 @@ async def run(mix: str, seconds: float, rate: int) -> dict[str, Any]:
             return out
 
         store.log_notices = timed  # type: ignore[method-assign]
-        config = DeliveryConfig()
+        config = DeliveryConfig(checkpoint=float(os.environ.get("BENCH_CHECKPOINT", "30")))
         service = DeliveryService(timeline, store, config)
         inj = Injector()
         for r in range(ROUTES):
@@ -293,6 +293,7 @@ def main() -> None:
         _receiver()
         return
     mixes = ["pods", "fleet"] if args.mix == "both" else [args.mix]
+    load = [round(x, 2) for x in os.getloadavg()]  # other work on the machine skews the figures
     results = [asyncio.run(run(m, args.seconds, args.rate)) for m in mixes]
     print(
         json.dumps(
@@ -301,7 +302,12 @@ def main() -> None:
                 "rate": args.rate,
                 "seconds": args.seconds,
                 "target_p99_ms": TARGET_P99_S * 1000,
-                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "load_before": load,
+                    "load_after": [round(x, 2) for x in os.getloadavg()],
+                },
                 "results": results,
             },
             indent=2,

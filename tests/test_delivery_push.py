@@ -467,3 +467,20 @@ async def test_oversize_garbage_and_bad_parameters(
             assert (await r.json())["error"].startswith(named), path
     async with http.get(f"{base}/v1/parcels/{'p' * 300}", params={"fleet": "acme"}) as r:
         assert r.status == 400
+
+
+async def test_prune_keeps_what_is_pending_and_drops_what_is_done(store: DeliveryStore) -> None:
+    sid = "wh_0000000000000091"
+    await store.add_subscription(subscription(sid, "http://127.0.0.1:9/a"))
+    done, waiting = notice("acme", "parcel.status", "p-1", 0), notice("acme", "stop.eta", "r", 0)
+    await store.log_notices(
+        [done, waiting], [("parcel", "acme", "p-1", '{"parcel": "p-1"}')], now=100.0
+    )
+    await store.record([Outcome(sid, done.id, 150.0, True, status=200)])
+    assert await store.prune(before=120.0, views_before=90.0) == 0  # nothing old enough
+    assert await store.prune(before=200.0) == 2  # the delivered one and its notice
+    assert [d["notice"] for d in await store.deliveries("acme", sid)] == [waiting.id]
+    assert [n.id for n in await store.notices_after(0)] == [waiting.id]  # its notice stays
+    assert await store.view("parcel", "acme", "p-1") is not None
+    assert await store.prune(before=200.0, views_before=200.0) == 1  # the view, unchanged since
+    assert await store.view("parcel", "acme", "p-1") is None

@@ -150,8 +150,9 @@ class ProjectorSettings:
     """Events read per round."""
     tick: float = 5.0
     """Seconds between runs of the time-driven rules."""
-    checkpoint: float = 10.0
-    """Seconds between checkpoints (what is re-processed after a crash)."""
+    checkpoint: float = 30.0
+    """Seconds between checkpoints (what is re-processed after a crash: 30 s of events take a
+    few seconds; a checkpoint of a big fleet's model is megabytes)."""
     leader_poll: float = 5.0
     """Seconds between tries to become the projector, for a hub that is not."""
     name: str = "delivery"
@@ -171,7 +172,8 @@ class WebhooksConfig(_Section):
     timeout: Duration = Field(default=10.0, gt=0, le=300)
     concurrency: int = Field(default=64, ge=1, le=1000)
     per_subscription: int = Field(default=32, ge=1, le=1000)
-    retention: Duration = Field(default=7 * 86400.0, gt=0)
+    retention: Duration = Field(default=2 * 86400.0, gt=0)
+    views_retention: Duration = Field(default=90 * 86400.0, gt=0)
 
     def settings(self) -> PushSettings:
         """The worker's settings."""
@@ -184,6 +186,7 @@ class WebhooksConfig(_Section):
             concurrency=self.concurrency,
             per_subscription=self.per_subscription,
             retention=self.retention,
+            views_retention=self.views_retention,
         )
 
 
@@ -202,7 +205,7 @@ class DeliveryConfig(_Section):
     enabled: bool = True
     poll: Duration = Field(default=0.2, gt=0)
     tick: Duration = Field(default=5.0, gt=0)
-    checkpoint: Duration = Field(default=10.0, gt=0)
+    checkpoint: Duration = Field(default=30.0, gt=0)
     webhooks: WebhooksConfig = WebhooksConfig()
     stream: StreamConfig = StreamConfig()
 

@@ -122,8 +122,12 @@ class PushSettings:
     poll: float = 1.0
     """Seconds between looks at the queue when nothing wakes the worker (another hub's
     projector queued something, a retry came due)."""
-    retention: float = 7 * 86400.0
-    """Delivered and dead deliveries, and the notices, are kept this long."""
+    retention: float = 2 * 86400.0
+    """Delivered and dead deliveries, and the notices (what a stream resumes from), are kept
+    this long; a delivery still pending is kept, with its notice, until it is done."""
+    views_retention: float = 90 * 86400.0
+    """A parcel's or route's answer, and a resolved exception, are kept this long after their
+    last change (then the API answers 404)."""
 
 
 class WebhookWorker:
@@ -257,7 +261,8 @@ class WebhookWorker:
         if now - self._last_prune < 3600.0:
             return
         self._last_prune = now
-        n = await self.store.prune(now - self.settings.retention)
+        s = self.settings
+        n = await self.store.prune(now - s.retention, now - s.views_retention)
         if n:
             self.health.count("webhooks", "pruned", n)
 

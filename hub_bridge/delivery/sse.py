@@ -177,6 +177,10 @@ class StreamHub:
         except (ConnectionResetError, ConnectionError):
             if client.overflow:
                 self.health.count("stream", "overflow")
+        except StoreUnavailable:  # the backlog cannot be read: the client comes back later
+            self.health.count("stream", "store-unavailable")
+            with contextlib.suppress(ConnectionError):
+                await resp.write(b": the log cannot be read now: reconnect with Last-Event-ID\n\n")
         finally:
             self._clients.discard(client)
         return resp

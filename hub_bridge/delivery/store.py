@@ -290,9 +290,10 @@ class DeliveryStore(Protocol):
         the queue, due now; returns how many."""
         ...
 
-    async def prune(self, before: float) -> int:
+    async def prune(self, before: float, views_before: float | None = None) -> int:
         """Delete delivered and dead deliveries, and notices no delivery waits for, older than
-        ``before``; returns rows deleted."""
+        ``before``; views and resolved exceptions not updated since ``views_before``; returns
+        rows deleted."""
         ...
 
 

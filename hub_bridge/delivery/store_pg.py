@@ -111,8 +111,10 @@ _SCHEMA = [
         fleet text NOT NULL,
         key text NOT NULL,
         body text NOT NULL,
+        updated double precision NOT NULL,
         PRIMARY KEY (kind, fleet, key)
     );
+    CREATE INDEX delivery_views_updated ON delivery_views (updated);
     CREATE TABLE delivery_exceptions (
         id text NOT NULL,
         fleet text NOT NULL,
@@ -123,8 +125,10 @@ _SCHEMA = [
         raised text NOT NULL,
         resolved text,
         pos bigint NOT NULL,
+        updated double precision NOT NULL,
         PRIMARY KEY (fleet, id)
     );
+    CREATE INDEX delivery_exceptions_updated ON delivery_exceptions (updated);
     CREATE INDEX delivery_exceptions_open ON delivery_exceptions (fleet, pos)
         WHERE resolved_ts IS NULL;
     CREATE INDEX delivery_exceptions_pos ON delivery_exceptions (fleet, pos);
@@ -308,7 +312,7 @@ class PgDeliveryStore:
                             rows,
                         )
                 if n.kind.startswith("exception."):
-                    await self._exception(con, n, pos)
+                    await self._exception(con, n, pos, now)
             for kind, fleet, key, body in views:
                 if body is None:
                     await con.execute(
@@ -317,29 +321,30 @@ class PgDeliveryStore:
                     )
                 else:
                     await con.execute(
-                        "INSERT INTO delivery_views (kind, fleet, key, body)"
-                        " VALUES (%s, %s, %s, %s)"
-                        " ON CONFLICT (kind, fleet, key) DO UPDATE SET body=excluded.body",
-                        (kind, fleet, key, body),
+                        "INSERT INTO delivery_views (kind, fleet, key, body, updated)"
+                        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (kind, fleet, key)"
+                        " DO UPDATE SET body=excluded.body, updated=excluded.updated",
+                        (kind, fleet, key, body, now),
                     )
         return logged
 
-    async def _exception(self, con: Connection, n: NewNotice, pos: int) -> None:
+    async def _exception(self, con: Connection, n: NewNotice, pos: int, now: float) -> None:
         eid = exception_identity(n.key, n.subject, payload_of(n.body))
         if n.kind == "exception.raised":
             await con.execute(
                 "INSERT INTO delivery_exceptions"
-                " (id, fleet, type, key, raised_ts, raised, pos)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                " (id, fleet, type, key, raised_ts, raised, pos, updated)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (fleet, id) DO UPDATE SET raised_ts=excluded.raised_ts,"
-                " raised=excluded.raised, pos=excluded.pos, resolved_ts=NULL, resolved=NULL",
-                (eid, n.fleet, n.subject, n.key, n.ts, n.body, pos),
+                " raised=excluded.raised, pos=excluded.pos, resolved_ts=NULL, resolved=NULL,"
+                " updated=excluded.updated",
+                (eid, n.fleet, n.subject, n.key, n.ts, n.body, pos, now),
             )
         else:
             await con.execute(
-                "UPDATE delivery_exceptions SET resolved_ts=%s, resolved=%s"
+                "UPDATE delivery_exceptions SET resolved_ts=%s, resolved=%s, updated=%s"
                 " WHERE fleet=%s AND id=%s",
-                (n.ts, n.body, n.fleet, eid),
+                (n.ts, n.body, now, n.fleet, eid),
             )
 
     async def load_checkpoint(self, name: str) -> Checkpoint | None:
@@ -614,18 +619,37 @@ class PgDeliveryStore:
             cur = await con.execute(sql, args)
             return int(cur.rowcount)
 
-    async def prune(self, before: float) -> int:
-        """Delete finished deliveries and unreferenced notices older than ``before``."""
+    async def prune(self, before: float, views_before: float | None = None) -> int:
+        """Delete finished deliveries and unreferenced notices older than ``before``, and
+        views and resolved exceptions not updated since ``views_before``."""
         async with self._tx() as con:
-            a = await con.execute(
-                "DELETE FROM delivery_queue WHERE state != 'pending' AND done_at < %s", (before,)
-            )
-            b = await con.execute(
-                "DELETE FROM delivery_notices n WHERE created < %s AND NOT EXISTS"
-                " (SELECT 1 FROM delivery_queue q WHERE q.notice = n.id)",
-                (before,),
-            )
-            return int(a.rowcount) + int(b.rowcount)
+            n = (
+                await con.execute(
+                    "DELETE FROM delivery_queue WHERE state != 'pending' AND done_at < %s",
+                    (before,),
+                )
+            ).rowcount
+            n += (
+                await con.execute(
+                    "DELETE FROM delivery_notices n WHERE created < %s AND NOT EXISTS"
+                    " (SELECT 1 FROM delivery_queue q WHERE q.notice = n.id)",
+                    (before,),
+                )
+            ).rowcount
+            if views_before is not None:
+                n += (
+                    await con.execute(
+                        "DELETE FROM delivery_views WHERE updated < %s", (views_before,)
+                    )
+                ).rowcount
+                n += (
+                    await con.execute(
+                        "DELETE FROM delivery_exceptions WHERE resolved_ts IS NOT NULL"
+                        " AND updated < %s",
+                        (views_before,),
+                    )
+                ).rowcount
+            return int(n)
 
 
 def _subscription(row: Sequence[Any]) -> Subscription:

@@ -101,8 +101,10 @@ _SCHEMA = [
         fleet TEXT NOT NULL,
         key TEXT NOT NULL,
         body TEXT NOT NULL,
+        updated REAL NOT NULL,
         PRIMARY KEY (kind, fleet, key)
     ) WITHOUT ROWID;
+    CREATE INDEX delivery_views_updated ON delivery_views (updated);
     CREATE TABLE delivery_exceptions (
         id TEXT NOT NULL,
         fleet TEXT NOT NULL,
@@ -113,8 +115,10 @@ _SCHEMA = [
         raised TEXT NOT NULL,
         resolved TEXT,
         pos INTEGER NOT NULL,
+        updated REAL NOT NULL,
         PRIMARY KEY (fleet, id)
     ) WITHOUT ROWID;
+    CREATE INDEX delivery_exceptions_updated ON delivery_exceptions (updated);
     CREATE INDEX delivery_exceptions_open ON delivery_exceptions (fleet, pos)
         WHERE resolved_ts IS NULL;
     CREATE INDEX delivery_exceptions_pos ON delivery_exceptions (fleet, pos);
@@ -527,25 +531,32 @@ class SqliteDeliveryStore:
 
         return await self._write(work, durable=True)
 
-    async def prune(self, before: float) -> int:
-        """Delete finished deliveries and unreferenced notices older than ``before``."""
+    async def prune(self, before: float, views_before: float | None = None) -> int:
+        """Delete finished deliveries and unreferenced notices older than ``before``, and
+        views and resolved exceptions not updated since ``views_before``."""
 
         def work(con: sqlite3.Connection) -> int:
-            a = con.execute(
+            n = con.execute(
                 "DELETE FROM delivery_queue WHERE state != 'pending' AND done_at < ?", (before,)
-            )
-            b = con.execute(
+            ).rowcount
+            n += con.execute(
                 "DELETE FROM delivery_notices WHERE created < ? AND NOT EXISTS"
                 " (SELECT 1 FROM delivery_queue q WHERE q.notice = delivery_notices.id)",
                 (before,),
-            )
-            return int(a.rowcount) + int(b.rowcount)
+            ).rowcount
+            if views_before is not None:
+                n += con.execute(
+                    "DELETE FROM delivery_views WHERE updated < ?", (views_before,)
+                ).rowcount
+                n += con.execute(
+                    "DELETE FROM delivery_exceptions WHERE resolved_ts IS NOT NULL AND updated < ?",
+                    (views_before,),
+                ).rowcount
+            return int(n)
 
         return await self._write(work)
 
 
-# walks the subscription's pending deliveries in log order (the index, no sort) and stops at
-# ``limit`` heads: a backlog of thousands costs no more than the rows it returns
 _DUE_SQL = (
     "SELECT q.notice, q.pos, q.key, n.kind, q.attempts, q.created, n.body"
     " FROM delivery_queue q INDEXED BY delivery_queue_list"
@@ -625,16 +636,18 @@ def _log_notices(
                 # raised again after a resolve (a new occurrence, the same identity): reopen
                 con.execute(
                     "INSERT INTO delivery_exceptions"
-                    " (id, fleet, type, key, raised_ts, raised, pos) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                    " (id, fleet, type, key, raised_ts, raised, pos, updated)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (fleet, id) DO UPDATE SET raised_ts=excluded.raised_ts,"
-                    " raised=excluded.raised, pos=excluded.pos, resolved_ts=NULL, resolved=NULL",
-                    (eid, n.fleet, n.subject, n.key, n.ts, n.body, pos),
+                    " raised=excluded.raised, pos=excluded.pos, resolved_ts=NULL, resolved=NULL,"
+                    " updated=excluded.updated",
+                    (eid, n.fleet, n.subject, n.key, n.ts, n.body, pos, now),
                 )
             else:
                 con.execute(
-                    "UPDATE delivery_exceptions SET resolved_ts=?, resolved=?"
+                    "UPDATE delivery_exceptions SET resolved_ts=?, resolved=?, updated=?"
                     " WHERE fleet=? AND id=?",
-                    (n.ts, n.body, n.fleet, eid),
+                    (n.ts, n.body, now, n.fleet, eid),
                 )
     if queue:
         con.executemany(
@@ -643,13 +656,14 @@ def _log_notices(
             queue,
         )
     gone = [(k, f, key) for k, f, key, body in views if body is None]
-    kept = [(k, f, key, body) for k, f, key, body in views if body is not None]
+    kept = [(k, f, key, body, now) for k, f, key, body in views if body is not None]
     if gone:
         con.executemany("DELETE FROM delivery_views WHERE kind=? AND fleet=? AND key=?", gone)
     if kept:
         con.executemany(
-            "INSERT INTO delivery_views (kind, fleet, key, body) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (kind, fleet, key) DO UPDATE SET body=excluded.body",
+            "INSERT INTO delivery_views (kind, fleet, key, body, updated) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (kind, fleet, key) DO UPDATE SET body=excluded.body,"
+            " updated=excluded.updated",
             kept,
         )
     return logged
