@@ -24,7 +24,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from hub_bridge.delivery.model import DeliveryModel
-from simulators.delivery_days import day_runs, envelopes, fleet_days, stop_truth
+from simulators.delivery_days import (
+    day_runs,
+    envelopes,
+    fleet_days,
+    stop_truth,
+    tighten_windows,
+)
 
 __all__ = ["clean_days", "main"]
 
@@ -32,26 +38,36 @@ FLEET = "sim"
 
 
 def clean_days(
-    seeds: Sequence[int], *, vans: int = 3, stops: int = 10, model: DeliveryModel | None = None
+    seeds: Sequence[int],
+    *,
+    vans: int = 3,
+    stops: int = 10,
+    windows: tuple[float, float] | None = None,
+    model: DeliveryModel | None = None,
 ) -> dict[str, Any]:
-    """Run clean days through one model with a tick a minute; count true and false exceptions."""
+    """Run clean days through one model with a tick a minute; count true and false exceptions.
+
+    ``windows`` (every, length in minutes: ``tighten_windows``) makes some stops truly late, to
+    see ``late_risk`` raised on them and only on them."""
     m = model if model is not None else DeliveryModel()
     raised: Counter[str] = Counter()
     false: list[dict[str, Any]] = []
     late_true = 0
     late_stops = 0
     for scenarios in fleet_days(list(seeds), vans=vans, stops=stops):
+        if windows is not None:
+            tighten_windows(scenarios, *windows)
         days = day_runs(scenarios)
         truth: dict[tuple[str, str], float] = {}
-        windows: dict[tuple[str, str], float] = {}
+        ends: dict[tuple[str, str], float] = {}
         for d in days:
             m.define(FLEET, d.van, "manifest", d.run.scenario.manifest, d.arrivals[0].event["ts"])
             for sid, t in stop_truth(d.run).items():
                 truth[(d.route, sid)] = t
             for st in m.routes[(FLEET, d.route)].stops:
                 if st.window is not None:
-                    windows[(d.route, st.id)] = st.window[1]
-        late_stops += sum(1 for k, end in windows.items() if truth.get(k, 0.0) > end)
+                    ends[(d.route, st.id)] = st.window[1]
+        late_stops += sum(1 for k, end in ends.items() if truth.get(k, 0.0) > end)
         next_tick: float | None = None
         notices = []
         for at, env in envelopes(days, FLEET):
@@ -68,7 +84,7 @@ def clean_days(
             raised[exc["type"]] += 1
             if exc["type"] == "late_risk":
                 key = (exc["ref"]["route"], exc["ref"]["stop"])
-                if key in windows and truth.get(key, float("inf")) > windows[key]:
+                if key in ends and truth.get(key, float("inf")) > ends[key]:
                     late_true += 1
                     continue
             false.append({"type": exc["type"], "reason": exc["reason"], "ref": exc["ref"]})
@@ -88,9 +104,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seeds", default="1-20", help="a seed or a range: 1-20")
     p.add_argument("--vans", type=int, default=3)
     p.add_argument("--stops", type=int, default=10)
+    p.add_argument(
+        "--windows",
+        nargs=2,
+        type=float,
+        metavar=("EVERY", "LENGTH"),
+        help="stop k's window: start + k x EVERY, LENGTH long (minutes): some stops truly late",
+    )
     args = p.parse_args(argv)
     lo, _, hi = args.seeds.partition("-")
-    out = clean_days(list(range(int(lo), int(hi or lo) + 1)), vans=args.vans, stops=args.stops)
+    out = clean_days(
+        list(range(int(lo), int(hi or lo) + 1)),
+        vans=args.vans,
+        stops=args.stops,
+        windows=tuple(args.windows) if args.windows else None,
+    )
     print(json.dumps(out))
     return 0 if out["false"] == 0 else 1
 

@@ -266,3 +266,10 @@ def test_the_route_coming_home_resolves_what_is_still_open() -> None:
 def test_clean_simulated_days_raise_no_false_exception() -> None:
     out = clean_days([1, 2], vans=2, stops=8)
     assert out["false"] == 0, out["false_examples"]
+
+
+def test_late_risk_on_days_with_tight_windows_only_where_the_van_was_late() -> None:
+    out = clean_days([1, 2], vans=2, stops=8, windows=(6.0, 20.0))
+    assert out["stops_truly_late"] >= 5
+    assert out["late_risk_true"] >= out["stops_truly_late"] // 2
+    assert out["false"] == 0, out["false_examples"]
