@@ -63,7 +63,8 @@ class Carrier:
             with urllib.request.urlopen(req, timeout=10) as resp:
                 return resp.status, json.loads(resp.read())
         except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
+            with exc:
+                return exc.code, json.loads(exc.read())
 
     def post(self, body: Any, token: str | None = FAST, fleet: str = "fastlane") -> tuple[int, Any]:
         return self.raw(f"/v1/fleets/{fleet}/events", json.dumps(body).encode(), token)

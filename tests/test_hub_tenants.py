@@ -278,7 +278,8 @@ class Hub:
             with urllib.request.urlopen(req, timeout=10) as resp:
                 return resp.status, json.loads(resp.read()), dict(resp.headers)
         except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read()), dict(exc.headers)
+            with exc:
+                return exc.code, json.loads(exc.read()), dict(exc.headers)
 
 
 @pytest.fixture(scope="module")
@@ -402,6 +403,7 @@ def test_head_is_guarded_as_get_and_unknown_routes_are_404(hub: Hub) -> None:
     req = urllib.request.Request(hub.served.url + "/v1/events", method="HEAD")
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(req, timeout=10)
+    info.value.close()
     assert info.value.code == 401
     req.add_header("Authorization", f"Bearer {ACME}")
     with urllib.request.urlopen(req, timeout=10) as resp:
@@ -410,6 +412,7 @@ def test_head_is_guarded_as_get_and_unknown_routes_are_404(hub: Hub) -> None:
         req = urllib.request.Request(hub.served.url + path, method=method)
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(req, timeout=10)
+        info.value.close()
         assert info.value.code == status  # the router's answer: no operation to guard
 
 

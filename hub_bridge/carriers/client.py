@@ -66,10 +66,11 @@ class HubClient:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 return json.loads(resp.read())
         except urllib.error.HTTPError as exc:
-            try:
-                reason = json.loads(exc.read()).get("error", "")
-            except (ValueError, AttributeError):
-                reason = ""
+            with exc:  # its socket too
+                try:
+                    reason = json.loads(exc.read()).get("error", "")
+                except (ValueError, AttributeError, OSError):
+                    reason = ""
             raise HubError(f"{method} {path}: {exc.code} {reason}".rstrip()) from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise HubError(f"{method} {self.base}{path}: {exc}") from None
