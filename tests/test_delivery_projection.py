@@ -11,21 +11,35 @@ import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import paho.mqtt.client as paho
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from edge_agent.platform.health import HealthRegistry
+from edge_agent.wire import topics
 from edge_agent.wire.envelope import new_event_id, validate_envelope
+from hub_bridge.bridge import HubBridge
 from hub_bridge.commands import CommandLimits
-from hub_bridge.delivery.projector import HUB_DEVICE, Projector, ProjectorSettings
+from hub_bridge.config import load_hub_config
+from hub_bridge.delivery.projector import (
+    HUB_DEVICE,
+    DeliveryConfig,
+    DeliveryService,
+    Projector,
+    ProjectorSettings,
+)
 from hub_bridge.delivery.push import PushSettings, WebhookWorker
 from hub_bridge.delivery.routes import add_delivery_routes
 from hub_bridge.delivery.store import DeliveryStore, Subscription, open_delivery_store
 from hub_bridge.store import TimelineStore, open_timeline
+from simulators.broker import Mosquitto
 from tests.delivery_rig import Receiver, wait_until
+from tests.harness import Running, write_hub_config
 
 FLEET = "acme"
 DEPOT = {"lat": 52.0, "lon": 4.0, "radius_m": 150}
@@ -293,8 +307,9 @@ async def test_webhooks_carry_the_statuses_in_order_per_parcel(hub: Hub) -> None
     for pid in ("P1", "P2", "P3"):
         told = [n.id for n in log if n.kind == "parcel.status" and n.key == pid]
         assert [b["id"] for b in got if b["kind"] == "parcel.status" and b["key"] == pid] == told
-        mine = [b["payload"]["status"] for b in got if b["kind"] == "parcel.status"
-                and b["key"] == pid]  # fmt: skip
+        mine = [
+            b["payload"]["status"] for b in got if b["kind"] == "parcel.status" and b["key"] == pid
+        ]
         final = (await hub.get(f"/v1/parcels/{pid}", fleet=FLEET))[1]["status"]
         assert mine and mine[-1] == final  # the last one told is where the parcel is
 
@@ -318,3 +333,71 @@ async def wait_until_async(cond: Any, within: float, what: str) -> None:
     while not await cond():
         assert time.monotonic() < deadline, f"timed out after {within}s waiting for {what}"
         await asyncio.sleep(0.05)
+
+
+@pytest.mark.slow
+async def test_from_a_device_over_mqtt_to_a_status_and_a_signed_webhook(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """The hub as ``hub-bridge run`` wires it: the real bridge ingesting from a real mosquitto,
+    the delivery service beside it on the same timeline file, the API's routes on the store."""
+    config = load_hub_config(write_hub_config(tmp_path, broker.url))
+    timeline = await open_timeline(config.timeline.url)
+    store = await open_delivery_store(config.timeline.url)
+    health = HealthRegistry()
+    bridge = HubBridge(config, timeline, health)
+    service = DeliveryService(timeline, store, DeliveryConfig(poll=0.05), health=health)
+    app = web.Application()
+    add_delivery_routes(app, None, store=store, stream=service.stream)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    device = paho.Client(paho.CallbackAPIVersion.VERSION2)
+    device.connect("127.0.0.1", broker.port)
+    device.loop_start()
+    try:
+        async with Receiver() as rx, aiohttp.ClientSession() as http:
+            rx.secrets["/hooks"] = "whsec_" + "e" * 30
+            async with http.post(
+                str(server.make_url("/v1/fleets/acme/webhooks")),
+                json={
+                    "url": rx.url("hooks"),
+                    "kinds": ["parcel.status"],
+                    "secret": "whsec_" + "e" * 30,
+                },
+            ) as r:
+                assert r.status == 201
+            cid = new_event_id()
+            await timeline.add_command(
+                FLEET,
+                "van-1",
+                "manifest",
+                cid,
+                json.dumps({"id": cid, **MANIFEST}),
+                CommandLimits(),
+            )
+            async with Running(bridge, check_still_running=True), Running(service):
+                await asyncio.wait_for(bridge.subscribed.wait(), 20)
+                _, van = day()
+                for k in range(0, len(van), 4):  # as the agent sends: batches in seq order
+                    batch = json.dumps({"events": van[k : k + 4]})
+                    device.publish(topics.events(FLEET, "van-1"), batch, qos=1).wait_for_publish(5)
+                await wait_until(
+                    lambda: any(
+                        h.body["key"] == "P3" and h.body["payload"]["status"] == "delivered"
+                        for h in rx.hits
+                    ),
+                    20,
+                    "P3 delivered, by webhook",
+                )
+                async with http.get(
+                    str(server.make_url("/v1/parcels/P1")), params={"fleet": FLEET}
+                ) as r:
+                    assert (await r.json())["status"] == "delivered"
+        assert all(h.signed for h in rx.hits)
+        assert health.counters("projector")["events"] == len(van)
+    finally:
+        device.loop_stop()
+        device.disconnect()
+        await server.close()
+        await store.close()
+        await timeline.close()
