@@ -1,7 +1,8 @@
 """Event in, status and webhook out: latency at 1,000 events/s (issue 12: p99 <= 250 ms).
 
-A plain script (``python benchmarks/bench_delivery.py [--seconds 10] [--rate 1000]``) that prints
-one JSON object. One hub's delivery side on a real SQLite timeline: the projector with the real
+A plain script (``python benchmarks/bench_delivery.py [--seconds 10] [--rate 1000] [--backend
+sqlite|postgresql]``) that prints one JSON object. One hub's delivery side on a real timeline
+(an SQLite file, or a private PostgreSQL server started for the run): the projector with the real
 delivery model, the webhook worker and the stream hub (``DeliveryService``), and a webhook
 receiver in a process of its own (a real aiohttp server on loopback, answering 200 at once).
 
@@ -45,9 +46,13 @@ sys.path.insert(0, str(ROOT))
 from edge_agent.wire.envelope import format_ts, new_event_id  # noqa: E402
 from hub_bridge.commands import CommandLimits  # noqa: E402
 from hub_bridge.delivery.projector import DeliveryConfig, DeliveryService  # noqa: E402
-from hub_bridge.delivery.store import LoggedNotice, Subscription  # noqa: E402
-from hub_bridge.delivery.store_sqlite import SqliteDeliveryStore  # noqa: E402
-from hub_bridge.timeline import Batch, Timeline  # noqa: E402
+from hub_bridge.delivery.store import (  # noqa: E402
+    LoggedNotice,
+    Subscription,
+    open_delivery_store,
+)
+from hub_bridge.store import open_timeline  # noqa: E402
+from hub_bridge.timeline import Batch  # noqa: E402
 
 TARGET_P99_S = 0.250
 ROUTES = 50
@@ -160,17 +165,18 @@ def _summary(xs: list[float]) -> dict[str, Any]:
     }
 
 
-async def run(mix: str, seconds: float, rate: int) -> dict[str, Any]:
-    """One run of ``mix`` at ``rate`` events per second for ``seconds``."""
+async def run(mix: str, seconds: float, rate: int, pg_url: str | None = None) -> dict[str, Any]:
+    """One run of ``mix`` at ``rate`` events per second for ``seconds``, on SQLite or on the
+    PostgreSQL database ``pg_url``."""
     receiver = subprocess.Popen(  # noqa: ASYNC220 - started once, before anything runs
         [sys.executable, __file__, "--receiver"], stdout=subprocess.PIPE, text=True
     )
     assert receiver.stdout is not None
     port = int(receiver.stdout.readline())
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "timeline.db"
-        timeline = await Timeline.open(path)
-        store = await SqliteDeliveryStore.open(path)
+        url = pg_url or f"sqlite://{Path(tmp) / 'timeline.db'}"
+        timeline = await open_timeline(url)
+        store = await open_delivery_store(url)
         status_at: dict[str, float] = {}
         logged = store.log_notices
 
@@ -287,6 +293,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--rate", type=int, default=1000)
     ap.add_argument("--mix", choices=["pods", "fleet", "both"], default="both")
+    ap.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
     ap.add_argument("--receiver", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.receiver:
@@ -294,12 +301,21 @@ def main() -> None:
         return
     mixes = ["pods", "fleet"] if args.mix == "both" else [args.mix]
     load = [round(x, 2) for x in os.getloadavg()]  # other work on the machine skews the figures
-    results = [asyncio.run(run(m, args.seconds, args.rate)) for m in mixes]
+    if args.backend == "sqlite":
+        results = [asyncio.run(run(m, args.seconds, args.rate)) for m in mixes]
+    else:
+        from simulators.postgres import PostgresServer
+
+        results = []
+        with PostgresServer() as pg:  # a private server, fsync on, as a hub would run it
+            for m in mixes:
+                results.append(asyncio.run(run(m, args.seconds, args.rate, pg.create_database())))
     print(
         json.dumps(
             {
                 "benchmark": "delivery: event stored -> status committed and webhook received",
                 "rate": args.rate,
+                "backend": args.backend,
                 "seconds": args.seconds,
                 "target_p99_ms": TARGET_P99_S * 1000,
                 "machine": {

@@ -282,50 +282,69 @@ class PgDeliveryStore:
         views: Sequence[tuple[str, str, str, str | None]] = (),
         now: float = 0.0,
     ) -> list[LoggedNotice]:
-        """Log new notices, queue them for their subscribers, keep exceptions, write views."""
+        """Log new notices, queue them for their subscribers, keep exceptions, write views:
+        one statement for the notices, one for the queue, one for the views (arrays through
+        ``unnest``, no round trip per row)."""
         logged: list[LoggedNotice] = []
         async with self._tx() as con:
             cur = await con.execute(f"SELECT {_SUB_COLS} FROM delivery_subscriptions")
             subs = [_subscription(r) for r in await cur.fetchall()]
-            for n in notices:
+            fresh: dict[str, int] = {}
+            if notices:
+                # ordered by the input's order: pos follows the order the model told them in
                 cur = await con.execute(
                     "INSERT INTO delivery_notices (id, fleet, kind, key, ts, created, body)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING"
-                    " RETURNING pos",
-                    (n.id, n.fleet, n.kind, n.key, n.ts, now, n.body),
+                    " SELECT id, fleet, kind, key, ts, %s, body FROM unnest("
+                    "  %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[])"
+                    "  WITH ORDINALITY AS u(id, fleet, kind, key, ts, body, ord)"
+                    " ORDER BY ord ON CONFLICT (id) DO NOTHING RETURNING id, pos",
+                    (
+                        now,
+                        [n.id for n in notices],
+                        [n.fleet for n in notices],
+                        [n.kind for n in notices],
+                        [n.key for n in notices],
+                        [n.ts for n in notices],
+                        [n.body for n in notices],
+                    ),
                 )
-                row = await cur.fetchone()
-                if row is None:
-                    continue
-                pos = int(row[0])
+                fresh = {str(i): int(pos) for i, pos in await cur.fetchall()}
+            queue: list[tuple[str, str, int, str]] = []
+            for n in notices:
+                pos = fresh.pop(n.id, None)  # pop: a notice twice in one call is logged once
+                if pos is None:
+                    continue  # logged before: re-processed after a restart
                 logged.append(LoggedNotice(pos, n.id, n.fleet, n.kind, n.key, n.ts, n.body))
-                rows = [
-                    (s.id, n.id, pos, n.key, now, now)
-                    for s in subs
-                    if s.takes(n.fleet, n.kind, n.subject)
+                queue += [
+                    (s.id, n.id, pos, n.key) for s in subs if s.takes(n.fleet, n.kind, n.subject)
                 ]
-                if rows:
-                    async with con.cursor() as c:
-                        await c.executemany(
-                            "INSERT INTO delivery_queue (sub, notice, pos, key, created, next_at)"
-                            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                            rows,
-                        )
                 if n.kind.startswith("exception."):
                     await self._exception(con, n, pos, now)
-            for kind, fleet, key, body in views:
-                if body is None:
-                    await con.execute(
-                        "DELETE FROM delivery_views WHERE kind=%s AND fleet=%s AND key=%s",
-                        (kind, fleet, key),
-                    )
-                else:
-                    await con.execute(
-                        "INSERT INTO delivery_views (kind, fleet, key, body, updated)"
-                        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (kind, fleet, key)"
-                        " DO UPDATE SET body=excluded.body, updated=excluded.updated",
-                        (kind, fleet, key, body, now),
-                    )
+            if queue:
+                await con.execute(
+                    "INSERT INTO delivery_queue (sub, notice, pos, key, created, next_at)"
+                    " SELECT sub, notice, pos, key, %s, %s FROM unnest("
+                    "  %s::text[], %s::text[], %s::bigint[], %s::text[])"
+                    "  AS u(sub, notice, pos, key)"
+                    " ON CONFLICT DO NOTHING",
+                    (now, now, *(list(col) for col in zip(*queue, strict=True))),
+                )
+            gone = [(k, f, key) for k, f, key, body in views if body is None]
+            kept = [(k, f, key, body) for k, f, key, body in views if body is not None]
+            for kind, fleet, key in gone:
+                await con.execute(
+                    "DELETE FROM delivery_views WHERE kind=%s AND fleet=%s AND key=%s",
+                    (kind, fleet, key),
+                )
+            if kept:
+                await con.execute(
+                    "INSERT INTO delivery_views (kind, fleet, key, body, updated)"
+                    " SELECT kind, fleet, key, body, %s FROM unnest("
+                    "  %s::text[], %s::text[], %s::text[], %s::text[]) AS u(kind, fleet, key, body)"
+                    " ON CONFLICT (kind, fleet, key)"
+                    " DO UPDATE SET body=excluded.body, updated=excluded.updated",
+                    (now, *(list(col) for col in zip(*kept, strict=True))),
+                )
         return logged
 
     async def _exception(self, con: Connection, n: NewNotice, pos: int, now: float) -> None:
