@@ -7,6 +7,13 @@ the rest with the reason, and publish the device's ack watermark, retained. The 
 after every batch, even when it did not move, so a device whose broker lost the retained ack
 learns it again from its resends. On every (re)connect all known watermarks are published again.
 
+A message is PUBACKed to the broker only once it was handled (its batch committed, or dead-
+lettered, or the store found unwritable), in the order received: a hub killed mid-batch gets
+what it had not finished again from its persistent session when it reconnects with the same
+``hub_id``. Mosquitto (2.0) does not hand a dead member's unacknowledged messages of a shared
+subscription to another member; what a hub that never returns held is resent by the devices,
+which keep every event until an ack watermark covers it (DESIGN §3.2).
+
 The hub announces itself like Sparkplug's primary host (DESIGN §2): once subscribed it publishes
 ``{"state": "online", "ts"}`` retained on ``lm/v1/_hub/{hub_id}/state``; its MQTT will says
 ``offline`` when the connection is lost, and a clean stop publishes ``offline`` itself. Agents
@@ -151,6 +158,8 @@ class HubBridge:
             client = make_client(
                 self.config.broker, f"hub-{self.config.hub_id}", will=will, max_inflight=100
             )
+            # PUBACK after the message is handled, not on receipt (see _serve)
+            client._client.manual_ack_set(True)
             try:
                 async with client:
                     task = asyncio.current_task()
@@ -210,6 +219,12 @@ class HubBridge:
                 while not queue.empty() and len(group) < GROUP_MAX:
                     group.append(queue.get_nowait())
                 await self._handle_group(client, group)
+                # only now, committed or dead-lettered, does the broker hear that they arrived
+                # (in the order they came, as MQTT wants): a hub killed before this gets them
+                # again from its session when it comes back with its hub_id
+                for message in group:
+                    if message.qos > 0:
+                        client._client.ack(message.mid, message.qos)
         finally:
             if nxt is not None and not nxt.done():
                 nxt.cancel()  # a stop while waiting: no pending get is left behind
