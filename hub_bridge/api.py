@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import re
 import sqlite3
 import time
@@ -68,7 +69,16 @@ from hub_bridge.store import StoreUnavailable, TimelineStore
 from hub_bridge.tenants import OPEN, Principal, Tenants
 from hub_bridge.timeline import IssuedCertificate
 
-__all__ = ["ACCESS", "OPENAPI", "SECURED_OPENAPI", "Access", "build_app"]
+__all__ = [
+    "ACCESS",
+    "DOCUMENT",
+    "OPENAPI",
+    "PRINCIPAL",
+    "SECURED_OPENAPI",
+    "Access",
+    "build_app",
+    "check_scope",
+]
 
 LIMIT_MAX = 10_000
 _IDENT = re.compile(IDENT_RE)
@@ -579,8 +589,10 @@ ACCESS: dict[tuple[str, str], Access] = {
 (403) to everyone, and the document below cannot even be built without one."""
 
 
-def _secured(open_doc: dict[str, Any]) -> dict[str, Any]:
-    """The document of a hub with tokens: ``ACCESS`` written in, the bearer scheme everywhere,
+def _secured(
+    open_doc: dict[str, Any], access: Mapping[tuple[str, str], Access] = ACCESS
+) -> dict[str, Any]:
+    """The document of a hub with tokens: ``access`` written in, the bearer scheme everywhere,
     ``401``/``403`` on every operation that needs a token, no security on the open ones."""
     doc = copy.deepcopy(open_doc)
     doc["security"] = [{"bearer": []}]
@@ -589,7 +601,7 @@ def _secured(open_doc: dict[str, Any]) -> dict[str, Any]:
     }
     for path, ops in doc["paths"].items():
         for method, op in ops.items():
-            rule = ACCESS[(method.upper(), path)]  # KeyError: an operation without a rule
+            rule = access[(method.upper(), path)]  # KeyError: an operation without a rule
             if rule.right is None:
                 # a token is taken where it says more (health), else not looked at
                 op["security"] = [{}, {"bearer": []}] if rule.token_optional else []
@@ -609,6 +621,30 @@ SECURED_OPENAPI = _secured(OPENAPI)
 """What a hub with tokens serves; ``OPENAPI`` is the open hub's (no 401 or 403 there)."""
 PRINCIPAL = web.RequestKey("principal", Principal)
 """Who the request is (set by the guard; ``OPEN`` on a hub without tokens)."""
+DOCUMENT: web.AppKey[dict[str, Any]] = web.AppKey("document", dict)
+"""The app's own OpenAPI document (a copy of ``OPENAPI``): operations added to the app after
+``build_app`` (``hub_bridge.delivery.routes.add_delivery_routes``) describe themselves in it."""
+
+
+def check_scope(request: web.Request, fleet: str) -> None:
+    """For operations added to the app after ``build_app`` whose fleet is not in their path or
+    ``fleet`` query (the guard checked those already): raise ``403`` when the request's token
+    does not see ``fleet``, ``401`` when the request has none."""
+    who = request.get(PRINCIPAL)
+    if who is None:
+        raise web.HTTPUnauthorized(
+            text=json.dumps({"error": "a bearer token of this hub is required"}),
+            content_type="application/json",
+            headers={"WWW-Authenticate": _REALM},
+        )
+    if not who.sees(fleet):
+        shown = fleet if fleet.isprintable() and len(fleet) <= 64 else repr(fleet[:64])
+        raise web.HTTPForbidden(
+            text=json.dumps({"error": f"token {who.name} is not scoped to fleet {shown}"}),
+            content_type="application/json",
+        )
+
+
 _REALM = 'Bearer realm="hub-bridge"'
 DEAD_LETTER_SCAN = 100_000
 """Most dead letters read to find a fleet-scoped token's own (dead letters of every fleet share
@@ -702,6 +738,7 @@ def build_app(
     tenants: Tenants | None = None,
     max_batch_bytes: int = BATCH_MAX_BYTES,
     future_tolerance_s: float = 600.0,
+    extra_access: Mapping[tuple[str, str], Access | str] | None = None,
 ) -> web.Application:
     """The aiohttp application of the hub API. ``commands_changed`` is called once a command
     is queued (the bridge publishes it then); ``command_limits`` bound the queue;
@@ -709,7 +746,13 @@ def build_app(
     failed claims per address on ``clock``. ``tenants`` are the API's tokens (``None``: the API
     is open, for a loopback listen address only, see ``tenants.check_listen``);
     ``max_batch_bytes`` and ``future_tolerance_s`` are the ingest's (``ingest.*``), applied to
-    carriers' posts as to MQTT batches."""
+    carriers' posts as to MQTT batches. ``extra_access`` are the rules of operations added to
+    the app after it is built (``(METHOD, path) -> right``, e.g. ``DELIVERY_ACCESS``), their
+    description going into ``app[DOCUMENT]``; the app refuses to start with an operation, or a
+    documented one, that has no rule."""
+    access: dict[tuple[str, str], Access] = dict(ACCESS)
+    for key, rule in (extra_access or {}).items():
+        access[key] = rule if isinstance(rule, Access) else Access(rule)
     limits = command_limits or CommandLimits()
     # "is None", not "or": an empty FailedClaims is falsy (it has a length)
     limiter = FailedClaims() if failed_claims is None else failed_claims
@@ -725,7 +768,7 @@ def build_app(
             return await handler(request)  # the router's 404 or 405: no operation to guard
         resource = info.route.resource
         method = "GET" if request.method == "HEAD" else request.method
-        rule = ACCESS.get((method, resource.canonical if resource is not None else ""))
+        rule = access.get((method, resource.canonical if resource is not None else ""))
         if rule is None:  # fail closed: a route added without its line in ACCESS
             return _error(403, "this operation has no access rule: refused to everyone")
         header = request.headers.get("Authorization")
@@ -1051,11 +1094,19 @@ def build_app(
             _params(request.query, {})
         except QueryError as exc:
             return _bad_query(exc)
-        return web.json_response(OPENAPI if tenants is None else SECURED_OPENAPI)
+        doc = request.app[DOCUMENT]
+        return web.json_response(doc if tenants is None else _secured(doc, access))
 
     # keepalive_timeout is armed when a connection opens and re-armed after each request: a
     # client that sends nothing, or trickles its headers, is closed after idle_timeout
-    app = web.Application(handler_args={"keepalive_timeout": idle_timeout}, middlewares=[guard])
+    # a request line or header up to 64 KiB reaches the app (aiohttp's own refusal past its
+    # default 8 KiB is text/plain, not the documented JSON error)
+    handler_args = {
+        "keepalive_timeout": idle_timeout,
+        "max_line_size": 64 * 1024,
+        "max_field_size": 64 * 1024,
+    }
+    app = web.Application(handler_args=handler_args, middlewares=[guard])
     app.router.add_get("/v1/health", get_health)
     app.router.add_get("/v1/devices", get_devices)
     app.router.add_get("/v1/events", get_events)
@@ -1067,12 +1118,20 @@ def build_app(
     app.router.add_post("/v1/provision", post_provision)
     app.router.add_get("/v1/devices/{fleet}/{device}/certificates", get_certificates)
     app.router.add_get("/v1/openapi.json", get_openapi)
-    for route in app.router.routes():  # every operation has its rule, or the hub does not start
-        resource = route.resource
-        if (
-            route.method != "HEAD"
-            and resource is not None
-            and ((route.method, resource.canonical) not in ACCESS)
-        ):
-            raise RuntimeError(f"{route.method} {resource.canonical}: no line in ACCESS")
+    app[DOCUMENT] = copy.deepcopy(OPENAPI)
+
+    async def every_operation_has_its_rule(app: web.Application) -> None:
+        """At start, once every operation was added: one without a rule stops the hub."""
+        ops = {
+            (route.method, route.resource.canonical)
+            for route in app.router.routes()
+            if route.method != "HEAD" and route.resource is not None
+        }
+        ops |= {(m.upper(), p) for p, methods in app[DOCUMENT]["paths"].items() for m in methods}
+        missing = sorted(ops - set(access))
+        if missing:
+            shown = ", ".join(f"{m} {p}" for m, p in missing)
+            raise RuntimeError(f"hub API: no access rule for {shown} (ACCESS, extra_access)")
+
+    app.on_startup.append(every_operation_has_its_rule)
     return app

@@ -21,11 +21,12 @@ token, or which prefix, was close.
 
 Rights: ``read`` (devices, events, dead letters, commands, certificates of the token's fleets),
 ``write-events`` (``POST /v1/fleets/{fleet}/events``), ``commands`` (queue a command to a device
-of its fleets), ``admin`` (the hub's own counters in ``GET /v1/health``; only with ``fleets:
-all``). The scope rule, the same on every route: a fleet named in the request (path or query)
-outside the token's scope is ``403``; a listing that names no fleet is filtered to the token's
-fleets; a command looked up by its id that belongs to another fleet is ``404`` (its id must not
-tell that it exists).
+of its fleets), ``webhooks`` (subscribe and unsubscribe its fleets' webhooks: the delivery API),
+``admin`` (the hub's own counters in ``GET /v1/health``; only with ``fleets: all``). The scope
+rule, the same on every route: a fleet named in the request (path or query) outside the token's
+scope is ``403``; a listing that names no fleet is filtered to the token's fleets; a command
+looked up by its id that belongs to another fleet is ``404`` (its id must not tell that it
+exists).
 
 Pure: no I/O but reading token files; ``hub_bridge.api`` applies it to requests.
 """
@@ -63,8 +64,8 @@ __all__ = [
 ]
 
 _Fleets = Literal["all"] | list[str] | None
-Right = Literal["read", "write-events", "commands", "admin"]
-RIGHTS: tuple[Right, ...] = ("read", "write-events", "commands", "admin")
+Right = Literal["read", "write-events", "commands", "webhooks", "admin"]
+RIGHTS: tuple[Right, ...] = ("read", "write-events", "commands", "webhooks", "admin")
 TOKEN_MIN = 16
 TOKEN_MAX = 512
 _BEARER = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 b64token

@@ -26,7 +26,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import ValidationError
 
 from edge_agent.platform.health import HealthRegistry
-from hub_bridge.api import ACCESS, SECURED_OPENAPI, build_app
+from hub_bridge.api import ACCESS, DOCUMENT, SECURED_OPENAPI, build_app, check_scope
 from hub_bridge.commands import CommandLimits
 from hub_bridge.tenants import (
     OPEN,
@@ -469,26 +469,101 @@ def test_health_is_open_and_says_more_to_an_operator(hub: Hub) -> None:
     assert "components" in answer
 
 
-def test_a_route_without_an_access_rule_is_refused(tmp_path: Path) -> None:
-    """The guard fails closed: a handler added to the app without its line in ACCESS answers
-    403 to everyone, the operator too."""
+def test_a_route_without_an_access_rule_stops_the_hub(tmp_path: Path) -> None:
+    """An operation added to the app without its rule: the app does not start, naming it; and
+    were the check skipped, the guard fails closed (403 to everyone, the operator too)."""
+
+    async def secret(request: web.Request) -> web.Response:
+        return web.json_response({"leak": True})
 
     async def run() -> None:
         timeline = await Timeline.open(tmp_path / "t.db")
         try:
             tenants = Tenants.from_tokens([("ops", None, ["read", "admin"], OPS)])
             app = build_app(timeline, HealthRegistry(), tenants=tenants)
-
-            async def secret(request: web.Request) -> web.Response:
-                return web.json_response({"leak": True})
-
             app.router.add_get("/v1/unguarded", secret)
+            runner = web.AppRunner(app)
+            with pytest.raises(RuntimeError, match="no access rule for GET /v1/unguarded"):
+                await runner.setup()
+            await runner.cleanup()
+            app = build_app(timeline, HealthRegistry(), tenants=tenants)
+            app[DOCUMENT]["paths"]["/v1/documented"] = {"get": {"summary": "x", "responses": {}}}
+            runner = web.AppRunner(app)
+            with pytest.raises(RuntimeError, match="no access rule for GET /v1/documented"):
+                await runner.setup()
+            await runner.cleanup()
+            app = build_app(timeline, HealthRegistry(), tenants=tenants)
+            app.router.add_get("/v1/unguarded", secret)
+            app.on_startup.clear()  # the check skipped: the guard alone
             async with TestClient(TestServer(app)) as client:
                 resp = await client.get("/v1/unguarded", headers={"Authorization": f"Bearer {OPS}"})
                 assert resp.status == 403
                 assert "no access rule" in (await resp.json())["error"]
-                resp = await client.get("/v1/nowhere")
-                assert resp.status == 404
+        finally:
+            await timeline.close()
+
+    asyncio.run(run())
+
+
+def test_operations_added_after_build_are_guarded_by_their_rules(tmp_path: Path) -> None:
+    """How the delivery API joins (``add_delivery_routes(app, app[DOCUMENT], ...,
+    check_scope=check_scope)`` with ``extra_access=DELIVERY_ACCESS``): the guard applies their
+    rules, ``check_scope`` a fleet they read from elsewhere, the served document has them."""
+
+    async def things(request: web.Request) -> web.Response:
+        return web.json_response({"fleet": request.match_info["fleet"]})
+
+    async def by_body(request: web.Request) -> web.Response:
+        fleet = (await request.json())["fleet"]
+        check_scope(request, fleet)
+        return web.json_response({"fleet": fleet})
+
+    async def run() -> None:
+        timeline = await Timeline.open(tmp_path / "t.db")
+        try:
+            tenants = Tenants.from_tokens(
+                [
+                    ("acme", frozenset({"acme"}), ["read"], ACME),
+                    ("hooks", frozenset({"acme"}), ["read", "webhooks"], OTHER),
+                ]
+            )
+            extra = {
+                ("GET", "/v1/fleets/{fleet}/things"): "read",
+                ("POST", "/v1/by-body"): "webhooks",
+            }
+            app = build_app(timeline, HealthRegistry(), tenants=tenants, extra_access=extra)
+            app.router.add_get("/v1/fleets/{fleet}/things", things)
+            app.router.add_post("/v1/by-body", by_body)
+            ok = {"200": {"description": "ok"}}
+            app[DOCUMENT]["paths"]["/v1/fleets/{fleet}/things"] = {
+                "get": {"summary": "things", "responses": dict(ok)}
+            }
+            app[DOCUMENT]["paths"]["/v1/by-body"] = {
+                "post": {"summary": "by body", "responses": dict(ok)}
+            }
+            async with TestClient(TestServer(app)) as client:
+
+                async def status(method: str, path: str, token: str | None, **kw: Any) -> int:
+                    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+                    async with client.request(method, path, headers=headers, **kw) as resp:
+                        return resp.status
+
+                assert await status("GET", "/v1/fleets/acme/things", None) == 401
+                assert await status("GET", "/v1/fleets/acme/things", ACME) == 200
+                assert await status("GET", "/v1/fleets/other/things", ACME) == 403
+                body = {"json": {"fleet": "acme"}}
+                assert await status("POST", "/v1/by-body", ACME, **body) == 403  # no right
+                assert await status("POST", "/v1/by-body", OTHER, **body) == 200
+                other = {"json": {"fleet": "other"}}
+                assert await status("POST", "/v1/by-body", OTHER, **other) == 403
+                resp = await client.get("/v1/openapi.json")
+                doc = await resp.json()
+                assert set(doc["paths"]["/v1/by-body"]["post"]["responses"]) == {
+                    "200",
+                    "401",
+                    "403",
+                }
+                assert "'webhooks'" in doc["paths"]["/v1/by-body"]["post"]["description"]
         finally:
             await timeline.close()
 
