@@ -154,6 +154,8 @@ def test_columns_and_statuses_are_configurable() -> None:
     assert [d.envelope["type"] for d in out.drafts] == ["trip.depart", "pod"]
     with pytest.raises(ValueError, match="unknown column"):
         Columns({"weight": "W"})
+    with pytest.raises(ValueError, match=r"status OFD: 'trip\.teleport' is not an event type"):
+        convert("csv", text, status_types={"ofd": "trip.teleport"})
 
 
 def test_every_bad_row_is_named_with_its_line_and_the_rest_goes_on() -> None:

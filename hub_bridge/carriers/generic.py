@@ -26,7 +26,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from edge_agent.wire.envelope import EnvelopeError, format_ts, validate_envelope
+from edge_agent.wire.envelope import (
+    EnvelopeError,
+    format_ts,
+    is_known_type,
+    registered_types,
+    validate_envelope,
+)
 from hub_bridge.carriers.adapter import (
     STATUS_TYPES,
     BadRow,
@@ -97,6 +103,10 @@ class GenericTracking:
             **STATUS_TYPES,
             **{normal_status(k): v for k, v in (status_types or {}).items()},
         }
+        for status, kind in self.status_types.items():
+            if not is_known_type(kind):
+                known = ", ".join(registered_types())
+                raise ValueError(f"status {status}: {kind!r} is not an event type ({known})")
         self.default_device = default_device
 
     def convert(self, text: str, fleet: str) -> Conversion:
