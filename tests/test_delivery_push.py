@@ -484,3 +484,33 @@ async def test_prune_keeps_what_is_pending_and_drops_what_is_done(store: Deliver
     assert await store.view("parcel", "acme", "p-1") is not None
     assert await store.prune(before=200.0, views_before=200.0) == 1  # the view, unchanged since
     assert await store.view("parcel", "acme", "p-1") is None
+
+
+async def test_one_worker_delivers_among_hubs_on_postgresql_and_another_takes_over(
+    pg_url: str,
+) -> None:
+    first, second = await open_delivery_store(pg_url), await open_delivery_store(pg_url)
+    settings = PushSettings(backoff_base=0.01, backoff_cap=0.02, poll=0.1)
+    closed: list[DeliveryStore] = []
+    try:
+        async with Receiver() as rx:
+            await first.add_subscription(subscription("wh_00000000000000c1", rx.url("a")))
+            batch = [notice("acme", "parcel.status", f"p-{k % 5}", k) for k in range(60)]
+            await first.log_notices(batch[:30], now=time.time())
+            a = await run_worker(WebhookWorker(first, settings))
+            await wait_until(lambda: len(rx.delivered.get("/a", [])) == 30, 10, "30 by the first")
+            b = await run_worker(WebhookWorker(second, settings))
+            await second.log_notices(batch[30:], now=time.time())
+            await wait_until(lambda: len(rx.delivered["/a"]) == 60, 10, "60")
+            await stop(a)
+            await first.close()  # the leader goes: the second hub takes the queue over
+            closed.append(first)
+            more = [notice("acme", "parcel.status", f"p-{k % 5}", k) for k in range(60, 90)]
+            await second.log_notices(more, now=time.time())
+            await wait_until(lambda: len(rx.delivered["/a"]) == 90, 15, "90, by the second")
+            await stop(b)
+    finally:
+        for s in (first, second):
+            if s not in closed:
+                await s.close()
+    assert sorted(rx.delivered["/a"]) == sorted(n.id for n in batch + more)  # each once

@@ -25,7 +25,8 @@ the raw body (before any JSON parsing), compares in constant time, and refuses a
 a few minutes away from its clock (a replayed request). ``verify`` does exactly that.
 
 Delivery is at least once: a hub that dies between a receiver's 2xx and recording it sends that
-notice again after the restart, with the same ``X-LM-Delivery``.
+notice again after the restart, with the same ``X-LM-Delivery``. With N hubs on PostgreSQL the
+worker runs on the one holding the store's leader lock (``store.lead()``), like the projector.
 """
 
 from __future__ import annotations
@@ -181,6 +182,12 @@ class WebhookWorker:
             while True:
                 self._wake.clear()
                 try:
+                    # one hub delivers (the store's leader, as for the projector): N workers
+                    # on one queue would send notices twice and out of order
+                    if not await self.store.lead():
+                        self.health.set_state("webhooks", "standby")
+                        await asyncio.sleep(s.poll * 5)
+                        continue
                     await self._dispatch(http, tg)
                     wait = await self._wait_time()
                     await self._prune()

@@ -341,7 +341,7 @@ OPENAPI_PATHS: dict[str, Any] = {
                     "in": "query",
                     "required": False,
                     "description": "only these types, comma-separated (late_risk,misload)",
-                    "schema": {"type": "string", "maxLength": 1024},
+                    "schema": {"type": "string", "maxLength": 1024, "pattern": "^[a-z0-9_.,]*$"},
                 },
                 _limit(100),
             ],
