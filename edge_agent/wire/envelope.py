@@ -45,6 +45,7 @@ from pydantic import (
 )
 
 from edge_agent.wire.jsonbounds import MAX_DEPTH, JsonBoundsError, Unrepresentable, check, show_key
+from edge_agent.wire.plain import plain_data
 
 __all__ = [
     "CLOCKS",
@@ -370,6 +371,8 @@ def validate_data(type_: str, data: Any) -> dict[str, Any]:
 
     Raises EnvelopeError with a path under ``data``.
     """
+    if plain_data(type_, data):  # a fix or a scan of known fields: a few plain tests decide
+        return dict(data)
     schema = _schema_for(type_)
     if schema is None:
         raise EnvelopeError("type", f"unknown event type {type_[:128]!r}")
