@@ -226,3 +226,30 @@ def test_forget_keeps_a_months_old_model_bounded() -> None:
     assert m.forget(T0.timestamp() + 86400) == 1 + 6  # the route and its parcels
     assert m.route("acme", "r-1") is None and m.parcel("acme", "p1a") is None
     assert DeliveryModel.load(m.dump()).dump() == m.dump()
+
+
+@pytest.mark.parametrize(
+    ("payload", "path"),
+    [
+        ("not an object", ""),
+        ({"stops": []}, "route"),
+        ({"route": "r", "stops": [{"id": "s", "lat": 91, "lon": 0}]}, "stops[0].lat"),
+        ({"route": "r", "stops": [{"id": "s", "polygon": [[0, 0]] * 2001}]}, "stops[0].polygon"),
+        (
+            {
+                "route": "r",
+                "stops": [{"id": "s", "lat": 1, "lon": 1}, {"id": "s", "lat": 1, "lon": 1}],
+            },
+            "stops[1].id",
+        ),
+        (
+            {"route": "r", "stops": [{"id": "s", "lat": 1, "lon": 1, "parcels": [{}]}]},
+            "stops[0].parcels[0].id",
+        ),
+        ({"route": "r", "stops": [{"id": "s", "lat": 1, "lon": 1, "type": ""}]}, "stops[0].type"),
+    ],
+)
+def test_hostile_manifests_are_refused_with_the_field(payload: Any, path: str) -> None:
+    with pytest.raises(PlanError) as err:
+        DeliveryModel().define("acme", "van-1", "manifest", payload, at(0))
+    assert err.value.path == path

@@ -32,7 +32,10 @@ from typing import Any
 __all__ = ["LoadRoute", "PlanError", "PlanStop", "RoutePlan", "parse_loadplan", "parse_manifest"]
 
 MAX_ID = 256
-MAX_STOPS = 20_000
+MAX_STOPS = 20_000  # the agent's bounds (edge_agent.trips.manifest)
+MAX_POLYGON_VERTICES = 2_000
+MAX_PARCELS = 100_000  # per stop, per route of a load plan (the envelope's list bound)
+MAX_ROUTES = 10_000
 
 
 class PlanError(ValueError):
@@ -104,6 +107,8 @@ def _centre(obj: Any, path: str) -> tuple[float, float]:
         ring = obj["polygon"]
         if not isinstance(ring, list) or len(ring) < 3:
             raise PlanError(f"{path}.polygon", "must be a list of at least 3 [lon, lat] points")
+        if len(ring) > MAX_POLYGON_VERTICES:
+            raise PlanError(f"{path}.polygon", f"more than {MAX_POLYGON_VERTICES} points")
         lats, lons = [], []
         for i, pt in enumerate(ring):
             if (
@@ -141,6 +146,8 @@ def _parcels(v: Any, path: str) -> tuple[str, ...]:
         return ()
     if not isinstance(v, list):
         raise PlanError(path, f"must be a list, not {type(v).__name__}")
+    if len(v) > MAX_PARCELS:
+        raise PlanError(path, f"more than {MAX_PARCELS} parcels")
     out = []
     for i, p in enumerate(v):
         if isinstance(p, Mapping):
@@ -209,6 +216,8 @@ def parse_loadplan(payload: Any) -> list[LoadRoute]:
     raw = payload.get("routes")
     if not isinstance(raw, list):
         raise PlanError("routes", "missing" if raw is None else "must be a list")
+    if len(raw) > MAX_ROUTES:
+        raise PlanError("routes", f"more than {MAX_ROUTES} routes")
     out = []
     for i, r in enumerate(raw):
         path = f"routes[{i}]"
