@@ -8,9 +8,11 @@ import random
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hub_bridge.delivery.model import DeliveryModel, Notice, PlanError
-from hub_bridge.delivery.status import Entry, replay
+from hub_bridge.delivery.status import STATUSES, Entry, replay
 from simulators.status_truth import StatusCheck, check, depot_case, messy, run_case
 from tests.delivery_events import T0, Device, at, drive_day, manifest
 
@@ -253,3 +255,73 @@ def test_hostile_manifests_are_refused_with_the_field(payload: Any, path: str) -
     with pytest.raises(PlanError) as err:
         DeliveryModel().define("acme", "van-1", "manifest", payload, at(0))
     assert err.value.path == path
+
+
+_TYPES = [
+    "gnss.fix",
+    "trip.depart",
+    "trip.arrive",
+    "trip.approach",
+    "scan",
+    "pod",
+    "load.verified",
+    "load.misload",
+    "load.missing",
+    "exception.odd",
+    "device.health",
+]
+
+
+@st.composite
+def _event(draw: st.DrawFn) -> dict[str, Any]:
+    type_ = draw(st.sampled_from(_TYPES))
+    t = draw(st.floats(-3600, 7200, allow_nan=False))
+    pid = draw(st.sampled_from(["p1a", "p2b", "p3a", "zz"]))
+    stop = draw(st.sampled_from([None, "s1", "s2", "s3", "nope"]))
+    route = draw(st.sampled_from(["r-1", "r-x"]))
+    data: dict[str, Any] = {}
+    ref: dict[str, Any] = {"route": route, **({"stop": stop} if stop else {})}
+    if type_ == "gnss.fix":
+        data = {
+            "lat": 52.52,
+            "lon": draw(st.floats(13.3, 13.5)),
+            "mode": 3,
+            "speed_mps": draw(st.floats(0, 30)),
+            "track_deg": draw(st.floats(0, 360)),
+        }
+    elif type_ == "scan":
+        data, ref = {"text": pid, "symbology": "c", "source": "s"}, {"parcel": pid}
+    elif type_ == "pod":
+        data = {"parcel": pid, "kind": draw(st.sampled_from(["photo", "none"]))}
+    elif type_ == "load.verified":
+        data = {"parcel": pid, "route": route, "vehicle": "v", "dock": "d"}
+    elif type_ == "load.misload":
+        data = {
+            "parcel": pid,
+            "dock": "d",
+            "vehicle": None,
+            "expected_route": route,
+            "expected_vehicle": "v",
+            "expected_dock": "d2",
+        }
+    elif type_ == "load.missing":
+        data = {"route": route, "vehicle": "v", "parcels": [pid]}
+    device = draw(st.sampled_from(["van-1", "van-2", "station-1"]))
+    return Device(device).ev(type_, t, data, ref)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_event(), max_size=40), st.lists(st.floats(-3600, 20000), max_size=5))
+def test_any_valid_events_in_any_order_never_break_the_model(
+    events: list[dict[str, Any]], ticks: list[float]
+) -> None:
+    m = _model()
+    for i, e in enumerate(events):
+        m.apply({**e, "id": f"h{i}"})
+    for t in ticks:
+        m.tick(T0.timestamp() + t)
+    data = json.loads(json.dumps(m.dump()))
+    assert DeliveryModel.load(data).dump() == data
+    for pid in ("p1a", "p2b", "p3a", "zz"):
+        view = m.parcel("acme", pid)
+        assert view is None or view["status"] in STATUSES
