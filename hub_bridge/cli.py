@@ -29,6 +29,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -55,6 +56,7 @@ from hub_bridge.claims import ROLES, ClaimError, claim_text, new_token, qr_text,
 from hub_bridge.commands import COMMAND_NAMES, CommandError, check_command_body
 from hub_bridge.config import HubConfig, load_hub_config
 from hub_bridge.store import StoreUnavailable, open_timeline
+from hub_bridge.tenants import TokenError
 from hub_bridge.timeline import TimelineError
 
 __all__ = ["main", "run_hub"]
@@ -64,6 +66,7 @@ log = logging.getLogger(__name__)
 
 async def run_hub(config: HubConfig, stop: asyncio.Event, *, announce: bool = False) -> None:
     """Run the bridge and its API until ``stop`` is set."""
+    tenants = config.tenants.build()  # a bad token file stops the start (TokenError), named
     timeline = await open_timeline(config.timeline.url, config.ingest.limits)
     health = HealthRegistry()
     bridge = HubBridge(config, timeline, health, command_limits=config.commands.limits)
@@ -73,6 +76,9 @@ async def run_hub(config: HubConfig, stop: asyncio.Event, *, announce: bool = Fa
         commands_changed=bridge.commands_changed,
         command_limits=bridge.command_limits,
         provisioning=config.pki_settings(),
+        tenants=tenants,
+        max_batch_bytes=config.ingest.max_batch_bytes,
+        future_tolerance_s=config.ingest.future_tolerance,
     )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -109,6 +115,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
     try:
         run_until_signalled(lambda stop: run_hub(config, stop, announce=True), config.log.level)
+    except TokenError as exc:
+        print(f"hub-bridge: {exc}", file=sys.stderr)
+        return 2
     except (TimelineError, StoreUnavailable) as exc:
         print(f"hub-bridge: {exc}", file=sys.stderr)
         return 1
@@ -169,14 +178,14 @@ def _hub_url(listen: str) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _request(url: str, body: bytes | None = None) -> tuple[int, Any]:
+def _request(url: str, body: bytes | None = None, token: str | None = None) -> tuple[int, Any]:
     """One HTTP request to the hub: (status, decoded JSON body); raises OSError when the hub
     cannot be reached."""
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     req = urllib.request.Request(
-        url,
-        data=body,
-        headers={"Content-Type": "application/json"} if body is not None else {},
-        method="POST" if body is not None else "GET",
+        url, data=body, headers=headers, method="POST" if body is not None else "GET"
     )
     try:
         with urllib.request.urlopen(req, timeout=_HTTP_TIMEOUT_S) as resp:
@@ -215,6 +224,14 @@ def _cmd_send(args: argparse.Namespace) -> int:
     except OSError as exc:
         _say(f"{args.file}: {exc.strerror or exc}")
         return EXIT_USAGE
+    token_file = args.token_file or os.environ.get("HUB_BRIDGE_TOKEN_FILE")
+    token: str | None = None
+    if token_file:
+        try:
+            token = Path(token_file).read_text().strip()
+        except OSError as exc:
+            _say(f"--token-file {token_file}: {exc.strerror or exc}")
+            return EXIT_USAGE
     try:
         check_command_body(body)  # the hub checks again: this only spares a round trip
         base = _hub_url(config.api.listen)
@@ -227,7 +244,7 @@ def _cmd_send(args: argparse.Namespace) -> int:
     fleet, device = args.fleet, args.device
     url = f"{base}/v1/devices/{fleet}/{device}/commands/{args.name}"
     try:
-        status, answer = _request(url, body)
+        status, answer = _request(url, body, token)
     except OSError as exc:
         _say(f"the hub at {base} cannot be reached ({exc}): nothing was queued")
         return EXIT_UNREACHABLE
@@ -240,17 +257,17 @@ def _cmd_send(args: argparse.Namespace) -> int:
         _say(f"the hub has not heard of {fleet}/{device} yet: the command waits for it")
     if wait is None:
         return EXIT_OK
-    return _wait_for_answer(base, str(answer["id"]), f"{fleet}/{device}", wait)
+    return _wait_for_answer(base, str(answer["id"]), f"{fleet}/{device}", wait, token)
 
 
-def _wait_for_answer(base: str, cid: str, where: str, wait: float) -> int:
+def _wait_for_answer(base: str, cid: str, where: str, wait: float, token: str | None = None) -> int:
     """Poll the hub until the device answered command ``cid`` or ``wait`` seconds passed."""
     url = f"{base}/v1/commands/{urllib.parse.quote(cid, safe='')}"
     deadline = time.monotonic() + wait
     last: dict[str, Any] = {}
     while True:
         try:
-            status, found = _request(url)
+            status, found = _request(url, token=token)
         except OSError:  # the hub restarting: the command is kept, keep asking
             status, found = 0, None
         if status == 200 and isinstance(found, dict):
@@ -471,6 +488,12 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--fleet", required=True)
     send.add_argument("--device", required=True)
     send.add_argument("--wait", metavar="DURATION", help="wait this long for the answer (30s)")
+    send.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="a file holding an API token with the commands right (tenants.tokens); default "
+        "$HUB_BRIDGE_TOKEN_FILE",
+    )
     send.add_argument("file", help="the command: a JSON object (- for stdin)")
     send.set_defaults(func=_cmd_send)
 
@@ -534,7 +557,32 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("--fleet", required=True)
     revoke.add_argument("--device", required=True)
     revoke.set_defaults(func=_cmd_device_revoke)
+
+    # commands with parsers of their own: everything after the command name goes to them
+    token = sub.add_parser("token", help="API tokens for tenants (hub-bridge token new --help)")
+    token.add_argument("rest", nargs=argparse.REMAINDER)
+    token.set_defaults(func=lambda a: _delegate("token", a.rest))
+    carrier = sub.add_parser(
+        "carrier", help="import a carrier's tracking export (hub-bridge carrier import --help)"
+    )
+    carrier.add_argument("rest", nargs=argparse.REMAINDER)
+    carrier.set_defaults(func=lambda a: _delegate("carrier", a.rest))
     return p
+
+
+def _delegate(command: str, rest: list[str]) -> int:
+    """``token new ...`` and ``carrier import ...``: their modules parse their own arguments."""
+    verb = {"token": "new", "carrier": "import"}[command]
+    if not rest or rest[0] != verb:
+        print(f"usage: hub-bridge {command} {verb} [--help]", file=sys.stderr)
+        return 2
+    if command == "token":
+        from hub_bridge.tokens_cli import token_main
+
+        return token_main(rest[1:])
+    from hub_bridge.carriers.cli import import_main
+
+    return import_main(rest[1:])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

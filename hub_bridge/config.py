@@ -5,6 +5,8 @@ timeline: {url: "sqlite:///var/lib/hub-bridge/timeline.db"}
 api: {listen: "127.0.0.1:8090"}
 pki: {dir: /var/lib/hub-bridge/pki, broker_url: "mqtts://hub.example:8883",
       hub_api_url: "http://hub.example:8090", cert_validity: 825d}
+tenants: {tokens: [{name: ops, fleets: all, rights: [read, commands],
+                    token_file: /etc/hub-bridge/ops.token}]}
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge_agent.platform.settings import BrokerConfig, parse_listen
 from edge_agent.platform.units import ByteSize, Duration
 from edge_agent.platform.yamlconf import load_model
 from hub_bridge.commands import COMMAND_NAMES, CommandLimits
+from hub_bridge.tenants import TenantsConfig, check_listen
 from hub_bridge.timeline import TimelineLimits
 
 __all__ = ["HubConfig", "PkiConfig", "PkiSettings", "load_hub_config"]
@@ -201,7 +204,13 @@ class HubConfig(_Section):
     commands: CommandsConfig = CommandsConfig()
     pki: PkiConfig = PkiConfig()
     log: LogConfig = LogConfig()
+    tenants: TenantsConfig = TenantsConfig()
     hub_id: str = Field(default="hub", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+
+    @model_validator(mode="after")
+    def _api_open_on_loopback_only(self) -> HubConfig:
+        check_listen(parse_listen(self.api.listen)[0], self.tenants)
+        return self
 
     def pki_settings(self) -> PkiSettings:
         """The provisioning settings with their defaults resolved."""
