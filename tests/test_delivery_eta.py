@@ -109,6 +109,9 @@ def test_eta_notices_only_when_an_eta_moved_a_minute() -> None:
     assert {n.payload["id"] for n in notices if n.kind == "stop.eta"} == {"s1", "s2", "s3"}
     pay = next(n.payload for n in notices if n.kind == "stop.eta")
     assert {"route", "fleet", "vehicle", "id", "status", "eta", "window"} <= set(pay)
+    s1 = next(n.payload for n in notices if n.kind == "stop.eta" and n.payload["id"] == "s1")
+    # the stop's parcels named, so a projector rewrites their views (they show the ETA too)
+    assert s1["ref"] == {"route": "r-1", "stop": "s1", "parcel": ["p1a", "p1b"]}
 
 
 def test_no_clock_read_the_same_events_give_the_same_etas() -> None:

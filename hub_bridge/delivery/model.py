@@ -950,6 +950,8 @@ class DeliveryModel:
                     "fleet": route.fleet,
                     "vehicle": route.vehicle,
                     **self._stop_view(st),
+                    # whose views change with it: the stop's parcels show its ETA too
+                    "ref": {"route": route.route, "stop": st.id, "parcel": list(st.parcels)},
                 },
             )
         )
