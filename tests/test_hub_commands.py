@@ -577,3 +577,38 @@ def test_the_command_limits_come_from_the_hub_configuration(tmp_path: Path) -> N
     path.write_text("commands:\n  max_per_device: 3\n")
     with pytest.raises(ConfigError, match=r"hub.yaml:2: commands.max_per_device"):
         load_hub_config(path)
+
+
+def test_a_hub_with_tokens_takes_commands_only_with_a_token_that_may_send_them(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """The hub as `hub-bridge run` starts it from `tenants.tokens`; `send --token-file`."""
+    from hub_bridge.tenants import new_token
+
+    ops, ops_hash = new_token()
+    reader, reader_hash = new_token()
+    (tmp_path / "ops.token").write_text(ops + "\n")
+    (tmp_path / "reader.token").write_text(reader)
+    tokens = [
+        {"name": "ops", "fleets": "all", "rights": ["read", "commands"], "token_sha256": ops_hash},
+        {"name": "ro", "fleet": "acme", "rights": ["read"], "token_sha256": reader_hash},
+    ]
+    hub_cfg = write_hub_config(tmp_path, broker.url, tenants={"tokens": tokens})
+    hub = Proc("hub_bridge", hub_cfg, tmp_path / "hub.log")
+    hub.start()
+    manifest = write_json(tmp_path / "m.json", MANIFEST)
+    try:
+        nobody = run_send(hub_cfg, "manifest", manifest)
+        assert nobody.returncode == 2 and "401" in nobody.stderr, nobody.stderr
+        read_only = run_send(
+            hub_cfg, "manifest", manifest, "--token-file", str(tmp_path / "reader.token")
+        )
+        assert read_only.returncode == 2 and "403" in read_only.stderr, read_only.stderr
+        sent = run_send(hub_cfg, "manifest", manifest, "--token-file", str(tmp_path / "ops.token"))
+        assert sent.returncode == 0, sent.stderr
+        cid = json.loads(sent.stdout)["id"]
+        assert hub.api_port is not None
+        found = get(hub.api_port, f"/v1/commands/{cid}", token=reader)
+        assert found["id"] == cid
+    finally:
+        hub.stop()
