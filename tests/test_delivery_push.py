@@ -469,6 +469,8 @@ async def test_oversize_garbage_and_bad_parameters(
         assert r.status == 400
     async with http.get(f"{base}/v1/parcels/a%2Fb", params={"fleet": "acme"}) as r:
         assert r.status == 404 and "a/b" in (await r.json())["error"]  # a "/" in a label
+    async with http.get(f"{base}/v1/routes/a%0Ab", params={"fleet": "acme"}) as r:
+        assert r.status == 400 and (await r.json())["error"].startswith("id:")
 
 
 async def test_prune_keeps_what_is_pending_and_drops_what_is_done(store: DeliveryStore) -> None:

@@ -840,9 +840,10 @@ def add_delivery_routes(
         return await stream.handle(request, fleet, kinds, last)
 
     r = app.router
-    # a label's text may hold a "/" (sent as %2F): the id is the rest of the path
-    r.add_get("/v1/parcels/{id:.+}", op(get_parcel))
-    r.add_get("/v1/routes/{id:.+}", op(get_route))
+    # a label's text may hold a "/" (%2F): the id is the rest of the path, whatever it holds
+    # (a newline too: it is refused as not printable, in JSON, not by the router)
+    r.add_get("/v1/parcels/{id:[\\s\\S]+}", op(get_parcel))
+    r.add_get("/v1/routes/{id:[\\s\\S]+}", op(get_route))
     r.add_get("/v1/exceptions", op(get_exceptions))
     r.add_post("/v1/fleets/{fleet}/webhooks", op(post_webhook))
     r.add_get("/v1/fleets/{fleet}/webhooks", op(get_webhooks))
