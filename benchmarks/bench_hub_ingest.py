@@ -337,6 +337,7 @@ def run_hubs(
         "events_per_s": round(events / seconds),
         "cpu_s_per_event_per_hub_us": [round(c / events * hubs * 1e6, 1) for c in cpu],
         "cpu_s_total_per_event_us": round(sum(cpu) / events * 1e6, 1),
+        "cpu_s_per_hub": [round(c, 2) for c in cpu],
         "watermarks_backwards": watch.backwards,
     }
     if locks is not None:
