@@ -541,3 +541,22 @@ async def test_events_since_under_concurrent_writers_reads_each_event_once(pg_ur
     finally:
         for tl in [*hubs, reader]:
             await tl.close()
+
+
+async def test_two_hubs_taking_one_state_message_record_it_once(pg_url: str) -> None:
+    a, b = await PgTimeline.open(pg_url), await PgTimeline.open(pg_url)
+    try:
+        for k, state in enumerate(["online", "offline", "online"]):
+            changed = await asyncio.gather(
+                a.set_state("acme", f"van-{k}", state, "{}"),
+                b.set_state("acme", f"van-{k}", state, "{}"),
+                a.set_state("acme", "van-x", state, "{}"),
+                b.set_state("acme", "van-x", state, "{}"),
+            )
+            assert sorted(changed[:2]) == sorted(changed[2:]) == [False, True]
+        assert [h["state"] for h in await a.state_history("acme", "van-x")] == [
+            "online", "offline", "online",
+        ]  # fmt: skip
+    finally:
+        await a.close()
+        await b.close()
