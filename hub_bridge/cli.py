@@ -558,6 +558,20 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("--device", required=True)
     revoke.set_defaults(func=_cmd_device_revoke)
 
+    eta = sub.add_parser("eta", help="the hub's ETA").add_subparsers(
+        dest="eta_command", required=True
+    )
+    replay = eta.add_parser(
+        "replay",
+        help="the hub's ETA over an NMEA log and a manifest, the agent's trip engine in front",
+        description="Run the agent's GNSS pipeline and trip engine over LOG as on a van, and the "
+        'hub\'s ETA behind them; print {"at", "stop", "eta"} for every stop still ahead, every '
+        "minute of log time (DESIGN §9). Needs the agent extra (lastmile-edge[agent]).",
+    )
+    replay.add_argument("--manifest", required=True, help="the route's manifest (JSON, DESIGN §2)")
+    replay.add_argument("log", help="an NMEA log (as gnss replay reads it), or - for stdin")
+    replay.set_defaults(func=_cmd_eta_replay)
+
     # commands with parsers of their own: everything after the command name goes to them
     token = sub.add_parser("token", help="API tokens for tenants (hub-bridge token new --help)")
     token.add_argument("rest", nargs=argparse.REMAINDER)
@@ -568,6 +582,13 @@ def build_parser() -> argparse.ArgumentParser:
     carrier.add_argument("rest", nargs=argparse.REMAINDER)
     carrier.set_defaults(func=lambda a: _delegate("carrier", a.rest))
     return p
+
+
+def _cmd_eta_replay(args: argparse.Namespace) -> int:
+    # the agent's GNSS pipeline and trip engine run in front (DESIGN §9): imported only here
+    from hub_bridge.delivery.replay import run_eta_replay
+
+    return run_eta_replay(args.manifest, args.log, sys.stdout)
 
 
 def _delegate(command: str, rest: list[str]) -> int:

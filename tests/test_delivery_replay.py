@@ -91,3 +91,19 @@ def test_a_log_without_nmea_or_unreadable(
     assert out.getvalue() == "" and "no NMEA sentence" in capsys.readouterr().err
     assert run_eta_replay(str(manifest), str(tmp_path / "gone.nmea"), out) == EXIT_UNUSABLE
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_the_command_line_is_the_contracts(van: tuple[VanRun, Path, Path]) -> None:
+    """`hub-bridge eta replay --manifest FILE LOG` (DESIGN §9), the log on stdin with `-`."""
+    import subprocess
+    import sys
+
+    _, manifest, log = van
+    direct = io.StringIO()
+    assert run_eta_replay(str(manifest), str(log), direct) == 0
+    cmd = [sys.executable, "-m", "hub_bridge", "eta", "replay", "--manifest", str(manifest), "-"]
+    done = subprocess.run(
+        cmd, check=False, input=log.read_bytes(), capture_output=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode() == direct.getvalue()
