@@ -15,7 +15,6 @@ from hub_bridge.store import TimelineStore, open_timeline
 from hub_bridge.timeline import Timeline, TimelineError
 
 
-
 @pytest.fixture
 async def tl(timeline_url: str) -> AsyncIterator[TimelineStore]:
     """A fresh, empty timeline of each backend (``timeline_url``: SQLite, private PostgreSQL)."""
