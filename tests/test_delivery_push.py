@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -22,6 +23,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from hub_bridge.delivery.http1 import HttpError, HttpPool
 from hub_bridge.delivery.push import PushSettings, WebhookWorker, retry_delay, sign, verify
 from hub_bridge.delivery.routes import DELIVERY_ACCESS, add_delivery_routes
 from hub_bridge.delivery.store import (
@@ -31,6 +33,7 @@ from hub_bridge.delivery.store import (
     open_delivery_store,
 )
 from hub_bridge.delivery.store_sqlite import SqliteDeliveryStore
+from simulators.broker import self_signed
 from tests.delivery_rig import Receiver, chaos, notice, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -273,7 +276,8 @@ async def test_max_age_makes_it_dead_with_tries_left(sqlite_store: DeliveryStore
 WORKER = textwrap.dedent(
     """
     import asyncio, sys
-    from hub_bridge.delivery.push import PushSettings, WebhookWorker
+    from hub_bridge.delivery.http1 import HttpError, HttpPool
+from hub_bridge.delivery.push import PushSettings, WebhookWorker
     from hub_bridge.delivery.store_sqlite import SqliteDeliveryStore
 
     async def main():
@@ -518,3 +522,129 @@ async def test_one_worker_delivers_among_hubs_on_postgresql_and_another_takes_ov
             if s not in closed:
                 await s.close()
     assert sorted(rx.delivered["/a"]) == sorted(n.id for n in batch + more)  # each once
+
+
+# -- the HTTP client of the webhooks ---------------------------------------------------------------
+
+
+class RawServer:
+    """A loopback TCP server answering each request with the next canned bytes (then, for
+    ``None``, closing the connection without a word); records the requests' first lines."""
+
+    def __init__(self, answers: list[bytes | None]) -> None:
+        self.answers = answers
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> RawServer:
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/hooks?x=1"
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while self.answers:
+                first = await reader.readline()
+                if not first:
+                    return
+                length = 0
+                while (line := await reader.readline()) not in (b"\r\n", b""):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                await reader.readexactly(length)
+                self.requests.append(first)
+                answer = self.answers.pop(0)
+                if answer is None:
+                    return
+                writer.write(answer)
+                await writer.drain()
+        finally:
+            writer.close()
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "reused"),
+    [
+        (OK, 200, True),
+        (b"HTTP/1.1 204 No Content\r\n\r\n", 204, True),
+        (
+            b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\n\r\n",
+            202,
+            True,
+        ),
+        (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 200, True),
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", 200, False),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", 200, False),
+        (b"HTTP/1.1 500 Oops\r\nContent-Length: 999999\r\n\r\n", 500, False),  # too big to read
+        (b"HTTP/1.1 200 OK\r\n\r\nthe rest until the close", 200, False),
+    ],
+)
+async def test_the_client_reads_each_kind_of_answer_and_keeps_the_connection_when_it_can(
+    answer: bytes, status: int, reused: bool
+) -> None:
+    pool = HttpPool()
+    async with RawServer([answer, OK]) as srv:
+        assert await pool.post(srv.url, [("X-A", "1")], b"{}") == status
+        assert await asyncio.wait_for(pool.post(srv.url, [], b"{}"), 5) == 200
+        assert srv.requests[0] == b"POST /hooks?x=1 HTTP/1.1\r\n"
+        assert srv.connections == (1 if reused else 2)
+    await pool.close()
+
+
+async def test_a_connection_closed_while_idle_is_replaced_and_garbage_is_an_error() -> None:
+    pool = HttpPool()
+    async with RawServer([OK, None, OK]) as srv:
+        assert await pool.post(srv.url, [], b"{}") == 200
+        # the server dropped the kept connection: sent again once, on a new one
+        assert await pool.post(srv.url, [], b"{}") == 200
+        assert srv.connections == 2
+    async with RawServer([b"SMTP ready\r\n\r\n"]) as srv:
+        with pytest.raises(HttpError):
+            await pool.post(srv.url, [], b"{}")
+    async with RawServer([b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"]) as srv:
+        with pytest.raises(ConnectionResetError):
+            await pool.post(srv.url, [], b"{}")  # cut mid-answer: not delivered
+    with pytest.raises(ValueError, match="line break"):
+        await pool.post("http://127.0.0.1:9/x", [("X-Evil", "a\r\nInjected: 1")], b"{}")
+    await pool.close()
+
+
+async def test_https_with_the_host_name_checked(tmp_path: Path) -> None:
+    tls = self_signed(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(tls.cert, tls.key)
+    client_ctx = ssl.create_default_context(cafile=str(tls.cert))
+    app = web.Application()
+
+    async def hook(request: web.Request) -> web.Response:
+        return web.json_response({"got": len(await request.read())})
+
+    app.router.add_post("/h", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        pool = HttpPool(tls=client_ctx)
+        assert await pool.post(f"https://localhost:{port}/h", [], b"{}") == 200
+        assert await pool.post(f"https://localhost:{port}/h", [], b"{}") == 200
+        assert pool.opened == 1
+        await pool.close()
+        with pytest.raises(ssl.SSLError):  # a receiver the trust store does not vouch for
+            await HttpPool().post(f"https://localhost:{port}/h", [], b"{}")
+    finally:
+        await runner.cleanup()

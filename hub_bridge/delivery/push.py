@@ -42,9 +42,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import aiohttp
-
 from edge_agent.platform.health import HealthRegistry
+from hub_bridge.delivery.http1 import HttpError, HttpPool
 from hub_bridge.delivery.store import Delivery, DeliveryStore, Outcome, Subscription
 from hub_bridge.store import StoreUnavailable
 
@@ -64,7 +63,6 @@ log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-LM-Signature"
 EVENT_HEADER = "X-LM-Event"
 DELIVERY_HEADER = "X-LM-Delivery"
-_ANSWER_READ_MAX = 64 * 1024  # what is read of a receiver's answer (then the connection is reused)
 _ERROR_CHARS = 300
 
 
@@ -170,34 +168,37 @@ class WebhookWorker:
         """Deliver until cancelled; requests in flight are cancelled with it (and retried by
         the next run: they were not recorded as delivered)."""
         s = self.settings
-        connector = aiohttp.TCPConnector(limit=s.concurrency, limit_per_host=0)
-        timeout = aiohttp.ClientTimeout(total=s.timeout)
-        async with (
-            aiohttp.ClientSession(connector=connector, timeout=timeout) as http,
-            asyncio.TaskGroup() as tg,
-        ):
-            # answers are recorded by a task of their own: a commit never holds up requests
-            # to other keys, and many answers go in one commit
-            tg.create_task(self._recorder(), name="webhook recorder")
-            while True:
-                self._wake.clear()
-                try:
-                    # one hub delivers (the store's leader, as for the projector): N workers
-                    # on one queue would send notices twice and out of order
-                    if not await self.store.lead():
-                        self.health.set_state("webhooks", "standby")
-                        await asyncio.sleep(s.poll * 5)
-                        continue
-                    await self._dispatch(http, tg)
-                    wait = await self._wait_time()
-                    await self._prune()
-                    self.health.set_state("webhooks", "ok")
-                except StoreUnavailable as exc:
-                    self.health.set_state("webhooks", "store-unavailable", error=str(exc)[:200])
-                    wait = s.poll
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait):
-                        await self._wake.wait()
+        http = HttpPool(max_idle_per_origin=s.concurrency)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                await self._serve(http, tg)
+        finally:
+            await http.close()
+
+    async def _serve(self, http: HttpPool, tg: asyncio.TaskGroup) -> None:
+        s = self.settings
+        # answers are recorded by a task of their own: a commit never holds up requests
+        # to other keys, and many answers go in one commit
+        tg.create_task(self._recorder(), name="webhook recorder")
+        while True:
+            self._wake.clear()
+            try:
+                # one hub delivers (the store's leader, as for the projector): N workers
+                # on one queue would send notices twice and out of order
+                if not await self.store.lead():
+                    self.health.set_state("webhooks", "standby")
+                    await asyncio.sleep(s.poll * 5)
+                    continue
+                await self._dispatch(http, tg)
+                wait = await self._wait_time()
+                await self._prune()
+                self.health.set_state("webhooks", "ok")
+            except StoreUnavailable as exc:
+                self.health.set_state("webhooks", "store-unavailable", error=str(exc)[:200])
+                wait = s.poll
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
 
     async def _recorder(self) -> None:
         while True:
@@ -228,7 +229,7 @@ class WebhookWorker:
                 self._busy.discard((o.sub, key))
                 self._busy_per_sub[o.sub] -= 1
 
-    async def _dispatch(self, http: aiohttp.ClientSession, tg: asyncio.TaskGroup) -> None:
+    async def _dispatch(self, http: HttpPool, tg: asyncio.TaskGroup) -> None:
         s = self.settings
         subs = [sub for sub in await self.store.subscriptions() if sub.active]
         if not subs:
@@ -273,27 +274,26 @@ class WebhookWorker:
         if n:
             self.health.count("webhooks", "pruned", n)
 
-    async def _attempt(self, http: aiohttp.ClientSession, d: Delivery, sub: Subscription) -> None:
+    async def _attempt(self, http: HttpPool, d: Delivery, sub: Subscription) -> None:
         body = d.body.encode()
         t = int(self._clock())
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": self._user_agent,
-            EVENT_HEADER: d.kind,
-            DELIVERY_HEADER: d.notice,
-            SIGNATURE_HEADER: sign(d.secret, body, t),
-        }
+        headers = (
+            ("Content-Type", "application/json"),
+            ("User-Agent", self._user_agent),
+            (EVENT_HEADER, d.kind),
+            (DELIVERY_HEADER, d.notice),
+            (SIGNATURE_HEADER, sign(d.secret, body, t)),
+        )
         status: int | None = None
         error: str | None = None
         try:
-            async with http.post(d.url, data=body, headers=headers, allow_redirects=False) as r:
-                status = r.status
-                await r.content.read(_ANSWER_READ_MAX)
+            async with asyncio.timeout(self.settings.timeout):
+                status = await http.post(d.url, headers, body)
             if not 200 <= status < 300:
                 error = f"HTTP {status}"
-        except asyncio.CancelledError:
-            raise
-        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+        except TimeoutError:
+            error = f"no answer within {self.settings.timeout:g} s"
+        except (HttpError, OSError, ValueError, EOFError) as exc:
             error = (f"{type(exc).__name__}: {exc}")[:_ERROR_CHARS]
         except Exception as exc:  # a receiver must never stop the worker
             log.exception("webhook %s to %s", d.notice, d.url)
