@@ -5,7 +5,8 @@ instances split the load: ``$share/{group}/lm/v1/+/+/events``) and state topics.
 message: check it (``ingest.check_events``), store what is valid in one transaction, dead-letter
 the rest with the reason, and publish the device's ack watermark, retained. The ack is published
 after every batch, even when it did not move, so a device whose broker lost the retained ack
-learns it again from its resends. On every (re)connect all known watermarks are published again.
+learns it again from its resends. On every (re)connect all known watermarks are published again
+(by a hub alone: not by one of N instances on a share group, whose list would be stale).
 
 A message is PUBACKed to the broker only once it was handled (its batch committed, or dead-
 lettered, or the store found unwritable), in the order received: a hub killed mid-batch gets
@@ -54,6 +55,7 @@ from edge_agent.platform.redact import redact_url
 from edge_agent.wire import topics
 from edge_agent.wire.envelope import EnvelopeError
 from edge_agent.wire.seqs import seq_ranges
+from hub_bridge.ack_order import AckOrder, LocalAckOrder, open_ack_order
 from hub_bridge.commands import CommandAckError, CommandLimits, parse_command_ack, resend_delay
 from hub_bridge.config import HubConfig
 from hub_bridge.ingest import check_events
@@ -134,6 +136,7 @@ class HubBridge:
         self.state_topic = topics.hub_state(config.hub_id)
         self._log_budget = _LogBudget()
         self._commands_due = asyncio.Event()
+        self._ack_order: AckOrder = LocalAckOrder()
 
     def commands_changed(self) -> None:
         """A command was queued (by the API): publish what is due now."""
@@ -149,6 +152,17 @@ class HubBridge:
 
     async def run(self) -> None:
         """Serve forever, reconnecting with backoff; returns only when cancelled."""
+        # N instances on a share group take turns to publish a device's ack (ack_order.py)
+        self._ack_order = await open_ack_order(
+            self.config.timeline.url, bool(self.config.ingest.share_group)
+        )
+        try:
+            await self._run()
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._ack_order.close())
+
+    async def _run(self) -> None:
         attempt = 0
         while True:
             # the will is made per connection: its ts says when this connection began
@@ -191,8 +205,13 @@ class HubBridge:
         await client.subscribe(f"{topics.PREFIX}/+/+/state", qos=1)
         # not shared between hub instances: recording an answer twice keeps the first
         await client.subscribe(f"{topics.PREFIX}/+/+/cmd-ack", qos=1)
-        for fleet, device, wm in await self.timeline.watermarks():
-            await self._publish_ack(client, fleet, device, wm)
+        if not self.config.ingest.share_group:
+            # one hub: what it read is what is current. Not with N instances on a share group:
+            # the others move watermarks on while this list is published, and a device would
+            # see its ack go back (and take it for a hub that lost what it had acked). There
+            # the acks come with the next batch, and every agent resends at our birth below.
+            for fleet, device, wm in await self.timeline.watermarks():
+                await self._publish_ack(client, fleet, device, wm)
         # online only once subscribed: an agent resending at once must find us listening
         await client.publish(self.state_topic, self._hub_state("online"), qos=1, retain=True)
         self.subscribed.set()
@@ -290,7 +309,30 @@ class HubBridge:
         conflicts: Sequence[int] = (),
         ack: dict[str, Any] | None = None,
     ) -> None:
-        """Publish a device's ack: ``ack`` as the store made it with the batch, else asked."""
+        """Publish a device's ack: ``ack`` as the store made it with the batch, else asked; in
+        this instance's turn for the device, and the watermark current then (a later commit by
+        another instance may have moved it on: its ack is the one to publish)."""
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                current = await stack.enter_async_context(self._ack_order.turn(fleet, device))
+            except Exception as exc:  # no turn (its database is down): no ack now, devices
+                # resend what is unacked and get it with a later batch
+                self.health.count("ingest", "ack-deferred")
+                log.debug("ack of %s/%s deferred: %s", fleet, device, exc)
+                return
+            if current is not None and current > wm:
+                wm, ack = current, None
+            await self._publish_ack_now(client, fleet, device, wm, conflicts, ack)
+
+    async def _publish_ack_now(
+        self,
+        client: aiomqtt.Client,
+        fleet: str,
+        device: str,
+        wm: int,
+        conflicts: Sequence[int],
+        ack: dict[str, Any] | None,
+    ) -> None:
         ack = dict(ack) if ack is not None else await self.timeline.ack_payload(fleet, device, wm)
         if conflicts:
             # the device sent seqs the timeline holds with other events: tell it, so it
