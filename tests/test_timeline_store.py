@@ -403,9 +403,7 @@ async def test_watermark_never_goes_backwards_under_many_writers(pg_url: str) ->
             await tl.close()
 
 
-async def test_store_unavailable_while_postgres_is_down_then_back(
-    postgres: PostgresServer,
-) -> None:
+async def test_store_unavailable_while_postgres_is_down_then_back() -> None:
     # a server of its own: this test kills it
     with PostgresServer(fsync=False) as pg:
         url = pg.create_database("t")
