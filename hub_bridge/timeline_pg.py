@@ -20,10 +20,11 @@ is how it is done, so that hub instances storing at once need no coordination of
   both unique constraints (it is what de-duplication, conflicts, the watermark, ``missing`` and
   the ack's ``top``/``check`` read: small rows), and ``events`` (the envelopes, the bulk) is
   partitioned by the day it was received (UTC), a partition created when its first event
-  arrives (and the next day's ahead). Retention (``retention_days``) drops whole partitions of
-  ``events``; keys and accounted ranges older than that and below their device's watermark are
-  deleted in the same pass (a BRIN index on ``received`` finds them: keys arrive in time
-  order). A seq whose event expired stays accounted for, so watermarks never wait for it.
+  arrives (and the next day's ahead). Retention (``retention_days``) drops whole days of
+  ``events`` when a hub opens and when a new day's first event arrives; the keys and accounted
+  ranges of those days that their device's watermark passed are deleted then too, in the
+  background (a long DELETE must not stall ingest; a BRIN index on ``received`` finds them:
+  keys arrive in time order). The watermark is kept: an expired seq is never awaited again.
 - **Ingest order for readers** (``events_since``): each event's ``pos`` is its transaction id
   shifted left by 20 bits plus its rank in the transaction. A reader takes only rows whose
   transaction id is below its snapshot's ``xmin`` (every transaction below it has ended), so a
@@ -48,6 +49,7 @@ import asyncio
 import calendar
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
@@ -76,6 +78,8 @@ from hub_bridge.timeline import (
 )
 
 __all__ = ["SCHEMA_VERSION", "PgTimeline"]
+
+log = logging.getLogger(__name__)
 
 _DAY = 86400.0
 _PAGE = 2000  # events read per query by events()
@@ -469,6 +473,7 @@ class PgTimeline:
         self.retention_days = retention_days
         """Events received longer ago than this are dropped (whole days); None keeps all."""
         self._partitions: set[int] = set()  # days whose partition is known to exist
+        self._pruning: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
@@ -548,7 +553,11 @@ class PgTimeline:
                 await con.execute("INSERT INTO lm_schema VALUES (%s)", (SCHEMA_VERSION,))
 
     async def close(self) -> None:
-        """Close every connection."""
+        """Stop the retention's pruning if it runs; close every connection."""
+        if self._pruning is not None:
+            self._pruning.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pruning
         await self._pool.close()
 
     # -- partitions and retention ---------------------------------------------------------------
@@ -558,7 +567,10 @@ class PgTimeline:
         if day in self._partitions:
             return
         if self.retention_days is not None:
-            await self.apply_retention()  # first: a new day is when old days expire
+            # a new day is when old days expire: their partitions go first (quick), the keys
+            # the watermark passed are deleted meanwhile (a long DELETE: ingest goes on)
+            await self._drop_partitions(time.time() - self.retention_days * _DAY)
+            self._prune_soon()
         async with self._connection() as con, con.transaction():
             # hubs creating the same day's partition at once: one does, the other finds it
             await con.execute("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
@@ -583,17 +595,39 @@ class PgTimeline:
             return []
         now = time.time() if now is None else now
         cutoff = now - self.retention_days * _DAY
+        dropped = await self._drop_partitions(cutoff)
+        await self._prune(cutoff)
+        return dropped
+
+    def _prune_soon(self) -> None:
+        if self._pruning is None or self._pruning.done():
+            self._pruning = asyncio.create_task(self._prune_quietly(), name="timeline-prune")
+
+    async def _prune_quietly(self) -> None:
+        days = self.retention_days or 0.0
+        try:
+            await self._prune(time.time() - days * _DAY)
+        except StoreUnavailable as exc:  # the next new day tries again
+            log.warning("timeline retention: %s", exc)
+        except Exception:  # a bug here must not go unseen, nor stop ingest
+            log.exception("timeline retention failed")
+
+    async def _drop_partitions(self, cutoff: float) -> list[str]:
         dropped = []
+        async with self._connection() as con, con.transaction():
+            await con.execute("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
+            cur = await con.execute(_PARTITIONS)
+            for (name,) in await cur.fetchall():
+                day = calendar.timegm(time.strptime(name[len("events_") :], "%Y%m%d"))
+                if day + _DAY <= cutoff:
+                    await con.execute(f"DROP TABLE IF EXISTS {name}")
+                    dropped.append(str(name))
+                    self._partitions.discard(int(day // _DAY))
+        return dropped
+
+    async def _prune(self, cutoff: float) -> None:
+        cutoff = cutoff // _DAY * _DAY  # whole days, as the partitions: keys go with their events
         async with self._connection() as con:
-            async with con.transaction():
-                await con.execute("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
-                cur = await con.execute(_PARTITIONS)
-                for (name,) in await cur.fetchall():
-                    day = calendar.timegm(time.strptime(name[len("events_") :], "%Y%m%d"))
-                    if day + _DAY <= cutoff:
-                        await con.execute(f"DROP TABLE IF EXISTS {name}")
-                        dropped.append(str(name))
-                        self._partitions.discard(int(day // _DAY))
             # what the watermark passed long ago: never awaited again, never asked for
             await con.execute(
                 "DELETE FROM event_keys k USING devices d WHERE k.received < %s"
@@ -605,7 +639,6 @@ class PgTimeline:
                 " AND d.fleet = a.fleet AND d.device = a.device AND a.hi <= d.watermark",
                 (cutoff,),
             )
-        return dropped
 
     # -- storing ------------------------------------------------------------------------------
 

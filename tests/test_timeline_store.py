@@ -447,12 +447,15 @@ async def test_retention_drops_old_partitions(pg_url: str) -> None:
     try:
         assert len(await tl.partitions()) == 4
         assert await seqs_of(tl) == [3, 4, 5]
+        assert (await tl.devices())[0]["events"] == 3  # the seq keys went with their days
         assert len(await tl.apply_retention(now=now + day)) == 1
         assert await seqs_of(tl) == [4, 5]
+        assert (await tl.devices())[0]["events"] == 2
         # the watermark stays; what comes next is stored as usual
         r = await store(tl, env(6))
         assert (r.stored, r.watermark) == (1, 6)
         assert await tl.count("events") == 3
+        assert await tl.missing("acme", "van-1") == []
     finally:
         await tl.close()
 
