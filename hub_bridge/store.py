@@ -77,6 +77,14 @@ class TimelineStore(Protocol):
         with_flags: bool = False,
     ) -> AsyncIterator[dict[str, Any]]: ...
 
+    async def events_since(
+        self, cursor: int = 0, limit: int = 1000
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Events stored after ``cursor`` in ingest order (at most ``limit``) and the cursor
+        after them; never skips an event that commits later with a lower cursor (the delivery
+        projection follows the timeline with it)."""
+        ...
+
     async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]: ...
 
     async def state_history(self, fleet: str, device: str) -> list[dict[str, Any]]: ...

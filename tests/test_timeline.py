@@ -64,18 +64,18 @@ async def test_watermark_gaps_dedup_and_conflicts(tl: TimelineStore) -> None:
 
 
 async def test_events_since_follows_ingest_order_with_a_cursor(tl: TimelineStore) -> None:
-    assert await tl.events_since(0, 10) == ([], 0)  # type: ignore[attr-defined]
+    assert await tl.events_since(0, 10) == ([], 0)
     await store(tl, env(3), env(1))
     await tl.store("acme", "van-2", [env(1, eid="b-1", device="van-2")], [[]])
     await store(tl, env(2), env(1))  # a new one and a duplicate: only the new one comes
-    got, cursor = await tl.events_since(0, 3)  # type: ignore[attr-defined]
+    got, cursor = await tl.events_since(0, 3)
     assert [(e["device"], e["seq"]) for e in got] == [("van-1", 3), ("van-1", 1), ("van-2", 1)]
-    rest, end = await tl.events_since(cursor, 10)  # type: ignore[attr-defined]
+    rest, end = await tl.events_since(cursor, 10)
     assert [(e["device"], e["seq"], e["id"]) for e in rest] == [("van-1", 2, "id-2")]
     assert rest[0] == env(2)  # the envelope as it was sent
-    assert await tl.events_since(end, 10) == ([], end)  # type: ignore[attr-defined]
+    assert await tl.events_since(end, 10) == ([], end)
     with pytest.raises(ValueError, match="limit"):
-        await tl.events_since(0, 0)  # type: ignore[attr-defined]
+        await tl.events_since(0, 0)
 
 
 async def test_a_newer_timeline_is_refused_untouched(tmp_path: Path) -> None:
