@@ -276,8 +276,7 @@ async def test_max_age_makes_it_dead_with_tries_left(sqlite_store: DeliveryStore
 WORKER = textwrap.dedent(
     """
     import asyncio, sys
-    from hub_bridge.delivery.http1 import HttpError, HttpPool
-from hub_bridge.delivery.push import PushSettings, WebhookWorker
+    from hub_bridge.delivery.push import PushSettings, WebhookWorker
     from hub_bridge.delivery.store_sqlite import SqliteDeliveryStore
 
     async def main():

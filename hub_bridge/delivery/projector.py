@@ -328,7 +328,9 @@ class Projector:
         """Save the cursors and the model now."""
         if self.model is None:
             return
-        self.cp.model = self.model.dump()
+        # dumped on a thread (megabytes of JSON for a big fleet): the event loop goes on
+        # serving the API meanwhile; the model does not change, this task is its only user
+        self.cp.model = await asyncio.to_thread(self.model.dump)
         self.cp.extra = {"hub_seq": dict(self._hub_seq), "plans": list(self._plans_taken)}
         await self.store.save_checkpoint(self.settings.name, self.cp, self._clock())
         self._dirty = False

@@ -64,6 +64,8 @@ SIGNATURE_HEADER = "X-LM-Signature"
 EVENT_HEADER = "X-LM-Event"
 DELIVERY_HEADER = "X-LM-Delivery"
 _ERROR_CHARS = 300
+_RECORD_EVERY = 0.005  # seconds between commits of answers
+_SUBSCRIPTIONS_EVERY = 1.0  # seconds a read of the subscriptions is used (a new one waits that)
 
 
 def sign(secret: str, body: bytes, t: int) -> str:
@@ -155,7 +157,10 @@ class WebhookWorker:
         self._out_per_sub: Counter[str] = Counter()  # requests in flight
         self._done: list[tuple[Outcome, str]] = []  # answered, to be recorded, with the key
         self._answered = asyncio.Event()
-        self._queue_lock = asyncio.Lock()
+        self._epoch = 0  # commits of answers so far
+        self._freed: dict[tuple[str, str], int] = {}  # keys freed by the commit of that epoch
+        self._subs: list[Subscription] | None = None
+        self._subs_at = 0.0
         self._failing: set[str] = set()  # subscriptions whose last attempt failed (for logs)
         self._turn = 0
         self._last_prune = 0.0
@@ -206,6 +211,9 @@ class WebhookWorker:
             self._answered.clear()
             try:
                 await self._flush()
+                # a moment for more answers to come: one commit for many of them (the
+                # commits of the bridge and the projector want the same lock)
+                await asyncio.sleep(_RECORD_EVERY)
             except StoreUnavailable as exc:
                 self.health.set_state("webhooks", "store-unavailable", error=str(exc)[:200])
                 await asyncio.sleep(self.settings.poll)
@@ -217,21 +225,30 @@ class WebhookWorker:
         if not self._done:
             return
         done, self._done = self._done, []
-        # not while the dispatcher reads the queue: a read from before this commit, returning
-        # after the keys are freed, would send a delivered notice again
-        async with self._queue_lock:
-            try:
-                await self.store.record([o for o, _ in done])
-            except BaseException:
-                self._done[:0] = done  # recorded on the next turn; the keys stay busy meanwhile
-                raise
-            for o, key in done:
-                self._busy.discard((o.sub, key))
-                self._busy_per_sub[o.sub] -= 1
+        try:
+            await self.store.record([o for o, _ in done])
+        except BaseException:
+            self._done[:0] = done  # recorded on the next turn; the keys stay busy meanwhile
+            raise
+        # a read of the queue begun before this commit may still see these as pending: the
+        # epoch tells the dispatcher to skip their keys in such a read
+        self._epoch += 1
+        for o, key in done:
+            self._busy.discard((o.sub, key))
+            self._busy_per_sub[o.sub] -= 1
+            self._freed[(o.sub, key)] = self._epoch
+
+    async def _subscriptions(self) -> list[Subscription]:
+        now = time.monotonic()
+        if self._subs is None or now - self._subs_at >= _SUBSCRIPTIONS_EVERY:
+            self._subs = [sub for sub in await self.store.subscriptions() if sub.active]
+            self._subs_at = now
+        return self._subs
 
     async def _dispatch(self, http: HttpPool, tg: asyncio.TaskGroup) -> None:
         s = self.settings
-        subs = [sub for sub in await self.store.subscriptions() if sub.active]
+        subs = await self._subscriptions()
+        first = self._epoch
         if not subs:
             return
         self._turn = (self._turn + 1) % len(subs)
@@ -243,21 +260,26 @@ class WebhookWorker:
                 continue
             # busy heads (out, or answered and not recorded yet) come back too: ask for enough
             # to find ``spare`` others
-            async with self._queue_lock:
-                due = await self.store.due(sub, now, spare + self._busy_per_sub[sub.id])
+            began = self._epoch
+            due = await self.store.due(sub, now, spare + self._busy_per_sub[sub.id])
             for d in due:
                 if spare <= 0:
                     break
-                if (d.sub, d.key) in self._busy:
-                    continue
+                if (d.sub, d.key) in self._busy or self._freed.get((d.sub, d.key), 0) > began:
+                    continue  # out, or freed by a commit this read may not have seen
                 self._busy.add((d.sub, d.key))
                 self._busy_per_sub[d.sub] += 1
                 self._out_per_sub[d.sub] += 1
                 spare -= 1
                 tg.create_task(self._attempt(http, d, sub), name=f"webhook {d.sub} {d.notice}")
+        # reads begin one at a time, here: what was freed before this one began is seen by all
+        # the next ones
+        self._freed = {k: e for k, e in self._freed.items() if e > first}
 
     async def _wait_time(self) -> float:
         s = self.settings
+        if self._busy:
+            return s.poll  # a request out: its answer wakes the worker
         nxt = await self.store.next_due()
         if nxt is None:
             return s.poll
