@@ -22,6 +22,7 @@ by itself.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -385,7 +386,12 @@ class PgDeliveryStore:
 
     async def save_checkpoint(self, name: str, checkpoint: Checkpoint, now: float) -> None:
         """Replace the checkpoint ``name`` (cursors and model together)."""
-        model = None if checkpoint.model is None else json.dumps(checkpoint.model)
+        # encoded on a thread: megabytes of JSON for a big fleet's model
+        model = (
+            None
+            if checkpoint.model is None
+            else await asyncio.to_thread(json.dumps, checkpoint.model)
+        )
         async with self._tx() as con:
             await con.execute(
                 "INSERT INTO delivery_checkpoint"

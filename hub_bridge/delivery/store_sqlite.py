@@ -264,18 +264,19 @@ class SqliteDeliveryStore:
 
     async def save_checkpoint(self, name: str, checkpoint: Checkpoint, now: float) -> None:
         """Replace the checkpoint ``name`` (one transaction: cursors and model together)."""
-        model = None if checkpoint.model is None else json.dumps(checkpoint.model)
-        row = (
-            name,
-            checkpoint.events,
-            checkpoint.commands,
-            checkpoint.hub_seq,
-            model,
-            json.dumps(checkpoint.extra),
-            now,
-        )
 
         def work(con: sqlite3.Connection) -> None:
+            # encoded here, on the store's thread: megabytes of JSON for a big fleet's model
+            model = None if checkpoint.model is None else json.dumps(checkpoint.model)
+            row = (
+                name,
+                checkpoint.events,
+                checkpoint.commands,
+                checkpoint.hub_seq,
+                model,
+                json.dumps(checkpoint.extra),
+                now,
+            )
             con.execute(
                 "INSERT INTO delivery_checkpoint"
                 " (name, events, commands, hub_seq, model, extra, updated)"
