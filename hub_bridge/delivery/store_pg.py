@@ -578,8 +578,11 @@ class PgDeliveryStore:
             "SELECT q.notice, q.pos, q.key, n.kind, q.attempts, q.created, n.body"
             " FROM delivery_queue q JOIN delivery_notices n ON n.id = q.notice"
             " WHERE q.sub = %s AND q.state = 'pending' AND q.next_at <= %s"
-            " AND NOT EXISTS (SELECT 1 FROM delivery_queue p WHERE p.sub = q.sub"
-            "   AND p.key = q.key AND p.state = 'pending' AND p.pos < q.pos)"
+            # the head of its key, as a subquery per row (an index probe on the heads index):
+            # a NOT EXISTS becomes an anti-join that, on a table not analysed yet, the planner
+            # runs with the subscription alone as its index condition (50 ms at 5,000 pending)
+            " AND q.pos = (SELECT min(p.pos) FROM delivery_queue p WHERE p.sub = q.sub"
+            "   AND p.key = q.key AND p.state = 'pending')"
             " ORDER BY q.pos LIMIT %s",
             (sub.id, now, limit),
         )
