@@ -125,7 +125,10 @@ async def test_simulated_video_file_with_blur_and_glare(tmp_path: Path, outbox: 
     video = tmp_path / "dock.avi"
     imp = Impairments(blur=1.2, tilt=0.1, glare=0.4, noise=5)
     write_frames(video, labels, size=(640, 480), imp=imp, gap=3, seed=11)
-    await run_camera(outbox, str(video), fps=30)
+    # 10 frames/s: what is tested is reading blurred, glared labels, not keeping up with 30
+    # frames/s on a machine the other tests load (a frame the decoder is late for is dropped,
+    # as from a live camera; the test above counts those)
+    await run_camera(outbox, str(video), fps=10)
     check_one_event_per_label(await scan_events(outbox), labels)
 
 
