@@ -8,9 +8,8 @@ durable) and ``MemorySink`` (replays and tests: the same checks and refusals, in
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 __all__ = ["Accepted", "EventRefused", "EventSink"]
 
@@ -22,9 +21,9 @@ class EventRefused(Exception):
     are refused for good too."""
 
 
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    """An event durably in the outbox: its id and its per-device seq."""
+class Accepted(NamedTuple):
+    """An event durably in the outbox: its id and its per-device seq (a named tuple: made for
+    every accepted event, where a frozen dataclass cost a microsecond each)."""
 
     id: str
     seq: int
