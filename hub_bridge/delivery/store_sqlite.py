@@ -19,6 +19,7 @@ import contextlib
 import json
 import sqlite3
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -258,7 +259,7 @@ class SqliteDeliveryStore:
             int(events),
             int(commands),
             int(hub_seq),
-            None if model is None else json.loads(model),
+            None if model is None else json.loads(_inflate(model)),
             json.loads(extra),
         )
 
@@ -266,8 +267,13 @@ class SqliteDeliveryStore:
         """Replace the checkpoint ``name`` (one transaction: cursors and model together)."""
 
         def work(con: sqlite3.Connection) -> None:
-            # encoded here, on the store's thread: megabytes of JSON for a big fleet's model
-            model = None if checkpoint.model is None else json.dumps(checkpoint.model)
+            # encoded here, on the store's thread: megabytes of JSON for a big fleet's model,
+            # compressed (fast level: 5-10x smaller) so the write holds the lock for less long
+            model = (
+                None
+                if checkpoint.model is None
+                else zlib.compress(json.dumps(checkpoint.model).encode(), 1)
+            )
             row = (
                 name,
                 checkpoint.events,
@@ -567,6 +573,11 @@ _DUE_SQL = (
     "   AND p.key = q.key AND p.state = 'pending' AND p.pos < q.pos)"
     " ORDER BY q.pos LIMIT ?"
 )
+
+
+def _inflate(model: str | bytes) -> str | bytes:
+    """A checkpoint's model as written: zlib-compressed JSON (text from before compression)."""
+    return zlib.decompress(model) if isinstance(model, bytes) else model
 
 
 def _fetch(con: sqlite3.Connection, sql: str, args: Sequence[Any]) -> list[Any]:
