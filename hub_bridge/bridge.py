@@ -43,7 +43,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiomqtt
@@ -125,8 +125,11 @@ class HubBridge:
         timeline: TimelineStore,
         health: HealthRegistry,
         command_limits: CommandLimits | None = None,
+        on_stored: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
+        self.on_stored = on_stored
+        """Called after a commit that stored events (the delivery projection looks at once)."""
         self.command_limits = command_limits or CommandLimits()
         self.timeline = timeline
         self.health = health
@@ -477,6 +480,8 @@ class HubBridge:
                 topic, f"{result.conflicts} event(s) reuse a seq stored with another id", payload
             )
         self.batches += 1
+        if result.stored and self.on_stored is not None:
+            self.on_stored()
         self.health.count("ingest", "stored", result.stored)
         self.health.count("ingest", "duplicates", result.duplicates)
 

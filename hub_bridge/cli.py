@@ -50,11 +50,15 @@ from edge_agent.platform.units import parse_duration
 from edge_agent.platform.yamlconf import ConfigError, mask_secrets
 from edge_agent.wire.envelope import IDENT_RE
 from hub_bridge import pki
-from hub_bridge.api import build_app
+from hub_bridge.api import DOCUMENT, build_app, check_scope
 from hub_bridge.bridge import HubBridge
 from hub_bridge.claims import ROLES, ClaimError, claim_text, new_token, qr_text, token_hash
 from hub_bridge.commands import COMMAND_NAMES, CommandError, check_command_body
 from hub_bridge.config import HubConfig, load_hub_config
+from hub_bridge.delivery.projector import DeliveryService
+from hub_bridge.delivery.routes import DELIVERY_ACCESS, add_delivery_routes
+from hub_bridge.delivery.store import DeliveryStore, open_delivery_store
+from hub_bridge.ingest import HUB_DEVICE
 from hub_bridge.store import StoreUnavailable, open_timeline
 from hub_bridge.tenants import TokenError
 from hub_bridge.timeline import TimelineError
@@ -69,7 +73,24 @@ async def run_hub(config: HubConfig, stop: asyncio.Event, *, announce: bool = Fa
     tenants = config.tenants.build()  # a bad token file stops the start (TokenError), named
     timeline = await open_timeline(config.timeline.url, config.ingest.limits)
     health = HealthRegistry()
-    bridge = HubBridge(config, timeline, health, command_limits=config.commands.limits)
+    # the delivery timeline (DESIGN §9): its tables in the timeline's database, its projector
+    # following the timeline, its webhooks and stream
+    delivery_store: DeliveryStore | None = None
+    service: DeliveryService | None = None
+    try:
+        if config.delivery.enabled:
+            delivery_store = await open_delivery_store(config.timeline.url)
+            service = DeliveryService(timeline, delivery_store, config.delivery, health=health)
+    except BaseException:
+        await timeline.close()
+        raise
+    bridge = HubBridge(
+        config,
+        timeline,
+        health,
+        command_limits=config.commands.limits,
+        on_stored=None if service is None else service.events_stored,
+    )
     app = build_app(
         timeline,
         health,
@@ -79,7 +100,16 @@ async def run_hub(config: HubConfig, stop: asyncio.Event, *, announce: bool = Fa
         tenants=tenants,
         max_batch_bytes=config.ingest.max_batch_bytes,
         future_tolerance_s=config.ingest.future_tolerance,
+        extra_access=None if service is None else DELIVERY_ACCESS,
     )
+    if service is not None and delivery_store is not None:
+        add_delivery_routes(
+            app,
+            app[DOCUMENT],
+            store=delivery_store,
+            stream=service.stream,
+            check_scope=check_scope,
+        )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
@@ -89,16 +119,19 @@ async def run_hub(config: HubConfig, stop: asyncio.Event, *, announce: bool = Fa
         sockets = getattr(site._server, "sockets", None) or []
         bound = sockets[0].getsockname()[1] if sockets else port
         async with asyncio.TaskGroup() as tg:
-            task = tg.create_task(bridge.run(), name="bridge")
+            tasks = [tg.create_task(bridge.run(), name="bridge")]
+            if service is not None:
+                tasks.append(tg.create_task(service.run(), name="delivery"))
             if announce:
                 # ready means subscribed: what devices publish from now on reaches the hub
-                waiter = tg.create_task(_announce_when(bridge.subscribed, bound))
+                tasks.append(tg.create_task(_announce_when(bridge.subscribed, bound)))
             await stop.wait()
-            task.cancel()
-            if announce:
-                waiter.cancel()
+            for task in tasks:
+                task.cancel()
     finally:
         await runner.cleanup()
+        if delivery_store is not None:
+            await delivery_store.close()
         await timeline.close()
 
 
@@ -358,6 +391,8 @@ def _cmd_claim_create(args: argparse.Namespace) -> int:
         return 2
     if (bad := _ident_args("claim create", args)) is not None:
         return bad
+    if args.device == HUB_DEVICE:
+        return _fail("claim create", f"--device {HUB_DEVICE}: reserved for the hub's own events", 2)
     try:
         ttl = parse_duration(args.ttl)
     except ValueError as exc:

@@ -23,6 +23,7 @@ from edge_agent.platform.settings import BrokerConfig, parse_listen
 from edge_agent.platform.units import ByteSize, Duration
 from edge_agent.platform.yamlconf import load_model
 from hub_bridge.commands import COMMAND_NAMES, CommandLimits
+from hub_bridge.delivery.projector import DeliveryConfig
 from hub_bridge.tenants import TenantsConfig, check_listen
 from hub_bridge.timeline import TimelineLimits
 
@@ -205,6 +206,7 @@ class HubConfig(_Section):
     pki: PkiConfig = PkiConfig()
     log: LogConfig = LogConfig()
     tenants: TenantsConfig = TenantsConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
     hub_id: str = Field(default="hub", pattern=r"^[A-Za-z0-9_-]{1,64}$")
 
     @model_validator(mode="after")

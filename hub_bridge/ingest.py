@@ -72,6 +72,11 @@ class BatchCheck:
     dead_letter: str | None = None
 
 
+HUB_DEVICE = "hub"
+"""The device id of the hub's own events in each fleet (the exceptions its rules raise, issue
+12): no device may take it (claims and ingest refuse it)."""
+
+
 def check_events(
     topic: TopicName,
     payload: bytes,
@@ -85,6 +90,9 @@ def check_events(
 
     ``fast=False`` skips the fast path (``hub_bridge.fastpath``): the same verdict, slower."""
     out = BatchCheck()
+    if topic.device == HUB_DEVICE:
+        out.dead_letter = f"device id {HUB_DEVICE!r} is reserved for the hub's own events"
+        return out
     if len(payload) > max_bytes:
         out.dead_letter = f"oversize: {len(payload)} bytes > {max_bytes}"
         return out

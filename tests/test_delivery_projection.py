@@ -401,3 +401,63 @@ async def test_from_a_device_over_mqtt_to_a_status_and_a_signed_webhook(
         await server.close()
         await store.close()
         await timeline.close()
+
+
+def test_hub_bridge_run_serves_parcels_to_a_token_that_may_read_them(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """The hub process as `hub-bridge run` starts it: delivery service, routes and tokens."""
+    import subprocess
+    import sys
+
+    from hub_bridge.tenants import new_token
+    from tests.harness import ROOT, Proc, get
+
+    ops, ops_hash = new_token()
+    other, other_hash = new_token()
+    tokens = [
+        {"name": "ops", "fleets": "all", "rights": ["read", "commands"], "token_sha256": ops_hash},
+        {"name": "3pl", "fleet": "fastlane", "rights": ["read"], "token_sha256": other_hash},
+    ]
+    hub_cfg = write_hub_config(
+        tmp_path, broker.url, tenants={"tokens": tokens}, delivery={"poll": "50ms"}
+    )
+    (tmp_path / "ops.token").write_text(ops)
+    (tmp_path / "manifest.json").write_text(json.dumps(MANIFEST))
+    hub = Proc("hub_bridge", hub_cfg, tmp_path / "hub.log")
+    hub.start()
+    device = paho.Client(paho.CallbackAPIVersion.VERSION2)
+    device.connect("127.0.0.1", broker.port)
+    device.loop_start()
+    try:
+        assert hub.api_port is not None
+        sent = subprocess.run(
+            [sys.executable, "-m", "hub_bridge", "send", "manifest", "--config", str(hub_cfg),
+             "--fleet", FLEET, "--device", "van-1", "--token-file", str(tmp_path / "ops.token"),
+             str(tmp_path / "manifest.json")],
+            check=False, capture_output=True, text=True, cwd=ROOT, timeout=60,
+        )  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
+        _, van = day()
+        for k in range(0, len(van), 4):
+            batch = json.dumps({"events": van[k : k + 4]})
+            device.publish(topics.events(FLEET, "van-1"), batch, qos=1).wait_for_publish(5)
+        deadline = time.monotonic() + 30
+        found: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            found = get(hub.api_port, "/v1/parcels/P1?fleet=acme", token=ops)
+            if found.get("status") == "delivered":
+                break
+            time.sleep(0.2)
+        assert found.get("status") == "delivered", found
+        route = get(hub.api_port, f"/v1/routes/{MANIFEST['route']}?fleet=acme", token=ops)
+        assert [s["id"] for s in route["stops"]] == [s["id"] for s in MANIFEST["stops"]]
+        doc = get(hub.api_port, "/v1/openapi.json")
+        assert "/v1/parcels/{id}" in doc["paths"] and "/v1/fleets/{fleet}/stream" in doc["paths"]
+        for token, status in ((None, 401), (other, 403)):
+            with pytest.raises(Exception, match=str(status)):
+                get(hub.api_port, "/v1/parcels/P1?fleet=acme", token=token)
+    finally:
+        device.loop_stop()
+        device.disconnect()
+        hub.stop()

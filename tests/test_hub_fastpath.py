@@ -207,3 +207,14 @@ def test_check_events_decides_the_same_with_and_without_the_fast_path(
             (r.reason, r.seq) for r in other.rejects
         ]
         assert [json.loads(b) for b in fast.bodies] == [json.loads(b) for b in other.bodies]
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_the_hubs_own_device_id_is_refused_from_any_device(fast: bool) -> None:
+    """`hub` is the device of the hub's own exception events (issue 12): no device may use it."""
+    from hub_bridge.ingest import HUB_DEVICE
+
+    batch = json.dumps({"events": []}).encode()
+    check = check_events(TopicName("acme", HUB_DEVICE, "events"), batch, time.time(), fast=fast)
+    assert check.dead_letter is not None and "reserved" in check.dead_letter
+    assert check.events == []

@@ -54,6 +54,7 @@ from hub_bridge.delivery.store import (
     canonical_json,
     notice_subject,
 )
+from hub_bridge.ingest import HUB_DEVICE
 from hub_bridge.store import StoreUnavailable
 
 __all__ = [
@@ -69,7 +70,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-HUB_DEVICE = "hub"
 """The pseudo-device whose events are the exceptions the hub's own rules raise (one per fleet;
 no real device may take this id)."""
 
