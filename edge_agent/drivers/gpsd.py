@@ -43,10 +43,11 @@ class GpsdSource:
     async def open(self) -> None:
         """Connect and start watching."""
         try:
-            self._reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port, limit=self.max_line),
-                self.connect_timeout,
-            )
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel
+            async with asyncio.timeout(self.connect_timeout):
+                self._reader, writer = await asyncio.open_connection(
+                    self.host, self.port, limit=self.max_line
+                )
             self._writer = writer
             writer.write(WATCH_COMMAND)
             await writer.drain()

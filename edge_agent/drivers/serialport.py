@@ -154,7 +154,8 @@ async def detect_baud(
             if left <= 0:
                 break
             try:
-                data = await asyncio.wait_for(port.read(), timeout=left)
+                async with asyncio.timeout(left):  # not wait_for: it can swallow a cancel (3.11)
+                    data = await port.read()
             except TimeoutError:
                 break
             verdict = verdict_of.feed(data)

@@ -26,9 +26,10 @@ class SocketSource:
     async def open(self) -> None:
         """Connect."""
         try:
-            self._reader, self._writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port), self.connect_timeout
-            )
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that
+            # lands as the connection completes, and a stopping agent would go on reconnecting
+            async with asyncio.timeout(self.connect_timeout):
+                self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         except (OSError, TimeoutError) as exc:
             raise SourceError(self.name, f"cannot connect: {exc or 'timeout'}") from exc
 

@@ -28,6 +28,7 @@ Every kept fix (not only the reported pings) goes to ``subscribe()`` iterators a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -186,10 +187,12 @@ class GnssService:
         pipeline = self.pipeline
         try:
             while True:
-                try:
-                    data: bytes | None = await asyncio.wait_for(source.read(), _TICK)
-                except TimeoutError:
-                    data = None
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel
+                # that lands as the read completes, and the agent would never stop
+                data: bytes | None = None
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_TICK):
+                        data = await source.read()
                 if data == b"":
                     await self._handle(pipeline.flush())
                     self._count_parser()
@@ -217,10 +220,10 @@ class GnssService:
             self._set_state("connected", source=source.name)
             self._connected_at = self._last_sentence = self._mono()
             while True:
-                try:
-                    report = await asyncio.wait_for(source.read(), _TICK)
-                except TimeoutError:
-                    report = None
+                report = None
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_TICK):
+                        report = await source.read()
                 if report is not None:
                     attempt.productive = True
                     self._last_sentence = self._mono()
