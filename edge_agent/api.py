@@ -578,6 +578,24 @@ def openapi_document(max_body: int = 4 * 1024 * 1024, max_batch: int = 10_000) -
                     },
                 }
             },
+            "/v1/trip": {
+                "get": {
+                    "summary": "the van's route, its current or next stop and the hub's ETAs"
+                    " (the driver app's view)",
+                    "description": "stop.state: at (inside the stop's zone), approaching (inside"
+                    " its approach zone), next (the manifest's first stop not visited). stops:"
+                    " the manifest's stops with the hub's latest ETA and status (cmd/eta; null"
+                    " and planned before the first); eta_at: when the hub computed them. The"
+                    " van does not compute ETAs: one ETA in every channel.",
+                    "responses": {
+                        "200": {
+                            "description": "the trip; route null when no manifest is in use",
+                            "content": {"application/json": {"schema": _trip_schema()}},
+                        },
+                        **refusals,
+                    },
+                }
+            },
             "/v1/openapi.json": {
                 "get": {
                     "summary": "this document",
@@ -607,6 +625,41 @@ def openapi_document(max_body: int = 4 * 1024 * 1024, max_batch: int = 10_000) -
     }
 
 
+def _trip_schema() -> dict[str, Any]:
+    ts = {"type": ["string", "null"], "format": "date-time"}
+    return {
+        "type": "object",
+        "required": ["route", "stop", "stops", "eta_at"],
+        "properties": {
+            "route": {"type": ["string", "null"]},
+            "stop": {
+                "type": ["object", "null"],
+                "required": ["id", "state"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "state": {"enum": ["at", "approaching", "next"]},
+                },
+            },
+            "stops": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "eta", "status"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "eta": ts,
+                        "status": {"type": "string"},
+                    },
+                },
+            },
+            "eta_at": ts,
+        },
+    }
+
+
+_NO_TRIP: dict[str, Any] = {"route": None, "stop": None, "stops": [], "eta_at": None}
+
+
 def build_app(
     outbox: Outbox,
     clock: Clock,
@@ -620,6 +673,7 @@ def build_app(
     extra_health: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     on_accepted: Callable[[list[Draft]], None] | None = None,
     access: ApiConfig | None = None,
+    trip: Callable[[], dict[str, Any]] | None = None,
 ) -> web.Application:
     """The aiohttp application of the local API, bound to one outbox.
 
@@ -628,6 +682,9 @@ def build_app(
 
     ``on_accepted`` sees the events of every POST once they are committed (the station reads
     the scans a handheld app posts); it must not block and its errors are not the client's.
+
+    ``trip`` gives the body of ``GET /v1/trip`` (the runtime's trip service and the hub's
+    ETAs); without it the route is null.
 
     ``body_timeout``: seconds to receive a POST body once its headers arrived (else 408).
     ``idle_timeout``: seconds a connection may stay without a complete request (idle between
@@ -727,6 +784,9 @@ def build_app(
             payload.update(await extra_health())
         return web.json_response(payload)
 
+    async def get_trip(_: web.Request) -> web.Response:
+        return web.json_response(_NO_TRIP if trip is None else trip())
+
     async def get_openapi(_: web.Request) -> web.Response:
         return web.json_response(document)
 
@@ -741,5 +801,6 @@ def build_app(
     )
     app.router.add_post("/v1/events", post_events)
     app.router.add_get("/v1/health", get_health)
+    app.router.add_get("/v1/trip", get_trip)
     app.router.add_get("/v1/openapi.json", get_openapi)
     return app

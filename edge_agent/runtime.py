@@ -46,6 +46,7 @@ from edge_agent.wire.limits import batch_body_limit
 
 if TYPE_CHECKING:
     from edge_agent.station.service import StationService
+    from edge_agent.trips.hub_eta import HubEtas
     from edge_agent.trips.service import TripService
 
 __all__ = ["Agent", "run_agent_from_file"]
@@ -74,6 +75,8 @@ class Agent:
         self.gnss: GnssService | None = None
         self.trips: TripService | None = None
         self.station: StationService | None = None
+        self.hub_etas: HubEtas | None = None
+        """The hub's latest ETAs per route (``cmd/eta``), shown by ``GET /v1/trip``."""
         self._command_handlers: dict[str, Callable[[bytes], Awaitable[None]]] = {}
         self._sink: OutboxSink | None = None
         self._report_task: asyncio.Task[None] | None = None
@@ -123,6 +126,30 @@ class Agent:
         except Exception:  # a check's bug must not take the agent down
             log.exception("cmd/report failed")
             self.health.count("commands", "report-failed")
+
+    async def _on_eta(self, payload: bytes) -> None:
+        """``cmd/eta``: the hub's ETAs for a route, kept in memory for the driver app (the van
+        shows the hub's ETA, it does not compute its own); a payload that is not one is refused
+        with the field that is wrong."""
+        from edge_agent.trips.hub_eta import EtaError, parse_eta
+
+        assert self.hub_etas is not None
+        try:
+            eta = parse_eta(payload)
+        except EtaError as exc:
+            self.health.count("commands", "eta-invalid")
+            raise CommandRefused(str(exc)) from None
+        if not self.hub_etas.put(eta):
+            self.health.count("commands", "eta-older")
+
+    def trip_view(self) -> dict[str, Any]:
+        """``GET /v1/trip``: the route, the van's current or next stop and the hub's ETAs."""
+        trips = self.trips
+        if trips is None or self.hub_etas is None:
+            return {"route": None, "stop": None, "stops": [], "eta_at": None}
+        from edge_agent.trips.hub_eta import trip_view
+
+        return trip_view(trips.manifest, trips.engine, trips.state, self.hub_etas)
 
     def _on_accepted(self, drafts: list[Draft]) -> None:
         """Events posted to the local API, committed: a station reads the handhelds' scans."""
@@ -174,6 +201,7 @@ class Agent:
             max_batch=cfg.api.max_batch,
             on_accepted=self._on_accepted,
             access=cfg.api,
+            trip=self.trip_view,
         )
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
@@ -262,6 +290,7 @@ class Agent:
             scan = ScanService(self.config.scan, sink, self.health, self.clock)
             runners.append(("scan", scan.run))
         if self.config.trips is not None:
+            from edge_agent.trips.hub_eta import HubEtas
             from edge_agent.trips.service import TripService  # loads shapely: only when used
 
             trips = TripService(
@@ -273,6 +302,8 @@ class Agent:
             )
             self.trips = trips
             self._command_handlers["manifest"] = trips.on_manifest
+            self.hub_etas = HubEtas()
+            self._command_handlers["eta"] = self._on_eta
             if self.gnss is not None:
                 self.gnss.add_listener(trips.submit_fix)
             runners.append(("trips", trips.run))

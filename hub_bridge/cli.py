@@ -91,6 +91,9 @@ async def run_hub(config: HubConfig, stop: asyncio.Event, *, announce: bool = Fa
         command_limits=config.commands.limits,
         on_stored=None if service is None else service.events_stored,
     )
+    if service is not None:
+        # each route's ETAs go to its van (cmd/eta): one ETA on the driver app too
+        service.send_etas(timeline, bridge.command_limits, bridge.commands_changed)
     app = build_app(
         timeline,
         health,

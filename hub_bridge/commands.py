@@ -48,8 +48,10 @@ __all__ = [
     "resend_delay",
 ]
 
-COMMAND_NAMES = ("manifest", "loadplan", "config", "report")
-"""The commands ``hub-bridge send`` and the hub API take (DESIGN §2, §10)."""
+COMMAND_NAMES = ("manifest", "loadplan", "config", "report", "eta")
+"""The commands ``hub-bridge send`` and the hub API take (DESIGN §2, §10). ``eta`` is the one the
+hub's delivery service also queues by itself: each route's ETAs for its van
+(``hub_bridge.delivery.vaneta``)."""
 
 PAYLOAD_MAX_BYTES = BATCH_MAX_BYTES
 """Largest command on the wire, its id included: the batch limit, the largest message both ends

@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from edge_agent.platform.health import HealthRegistry
 from edge_agent.platform.units import Duration
 from edge_agent.wire.envelope import EnvelopeError, format_ts, parse_ts, validate_envelope
+from hub_bridge.commands import CommandError, CommandLimits, prepare_command
 from hub_bridge.delivery.push import PushSettings, WebhookWorker
 from hub_bridge.delivery.sse import StreamHub
 from hub_bridge.delivery.store import (
@@ -54,11 +55,13 @@ from hub_bridge.delivery.store import (
     canonical_json,
     notice_subject,
 )
+from hub_bridge.delivery.vaneta import DEFAULT_INTERVAL_S, VanEtaPlanner
 from hub_bridge.ingest import HUB_DEVICE
 from hub_bridge.store import StoreUnavailable
 
 __all__ = [
     "HUB_DEVICE",
+    "CommandQueue",
     "DeliveryConfig",
     "DeliveryService",
     "ModelLike",
@@ -126,6 +129,21 @@ class EventLog(Protocol):
     ) -> Any: ...
 
     async def ack_payload(self, fleet: str, device: str, watermark: int) -> dict[str, Any]: ...
+
+
+class CommandQueue(Protocol):
+    """What the projector uses of the hub's command queue (``TimelineStore.add_command``)."""
+
+    async def add_command(
+        self,
+        fleet: str,
+        device: str,
+        name: str,
+        cid: str,
+        payload: str,
+        limits: CommandLimits,
+        now: float | None = None,
+    ) -> list[str]: ...
 
 
 ModelFactory = Callable[[dict[str, Any] | None], ModelLike]
@@ -206,6 +224,9 @@ class DeliveryConfig(_Section):
     poll: Duration = Field(default=0.2, gt=0)
     tick: Duration = Field(default=5.0, gt=0)
     checkpoint: Duration = Field(default=30.0, gt=0)
+    van_eta_interval: Duration = Field(default=DEFAULT_INTERVAL_S, gt=0, le=3600)
+    """Least time between two ``cmd/eta`` of a route whose ETAs alone changed (a stop's status
+    change goes at once): the van's ``GET /v1/trip`` shows the hub's ETAs."""
     webhooks: WebhooksConfig = WebhooksConfig()
     stream: StreamConfig = StreamConfig()
 
@@ -303,6 +324,24 @@ class Projector:
         self._hub_seq: dict[str, int] = {}
         self._plans_taken: dict[str, None] = {}  # ids of the last plans defined, oldest first
         self.rounds = 0
+        self._van_eta: VanEtaPlanner | None = None
+        self._commands: CommandQueue | None = None
+        self._command_limits = CommandLimits()
+        self._commands_changed: Callable[[], None] | None = None
+
+    def send_etas(
+        self,
+        queue: CommandQueue,
+        limits: CommandLimits,
+        commands_changed: Callable[[], None],
+        interval: float = DEFAULT_INTERVAL_S,
+    ) -> None:
+        """Queue each active route's ETAs for its vehicle as a ``cmd/eta`` command in ``queue``
+        (``hub_bridge.delivery.vaneta``) and call ``commands_changed`` so the bridge publishes
+        them."""
+        self._van_eta = VanEtaPlanner(interval)
+        self._commands, self._command_limits = queue, limits
+        self._commands_changed = commands_changed
 
     def wake(self) -> None:
         """Events were stored: look now rather than at the next poll."""
@@ -404,6 +443,8 @@ class Projector:
             found = model.route(fleet, rid)
             if found is not None:
                 views.append(("route", fleet, rid, canonical_json(found)))
+                if self._van_eta is not None:
+                    self._van_eta.offer(fleet, found, now)
 
         rows = [
             NewNotice(
@@ -420,6 +461,7 @@ class Projector:
         await self._hub_events(notices)
         logged = await self.store.log_notices(rows, views, now) if rows or views else []
         self.cp.commands, self.cp.events = ccur, ecur
+        await self._queue_etas(now)
         took = len(plans) + len(events)
         if took or notices:
             self._dirty = True
@@ -433,6 +475,36 @@ class Projector:
             await self.checkpoint()
         self.rounds += 1
         return took
+
+    async def _queue_etas(self, now: float) -> None:
+        """The ``cmd/eta`` commands due now, queued for the routes' vans (after the views are
+        committed: the van never shows an ETA the hub's API does not)."""
+        planner, queue = self._van_eta, self._commands
+        if planner is None or queue is None:
+            return
+        queued = 0
+        for cmd in planner.due(now):
+            body = canonical_json(cmd.payload).encode()
+            try:
+                cid, payload = prepare_command(body)
+            except CommandError as exc:  # a route of thousands of stops: over the batch limit
+                self.health.count("projector", "eta-command-invalid")
+                log.warning("cmd/eta for route %s not queued: %s", cmd.route, exc)
+                continue
+            try:
+                await queue.add_command(
+                    cmd.fleet, cmd.device, "eta", cid, payload, self._command_limits, now
+                )
+            except (StoreUnavailable, sqlite3.OperationalError) as exc:
+                planner.failed(cmd)
+                self.health.count("projector", "eta-command-failed")
+                log.warning("cmd/eta for route %s not queued: %s", cmd.route, exc)
+                continue
+            queued += 1
+        if queued:
+            self.health.count("projector", "eta-commands", queued)
+            if self._commands_changed is not None:
+                self._commands_changed()
 
     async def _hub_events(self, notices: Sequence[NoticeLike]) -> None:
         """The hub's own exceptions as timeline events of the fleet's ``hub`` pseudo-device."""
@@ -520,6 +592,7 @@ class DeliveryService:
         clock: Callable[[], float] = time.time,
     ) -> None:
         cfg = config or DeliveryConfig()
+        self._van_eta_interval = cfg.van_eta_interval
         self.health = health or HealthRegistry()
         self.stream = StreamHub(
             store,
@@ -543,6 +616,13 @@ class DeliveryService:
     def _logged(self, _n: int) -> None:
         self.worker.wake()
         self.stream.wake()
+
+    def send_etas(
+        self, queue: CommandQueue, limits: CommandLimits, commands_changed: Callable[[], None]
+    ) -> None:
+        """Send each route's ETAs to its van (``Projector.send_etas``), every
+        ``van_eta_interval`` at most when only ETAs changed."""
+        self.projector.send_etas(queue, limits, commands_changed, self._van_eta_interval)
 
     def events_stored(self) -> None:
         """Call when the bridge committed events: the projector looks at once."""
