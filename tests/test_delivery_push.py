@@ -23,8 +23,16 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from hub_bridge.delivery.http1 import HttpError, HttpPool
-from hub_bridge.delivery.push import PushSettings, WebhookWorker, retry_delay, sign, verify
+from hub_bridge.delivery.push import (
+    BODY_MAX,
+    PushSettings,
+    WebhookWorker,
+    open_session,
+    post,
+    retry_delay,
+    sign,
+    verify,
+)
 from hub_bridge.delivery.routes import DELIVERY_ACCESS, add_delivery_routes
 from hub_bridge.delivery.store import (
     DeliveryStore,
@@ -261,9 +269,11 @@ async def test_max_age_makes_it_dead_with_tries_left(sqlite_store: DeliveryStore
                 now[0] = max(now[0], nxt) + 0.001
                 worker.wake()
                 before = len(rx.hits)
-                await wait_until(
-                    lambda b=before: len(rx.hits) > b or not worker._busy, 5, "an attempt"
-                )
+
+                def attempted(b: int = before) -> bool:
+                    return len(rx.hits) > b or not worker._busy
+
+                await wait_until(attempted, 5, "an attempt")
                 await wait_until(lambda: not worker._busy, 5, "its answer recorded")
             dead = await store.deliveries("acme", sid, "dead")
             assert len(dead) == 1
@@ -523,18 +533,23 @@ async def test_one_worker_delivers_among_hubs_on_postgresql_and_another_takes_ov
     assert sorted(rx.delivered["/a"]) == sorted(n.id for n in batch + more)  # each once
 
 
-# -- the HTTP client of the webhooks ---------------------------------------------------------------
+# -- the HTTP client of the webhooks (aiohttp's, as the worker sets it up) ----------------------
 
 
 class RawServer:
-    """A loopback TCP server answering each request with the next canned bytes (then, for
-    ``None``, closing the connection without a word); records the requests' first lines."""
+    """A loopback TCP server answering each request with the next canned bytes (for ``None``,
+    closing the connection without a word; after an answer whose index is in ``close_after``,
+    closing it once answered, as a receiver's keep-alive timeout does); records the requests'
+    first lines and counts connections."""
 
-    def __init__(self, answers: list[bytes | None]) -> None:
+    def __init__(self, answers: list[bytes | None], close_after: frozenset[int] = frozenset()):
         self.answers = answers
+        self.close_after = close_after
         self.requests: list[bytes] = []
         self.connections = 0
+        self.closed = 0
         self.server: asyncio.Server | None = None
+        self._open: dict[asyncio.StreamWriter, asyncio.Task[Any] | None] = {}
 
     async def __aenter__(self) -> RawServer:
         self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
@@ -543,6 +558,9 @@ class RawServer:
     async def __aexit__(self, *exc: object) -> None:
         assert self.server is not None
         self.server.close()
+        for writer in self._open:  # connections still open end now, their handlers with them
+            writer.close()
+        await asyncio.gather(*(t for t in self._open.values() if t), return_exceptions=True)
 
     @property
     def url(self) -> str:
@@ -551,6 +569,7 @@ class RawServer:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self._open[writer] = asyncio.current_task()
         try:
             while self.answers:
                 first = await reader.readline()
@@ -567,11 +586,30 @@ class RawServer:
                     return
                 writer.write(answer)
                 await writer.drain()
+                if len(self.requests) - 1 in self.close_after:
+                    return
+        except ConnectionError:
+            return  # the client closed a connection it would not read further: its right
         finally:
+            self._open.pop(writer, None)
             writer.close()
+            self.closed += 1
 
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+BIG = 4 * BODY_MAX
+CLIENT = PushSettings(timeout=5.0)
+
+
+def chunked(size: int, end: bool) -> bytes:
+    """A chunked 200 of ``size`` bytes, finished or not (then more is to come, never)."""
+    piece = b"x" * 4096
+    body = b"".join(b"1000\r\n" + piece + b"\r\n" for _ in range(size // 4096))
+    return (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + body
+        + (b"0\r\n\r\n" if end else b"")
+    )
 
 
 @pytest.mark.parametrize(
@@ -588,47 +626,110 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
         (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", 200, False),
         (b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", 200, False),
         (b"HTTP/1.1 500 Oops\r\nContent-Length: 999999\r\n\r\n", 500, False),  # too big to read
-        (b"HTTP/1.1 200 OK\r\n\r\nthe rest until the close", 200, False),
+        (b"HTTP/1.1 200 OK\r\n\r\nthe rest until the close", 200, False),  # never closed
+        (chunked(BODY_MAX // 2, end=True), 200, True),  # within the cap: read, kept
+        (chunked(BIG, end=False), 200, False),  # past the cap: not read to its (no) end
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n" + b"x" * BIG,
+            200,
+            False,
+        ),  # megabytes announced, some sent: the hub reads none of them and does not wait
+        (
+            b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n",
+            302,
+            True,
+        ),  # returned, not followed
     ],
 )
 async def test_the_client_reads_each_kind_of_answer_and_keeps_the_connection_when_it_can(
     answer: bytes, status: int, reused: bool
 ) -> None:
-    pool = HttpPool()
-    async with RawServer([answer, OK]) as srv:
-        assert await pool.post(srv.url, [("X-A", "1")], b"{}") == status
-        assert await asyncio.wait_for(pool.post(srv.url, [], b"{}"), 5) == 200
-        assert srv.requests[0] == b"POST /hooks?x=1 HTTP/1.1\r\n"
+    async with open_session(CLIENT) as http, RawServer([answer, OK]) as srv:
+        assert await post(http, srv.url, {"X-A": "1"}, b"{}") == status
+        assert srv.requests == [b"POST /hooks?x=1 HTTP/1.1\r\n"]  # a 3xx not followed
+        assert await post(http, srv.url, {}, b"{}") == 200
         assert srv.connections == (1 if reused else 2)
-    await pool.close()
 
 
-async def test_a_connection_closed_while_idle_is_replaced_and_garbage_is_an_error() -> None:
-    pool = HttpPool()
-    async with RawServer([OK, None, OK]) as srv:
-        assert await pool.post(srv.url, [], b"{}") == 200
-        # the server dropped the kept connection: sent again once, on a new one
-        assert await pool.post(srv.url, [], b"{}") == 200
-        assert srv.connections == 2
-    async with RawServer([b"SMTP ready\r\n\r\n"]) as srv:
-        with pytest.raises(HttpError):
-            await pool.post(srv.url, [], b"{}")
-    async with RawServer([b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"]) as srv:
-        with pytest.raises(ConnectionResetError):
-            await pool.post(srv.url, [], b"{}")  # cut mid-answer: not delivered
-    with pytest.raises(ValueError, match="line break"):
-        await pool.post("http://127.0.0.1:9/x", [("X-Evil", "a\r\nInjected: 1")], b"{}")
-    await pool.close()
+async def test_an_idle_close_a_drop_garbage_a_cut_answer_and_header_injection() -> None:
+    async with open_session(CLIENT) as http:
+        async with RawServer([OK, OK], close_after=frozenset({0})) as srv:
+            assert await post(http, srv.url, {}, b"{}") == 200
+            # the receiver closed the kept connection while idle: a new one carries the next
+            await wait_until(lambda: srv.closed == 1, 5, "the idle connection closed")
+            assert await post(http, srv.url, {}, b"{}") == 200
+            assert srv.connections == 2
+        async with RawServer([None]) as srv:
+            with pytest.raises(aiohttp.ServerDisconnectedError):  # dropped: not delivered
+                await post(http, srv.url, {}, b"{}")
+            assert srv.connections == 2  # tried once more at once, on a new connection
+        async with RawServer([b"SMTP ready\r\n\r\n"]) as srv:
+            with pytest.raises(aiohttp.ClientResponseError):
+                await post(http, srv.url, {}, b"{}")
+        async with RawServer([b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"]) as srv:
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await post(http, srv.url, {}, b"{}")  # cut mid-answer: not delivered
+        async with RawServer([OK]) as srv:
+            with pytest.raises(ValueError, match="header injection"):
+                await post(http, srv.url, {"X-Evil": "a\r\nInjected: 1"}, b"{}")
+            assert srv.requests == []  # nothing was sent
+        with pytest.raises(ValueError, match="not an http"):
+            await post(http, "ftp://127.0.0.1/x", {}, b"{}")
 
 
-async def test_https_with_the_host_name_checked(tmp_path: Path) -> None:
+async def test_the_worker_counts_a_redirect_as_a_failure_and_does_not_follow_it(
+    sqlite_store: DeliveryStore,
+) -> None:
+    store = sqlite_store
+    redirect = (
+        b"HTTP/1.1 307 Temporary Redirect\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n"
+    )
+    settings = PushSettings(max_attempts=2, backoff_base=0.01, backoff_cap=0.02, poll=0.1)
+    async with RawServer([redirect, redirect]) as srv:
+        sid = "wh_00000000000000d1"
+        await store.add_subscription(subscription(sid, srv.url))
+        await store.log_notices([notice("acme", "parcel.status", "p-1", 0)], now=time.time())
+        worker = WebhookWorker(store, settings)
+        task = await run_worker(worker)
+        try:
+            await wait_until(lambda: len(srv.requests) == 2, 10, "two tries")
+            await wait_until(lambda: not worker._busy, 5, "the second answer recorded")
+        finally:
+            await stop(task)
+    (gone,) = await store.deliveries("acme", sid, "dead")
+    assert gone["last_status"] == 307 and gone["last_error"] == "HTTP 307"
+    assert srv.requests == [b"POST /hooks?x=1 HTTP/1.1\r\n"] * 2  # never to /elsewhere
+
+
+def certificate(folder: Path, dns: str) -> tuple[Path, Path]:
+    """A self-signed certificate (its own CA) for the host name ``dns`` only."""
+    cert, key = folder / f"{dns}.pem", folder / f"{dns}.key"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-keyout", str(key), "-out", str(cert), "-subj", f"/CN={dns}",
+            "-addext", f"subjectAltName=DNS:{dns}",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_https_verified_with_the_host_name_checked_through_the_worker(
+    tmp_path: Path, sqlite_store: DeliveryStore
+) -> None:
     tls = self_signed(tmp_path)
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(tls.cert, tls.key)
     client_ctx = ssl.create_default_context(cafile=str(tls.cert))
+    peers: set[object] = set()
+    got: list[str] = []
     app = web.Application()
 
     async def hook(request: web.Request) -> web.Response:
+        peers.add(request.transport.get_extra_info("peername") if request.transport else None)
+        got.append(request.headers.get("X-LM-Delivery", ""))
         return web.json_response({"got": len(await request.read())})
 
     app.router.add_post("/h", hook)
@@ -637,13 +738,37 @@ async def test_https_with_the_host_name_checked(tmp_path: Path) -> None:
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    url = f"https://localhost:{port}/h"
     try:
-        pool = HttpPool(tls=client_ctx)
-        assert await pool.post(f"https://localhost:{port}/h", [], b"{}") == 200
-        assert await pool.post(f"https://localhost:{port}/h", [], b"{}") == 200
-        assert pool.opened == 1
-        await pool.close()
-        with pytest.raises(ssl.SSLError):  # a receiver the trust store does not vouch for
-            await HttpPool().post(f"https://localhost:{port}/h", [], b"{}")
+        async with open_session(CLIENT, tls=client_ctx) as http:
+            assert await post(http, url, {}, b"{}") == 200
+            assert await post(http, url, {}, b"{}") == 200
+        assert len(peers) == 1  # one connection, kept
+        async with open_session(CLIENT) as http:  # the system's trust store does not vouch
+            with pytest.raises(aiohttp.ClientConnectorCertificateError):
+                await post(http, url, {}, b"{}")
+        other_cert, _ = certificate(tmp_path, "elsewhere.test")
+        other = ssl.create_default_context(cafile=str(other_cert))
+        both = ssl.create_default_context(cafile=str(tls.cert))
+        both.load_verify_locations(cafile=str(other_cert))
+        async with open_session(CLIENT, tls=other) as http:  # another CA
+            with pytest.raises(aiohttp.ClientConnectorCertificateError):
+                await post(http, url, {}, b"{}")
+        # a certificate the CA did sign, for another name than the one asked for
+        server_ctx.load_cert_chain(other_cert, tmp_path / "elsewhere.test.key")
+        async with open_session(CLIENT, tls=both) as http:
+            with pytest.raises(aiohttp.ClientConnectorCertificateError, match=r"[Hh]ostname"):
+                await post(http, url, {}, b"{}")
+        server_ctx.load_cert_chain(tls.cert, tls.key)
+        # the worker's session takes the context given
+        await sqlite_store.add_subscription(subscription("wh_00000000000000e1", url))
+        batch = [notice("acme", "parcel.status", "p-1", n) for n in range(3)]
+        await sqlite_store.log_notices(batch, now=time.time())
+        task = await run_worker(WebhookWorker(sqlite_store, FAST, tls=client_ctx))
+        try:
+            await wait_until(lambda: len(got) == 5, 10, "three webhooks over https")
+        finally:
+            await stop(task)
+        assert got[2:] == [n.id for n in batch]
     finally:
         await runner.cleanup()

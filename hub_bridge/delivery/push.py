@@ -6,10 +6,12 @@ filters take it (``hub_bridge.delivery.store``). ``WebhookWorker`` delivers the 
 - one POST per notice, the body the notice's JSON exactly as the API and the stream show it;
 - headers ``X-LM-Event`` (the notice's kind), ``X-LM-Delivery`` (the notice's id: the same
   notice retried has the same id, so a receiver de-duplicates on it) and ``X-LM-Signature``;
-- a 2xx answer delivers it; anything else (another status, a refused or dropped connection, no
-  answer within ``timeout``) is retried after an exponential backoff with jitter, until
-  ``max_attempts`` tries or ``max_age`` since it was queued, then it is dead: kept, listed by the
-  API, and put back in the queue by ``POST .../retry``;
+- a 2xx answer delivers it; anything else (another status, a 3xx too: redirects are not
+  followed, or a receiver could point the hub elsewhere; a refused or dropped connection, an
+  answer that is not HTTP or is cut off, no answer within ``timeout``) is retried after an
+  exponential backoff with jitter, until ``max_attempts`` tries or ``max_age`` since it was
+  queued, then it is dead: kept, listed by the API, and put back in the queue by
+  ``POST .../retry``;
 - per (subscription, key) in order: a notice waits until every earlier notice of the same key
   (the same parcel, the same route) is delivered or dead; different keys go in parallel, at most
   ``concurrency`` requests at once and ``per_subscription`` per subscriber, so a slow or failing
@@ -24,6 +26,12 @@ with the subscription's secret, ``body`` the raw bytes received. A receiver reco
 the raw body (before any JSON parsing), compares in constant time, and refuses a ``t`` more than
 a few minutes away from its clock (a replayed request). ``verify`` does exactly that.
 
+The requests go through one ``aiohttp.ClientSession`` per worker (``open_session``): kept-alive
+connections, at most ``concurrency`` in use (``per_subscription`` is the worker's), TLS
+verified against the system's trust store (or the ``tls`` context given), no proxies from the
+environment, no cookies kept. An answer's body is read, at most ``BODY_MAX`` bytes, only to keep
+the connection; a longer one, or one that ends only with the connection, closes it unread.
+
 Delivery is at least once: a hub that dies between a receiver's 2xx and recording it sends that
 notice again after the restart, with the same ``X-LM-Delivery``. With N hubs on PostgreSQL the
 worker runs on the one holding the store's leader lock (``store.lead()``), like the projector.
@@ -37,22 +45,29 @@ import hashlib
 import hmac
 import logging
 import random
+import ssl
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
+
+import aiohttp
+from yarl import URL
 
 from edge_agent.platform.health import HealthRegistry
-from hub_bridge.delivery.http1 import HttpError, HttpPool
 from hub_bridge.delivery.store import Delivery, DeliveryStore, Outcome, Subscription
 from hub_bridge.store import StoreUnavailable
 
 __all__ = [
+    "BODY_MAX",
     "DELIVERY_HEADER",
     "EVENT_HEADER",
     "SIGNATURE_HEADER",
     "PushSettings",
     "WebhookWorker",
+    "open_session",
+    "post",
     "retry_delay",
     "sign",
     "verify",
@@ -63,6 +78,8 @@ log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-LM-Signature"
 EVENT_HEADER = "X-LM-Event"
 DELIVERY_HEADER = "X-LM-Delivery"
+BODY_MAX = 64 * 1024
+"""Most bytes of an answer's body read (to keep its connection); past that it is closed."""
 _ERROR_CHARS = 300
 _RECORD_EVERY = 0.005  # seconds between commits of answers
 _SUBSCRIPTIONS_EVERY = 1.0  # seconds a read of the subscriptions is used (a new one waits that)
@@ -131,6 +148,91 @@ class PushSettings:
     last change (then the API answers 404)."""
 
 
+def open_session(
+    settings: PushSettings, tls: ssl.SSLContext | None = None, user_agent: str | None = None
+) -> aiohttp.ClientSession:
+    """The HTTP client of one webhook worker (call it on the running event loop; close it).
+
+    Connections kept alive and reused, ``settings.concurrency`` at most in use at once (the
+    worker keeps to ``settings.per_subscription`` per subscription); ``settings.timeout`` for
+    one request (connect, send, the answer and its body); https verified with ``tls`` or
+    aiohttp's default context (the system's trust store, the host name checked). No proxies
+    from the environment, no cookies, no compressed answers asked for (the body is dropped).
+    """
+    connector = aiohttp.TCPConnector(
+        limit=settings.concurrency,
+        # no cap per host here: the worker caps each subscription itself, and subscriptions of
+        # different fleets may share a host (one receiving service), where a cap per host
+        # would let a slow one hold up the others (test_a_slow_receiver_...)
+        limit_per_host=0,
+        ssl=tls if tls is not None else True,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=settings.timeout),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+        skip_auto_headers=("Accept-Encoding",),
+        headers={"User-Agent": user_agent} if user_agent else None,
+        trust_env=False,
+    )
+
+
+@lru_cache(maxsize=1024)
+def _url(url: str) -> URL:
+    """A webhook URL parsed once (it is the same for every notice of a subscription)."""
+    parsed = URL(url)
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(f"{url!r}: not an http(s) URL with a host")
+    return parsed
+
+
+async def post(
+    session: aiohttp.ClientSession, url: str, headers: Mapping[str, str], body: bytes
+) -> int:
+    """POST ``body`` to ``url``; the answer's status (a 3xx is returned, not followed).
+
+    A connection that broke before any answer (most often a kept one the receiver closed while
+    idle, as servers do after their keep-alive timeout) is tried once more at once: a webhook
+    is idempotent by contract (the receiver de-duplicates on ``X-LM-Delivery``), so sending it
+    again is safe, and cheaper than waiting out a backoff. Raises ``aiohttp.ClientError`` when
+    the connection cannot be made or breaks, or the answer is not HTTP or is cut off
+    (``ValueError`` for a line break in a header: aiohttp refuses them), ``TimeoutError`` past
+    the session's timeout (per request).
+    """
+    target = _url(url)
+    for again in (True, False):
+        try:
+            async with session.post(target, data=body, headers=headers, allow_redirects=False) as r:
+                await _drain(r)
+                return r.status
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            if not again or isinstance(exc, aiohttp.ClientConnectorError):
+                raise  # a second break, or no connection made at all: the receiver's fault
+    raise AssertionError("unreachable")
+
+
+async def _drain(r: aiohttp.ClientResponse) -> None:
+    """Read and drop the body of ``r`` if that keeps its connection, at most ``BODY_MAX`` bytes:
+    a body declared longer, one that ends only with the connection, or one that runs past the
+    cap closes the connection unread (a receiver cannot make the hub hold megabytes)."""
+    content = r.content
+    if content.at_eof():
+        return
+    length = r.content_length
+    chunked = "chunked" in r.headers.get("Transfer-Encoding", "").lower()
+    if (length is None and not chunked) or (length is not None and length > BODY_MAX):
+        r.close()
+        return
+    total = 0
+    while total <= BODY_MAX:
+        chunk = await content.read(BODY_MAX + 1 - total)
+        if not chunk:
+            return
+        total += len(chunk)
+    r.close()
+
+
 class WebhookWorker:
     """Delivers the webhook queue of ``store`` until cancelled. ``wake()`` when notices were
     queued (the projector does), so they go out at once rather than at the next poll."""
@@ -144,6 +246,7 @@ class WebhookWorker:
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
         user_agent: str = "lastmile-hub-webhooks/1",
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.store = store
         self.settings = settings or PushSettings()
@@ -151,6 +254,8 @@ class WebhookWorker:
         self._clock = clock
         self._rand = rand
         self._user_agent = user_agent
+        self._tls = tls
+        """For https: aiohttp's default (the system's trust store) unless given (a private CA)."""
         self._wake = asyncio.Event()
         self._busy: set[tuple[str, str]] = set()  # (subscription, key): out, or not recorded
         self._busy_per_sub: Counter[str] = Counter()
@@ -172,15 +277,14 @@ class WebhookWorker:
     async def run(self) -> None:
         """Deliver until cancelled; requests in flight are cancelled with it (and retried by
         the next run: they were not recorded as delivered)."""
-        s = self.settings
-        http = HttpPool(max_idle_per_origin=s.concurrency)
-        try:
-            async with asyncio.TaskGroup() as tg:
-                await self._serve(http, tg)
-        finally:
-            await http.close()
+        # the tasks end (cancelled with the run) before the session closes
+        async with (
+            open_session(self.settings, self._tls, self._user_agent) as http,
+            asyncio.TaskGroup() as tg,
+        ):
+            await self._serve(http, tg)
 
-    async def _serve(self, http: HttpPool, tg: asyncio.TaskGroup) -> None:
+    async def _serve(self, http: aiohttp.ClientSession, tg: asyncio.TaskGroup) -> None:
         s = self.settings
         # answers are recorded by a task of their own: a commit never holds up requests
         # to other keys, and many answers go in one commit
@@ -245,7 +349,7 @@ class WebhookWorker:
             self._subs_at = now
         return self._subs
 
-    async def _dispatch(self, http: HttpPool, tg: asyncio.TaskGroup) -> None:
+    async def _dispatch(self, http: aiohttp.ClientSession, tg: asyncio.TaskGroup) -> None:
         s = self.settings
         subs = await self._subscriptions()
         first = self._epoch
@@ -296,26 +400,24 @@ class WebhookWorker:
         if n:
             self.health.count("webhooks", "pruned", n)
 
-    async def _attempt(self, http: HttpPool, d: Delivery, sub: Subscription) -> None:
+    async def _attempt(self, http: aiohttp.ClientSession, d: Delivery, sub: Subscription) -> None:
         body = d.body.encode()
         t = int(self._clock())
-        headers = (
-            ("Content-Type", "application/json"),
-            ("User-Agent", self._user_agent),
-            (EVENT_HEADER, d.kind),
-            (DELIVERY_HEADER, d.notice),
-            (SIGNATURE_HEADER, sign(d.secret, body, t)),
-        )
+        headers = {
+            "Content-Type": "application/json",
+            EVENT_HEADER: d.kind,
+            DELIVERY_HEADER: d.notice,
+            SIGNATURE_HEADER: sign(d.secret, body, t),
+        }
         status: int | None = None
         error: str | None = None
         try:
-            async with asyncio.timeout(self.settings.timeout):
-                status = await http.post(d.url, headers, body)
+            status = await post(http, d.url, headers, body)  # the session's timeout bounds it
             if not 200 <= status < 300:
                 error = f"HTTP {status}"
         except TimeoutError:
             error = f"no answer within {self.settings.timeout:g} s"
-        except (HttpError, OSError, ValueError, EOFError) as exc:
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
             error = (f"{type(exc).__name__}: {exc}")[:_ERROR_CHARS]
         except Exception as exc:  # a receiver must never stop the worker
             log.exception("webhook %s to %s", d.notice, d.url)
