@@ -37,8 +37,15 @@ from pathlib import Path
 from typing import Any
 
 from simulators.broker import Mosquitto, free_port
+from simulators.demo_delivery import (
+    Dispatch,
+    check_delivery,
+    print_delivery,
+    tight_windows,
+    wait_delivery,
+)
 from simulators.demo_pki import DemoPki
-from simulators.driver_app import plan_deliveries, run_app
+from simulators.driver_app import Post, plan_deliveries, run_app
 from simulators.feed import drive_fleet
 from simulators.scoring import score
 from simulators.station_demo import LoadingScript, check_station, print_station
@@ -119,12 +126,15 @@ def main(argv: list[str] | None = None) -> int:
         ident = {"device": provisioned["device"], "broker": provisioned["broker"]}
         return {**demo, **ident, "api": api}
 
-    def launch(module: str, name: str, cfg: dict[str, Any]) -> int:
+    def launch(module: str, name: str, cfg: dict[str, Any], clock_back: float = 0.0) -> int:
         path = work / f"{name}.yaml"
         path.write_text(json.dumps(cfg, indent=1))
+        argv = [sys.executable, "-m", module, "run", "--config", str(path)]
+        if clock_back:
+            argv[2:3] = ["simulators.shifted_clock", f"{clock_back:.3f}", module]
         with (work / f"{name}.log").open("a") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", module, "run", "--config", str(path)],
+                argv,
                 stdout=subprocess.PIPE,
                 stderr=log,
                 text=True,
@@ -138,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(json.loads(line)["api_port"])
 
     accepted: dict[str, int] = {}
+    # the first van's second stop gets a window that closes before the van can be there
+    manifests, late = tight_windows(runs)
+    manifest_of = {r.scenario.van: m for r, m in zip(runs, manifests, strict=True)}
+    hub_url = f"http://{hub_cfg['api']['listen']}"
+    dispatch = Dispatch()
     try:
         launch("hub_bridge", "hub", hub_cfg)
         gnss_ports = [free_port() for _ in runs]
@@ -170,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 demo = station.agent_config(url, work, free_port())
                 cfg = await asyncio.to_thread(device_config, "depot-1", "station", demo)
-                await asyncio.to_thread(launch, "edge_agent", "depot-1", cfg)
+                # the loading is stamped 10 minutes before the vans' day starts (shifted_clock)
+                back = time.time() - (start.timestamp() - 600.0)
+                await asyncio.to_thread(launch, "edge_agent", "depot-1", cfg, back)
                 sent = await station.send_plan(work / "hub.yaml", env)
                 print(f"demo: hub-bridge send loadplan: {sent}", flush=True)
                 await station.load()
@@ -179,11 +196,19 @@ def main(argv: list[str] | None = None) -> int:
             print("demo: the vans are loaded and leave the docks for their routes", flush=True)
 
         async def scenario() -> None:
+            # the dispatch system subscribes before anything happens
+            await dispatch.start()
+            sub = await asyncio.to_thread(dispatch.subscribe, hub_url)
+            print(
+                f"demo: dispatch system subscribed at {dispatch.url}: webhook {sub['id']} "
+                f"for {', '.join(sub['kinds'])}",
+                flush=True,
+            )
             await load_at_the_docks()
-            send = functools.partial(send_manifest, work / "hub.yaml", env)
+            send = functools.partial(send_manifest, work / "hub.yaml", env, manifest_of)
             tasks = [asyncio.create_task(drive_fleet(runs, gnss_ports, send, args.speed))]
             for run, port in zip(runs, api_ports, strict=True):
-                posts = plan_deliveries(run, args.speed)
+                posts = _not_on_board(plan_deliveries(run, args.speed), station.left_behind)
                 tasks.append(asyncio.create_task(_app(run.scenario.van, port, posts, accepted)))
             if broker is not None:
                 await asyncio.sleep(day / args.speed / 3)
@@ -193,13 +218,24 @@ def main(argv: list[str] | None = None) -> int:
                 broker.start()
                 print("demo: broker back; the outboxes drain", flush=True)
             await asyncio.gather(*tasks)
+            await asyncio.to_thread(drain)
+            try:
+                view = await asyncio.to_thread(
+                    wait_delivery, hub_url, runs, dispatch, station, late
+                )
+            finally:
+                await dispatch.close()
+            views.append(view)
 
+        def drain() -> None:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if all(_get(p, "/v1/health")["queue"]["depth"] == 0 for p in api_ports):
+                    break
+                time.sleep(0.2)
+
+        views: list[Any] = []
         asyncio.run(scenario())
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if all(_get(p, "/v1/health")["queue"]["depth"] == 0 for p in api_ports):
-                break
-            time.sleep(0.2)
         for proc in procs:
             proc.terminate()
             proc.wait(15)
@@ -223,14 +259,21 @@ def main(argv: list[str] | None = None) -> int:
     problems = check_station(timeline, station)
     for problem in problems:
         print(f"  station: {problem}")
-    return _report(timeline, runs, accepted) or (1 if problems else 0)
+    failed = _report(timeline, runs, accepted)
+    print_delivery(views[0], runs, dispatch)
+    delivery = check_delivery(views[0], runs, station, late, dispatch)
+    for problem in delivery:
+        print(f"  delivery: {problem}")
+    return failed or (1 if problems or delivery else 0)
 
 
-async def send_manifest(hub_config: Path, env: dict[str, str], run: VanRun) -> None:
-    """``hub-bridge send manifest --wait``: the hub keeps the van's manifest until its agent
-    acknowledges it on ``cmd-ack``."""
+async def send_manifest(
+    hub_config: Path, env: dict[str, str], manifests: dict[str, dict[str, Any]], run: VanRun
+) -> None:
+    """``hub-bridge send manifest --wait`` with the van's manifest in ``manifests``: the hub
+    keeps it until the van's agent acknowledges it on ``cmd-ack``."""
     path = hub_config.parent / f"{run.scenario.van}.manifest.json"
-    path.write_text(json.dumps(run.scenario.manifest))
+    path.write_text(json.dumps(manifests[run.scenario.van]))
     argv = [
         sys.executable, "-m", "hub_bridge", "send", "manifest", "--config", str(hub_config),
         "--fleet", "acme", "--device", run.scenario.van, str(path), "--wait", "60s",
@@ -240,6 +283,19 @@ async def send_manifest(hub_config: Path, env: dict[str, str], run: VanRun) -> N
     )
     if done.returncode != 0:
         raise RuntimeError(f"hub-bridge send manifest: exit {done.returncode}: {done.stderr}")
+
+
+def _not_on_board(posts: list[Post], parcel: str | None) -> list[Post]:
+    """The driver app's posts without the scans and PoD of ``parcel`` (left at the depot: the
+    driver cannot hand it over)."""
+    out: list[Post] = []
+    for post in posts:
+        events = post.body if isinstance(post.body, list) else [post.body]
+        kept = [e for e in events if (e.get("ref") or {}).get("parcel") != parcel]
+        if kept:
+            body = kept if isinstance(post.body, list) else kept[0]
+            out.append(Post(post.at, body, post.what))
+    return out
 
 
 async def _app(van: str, port: int, posts: list[Any], accepted: dict[str, int]) -> None:
