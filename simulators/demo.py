@@ -11,10 +11,21 @@ delivery at each stop to the van's local API; one stop is in a dead zone and its
 later as a backlog. A third of the way through, the broker is killed (it has no persistence) and
 started again.
 
+Before anything happens a dispatch system (``demo_delivery.Dispatch``, a small web server in this
+process) subscribes to the fleet's parcel statuses and exceptions through the hub's API and checks
+every webhook's signature. The station agent's clock is set back (``shifted_clock``) so that the
+loading is stamped before the vans' day, which is played fast and in the past; the driver app
+posts nothing for the parcel left at the depot; the first van's second stop has a delivery window
+that closes ten minutes before the van can be there (the hub raises it as late risk).
+
 At the end the demo prints the station's and each van's timeline as the hub stored it, checks the
 station's load events against what the docks played, scores the trip events against the
 simulator's ground truth, and checks that every event the app had accepted is in the timeline
-exactly once. Exit status 0 when all of that holds.
+exactly once. Then it prints each parcel's status and the fleet's exceptions as the hub's API
+gives them, and checks them (``demo_delivery.check_delivery``): the misload raised and resolved,
+the parcel left behind ``missing`` with its exception, the late stop's ``late_risk``, every other
+parcel ``delivered``, and every exception's raise and resolve received by the dispatch system,
+signed. Exit status 0 when all of that holds.
 
     python -m simulators.demo [--vans 2] [--stops 3] [--speed 100] [--broker URL] [--workdir DIR]
 """

@@ -33,6 +33,7 @@ from typing import Any
 
 from aiohttp import web
 
+from edge_agent.wire.envelope import format_ts
 from simulators.station_demo import LoadingScript, parcels_of
 from simulators.van import VanRun
 
@@ -56,7 +57,7 @@ REPLAY_STALE = (
 
 
 def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return format_ts(datetime.fromtimestamp(t, UTC))
 
 
 def signature_ok(secret: str, header: str, body: bytes, now: float) -> bool:
