@@ -28,6 +28,7 @@ from edge_agent.gnss.fix import Fix
 from edge_agent.trips.hub_eta import EtaError, HubEtas, parse_eta
 from edge_agent.wire.envelope import format_ts, parse_ts
 from hub_bridge.delivery.vaneta import VanEtaPlanner
+from hub_bridge.store import StoreUnavailable
 from hub_bridge.tenants import new_token
 from simulators.broker import Mosquitto, free_port
 from simulators.van import run_van
@@ -328,3 +329,83 @@ def test_the_planner_sends_status_changes_at_once_and_etas_at_most_every_interva
     p.offer("acme", {**_view([None], ["planned"], None), "route": "r2"}, 140.0)
     p.offer("acme", {**_view([None], ["planned"]), "route": "r3", "status": "planned"}, 140.0)
     assert p.due(200.0) == []
+
+
+class FlakyQueue:
+    """The timeline's command queue, failing its first ``fail`` calls as a locked database
+    does (the one fault stood in for: a real store cannot be made to fail on cue here)."""
+
+    def __init__(self, timeline: Any, fail: int) -> None:
+        self.timeline = timeline
+        self.fail = fail
+
+    async def add_command(self, *args: Any, **kw: Any) -> list[str]:
+        if self.fail > 0:
+            self.fail -= 1
+            raise StoreUnavailable("database is locked")
+        found: list[str] = await self.timeline.add_command(*args, **kw)
+        return found
+
+
+async def test_the_projector_queues_the_routes_etas_for_its_van_once_the_store_takes_them(
+    tmp_path: Path,
+) -> None:
+    """The projector on a real SQLite timeline and delivery store: a route's views go to its
+    van as ``cmd/eta`` (the vehicle the manifest was sent to), the last one equal to the API's
+    route, even when the store failed to take it the first time."""
+    from hub_bridge.commands import CommandLimits
+    from hub_bridge.delivery.projector import Projector, ProjectorSettings
+    from hub_bridge.delivery.store import open_delivery_store
+    from hub_bridge.store import open_timeline
+    from tests.delivery_events import Device, drive_day
+    from tests.delivery_events import manifest as route_manifest
+
+    url = f"sqlite://{tmp_path / 'timeline.db'}"
+    timeline = await open_timeline(url)
+    store = await open_delivery_store(url)
+    woken: list[int] = []
+    try:
+        body = json.dumps({"id": "m-1", **route_manifest()})
+        await timeline.add_command("acme", "van-1", "manifest", "m-1", body, CommandLimits())
+        projector = Projector(timeline, store, ProjectorSettings(tick=1e9, checkpoint=1e9))
+        queue = FlakyQueue(timeline, fail=0)
+        projector.send_etas(queue, CommandLimits(), lambda: woken.append(1), interval=1e9)
+        sender = asyncio.create_task(projector.send_etas_loop())
+        van = Device()
+        events = drive_day(van)
+        half = next(k for k, e in enumerate(events) if e["type"] == "pod")
+        try:
+            async with asyncio.timeout(DEADLINE_S):
+                for fail, chunk in ((0, events[:half]), (1, events[half:])):
+                    queue.fail = fail  # the second half's one command fails first
+                    await timeline.store("acme", "van-1", chunk, [[] for _ in chunk])
+                    while await projector.step():
+                        pass
+
+                    async def sent() -> bool:
+                        await asyncio.sleep(0.01)
+                        return not projector.etas_waiting
+
+                    while not await sent():
+                        pass
+                    await projector.step()  # a round later the failed one comes again
+                    while not await sent():
+                        pass
+        finally:
+            sender.cancel()
+        assert projector.model is not None
+        view = projector.model.route("acme", "r-1")
+        assert view is not None and view["vehicle"] == "van-1"
+        kept = [c for c in await timeline.commands("acme", "van-1") if c["name"] == "eta"]
+        assert kept and woken
+        assert projector.health.snapshot()["projector"]["counters"]["eta-command-failed"] == 1
+        latest = await timeline.command(kept[0]["id"])
+        assert latest is not None
+        doc = latest["payload"]
+        assert doc["route"] == "r-1" and columns(doc["stops"]) == columns(view["stops"])
+        parse_eta(json.dumps(doc).encode())  # what the van takes
+        # one unanswered at a time per device: the older ones superseded
+        assert sum(c["status"] == "queued" for c in kept) == 1
+    finally:
+        await store.close()
+        await timeline.close()

@@ -14,7 +14,11 @@
    the fleet's pseudo-device ``hub`` (``exception.{type}``: raised, then resolved, with the
    reason), so the timeline holds them like any device's events;
 5. the webhook worker and the stream are woken; every ``checkpoint`` seconds the cursors and
-   ``model.dump()`` are saved together.
+   ``model.dump()`` are saved together;
+6. with ``send_etas`` (``hub-bridge run`` does it), the routes whose views changed go to their
+   vans as ``cmd/eta`` commands (``hub_bridge.delivery.vaneta``: a stop's status at once, ETAs
+   alone at most every ``van_eta_interval``), queued by a task of their own in the hub's
+   command queue: the driver app reads the hub's ETA from the van's ``GET /v1/trip``.
 
 After a crash the projector resumes from the last checkpoint and processes again what came
 after it. The model makes the same notices from the same input with the same ids, so the log
@@ -55,7 +59,7 @@ from hub_bridge.delivery.store import (
     canonical_json,
     notice_subject,
 )
-from hub_bridge.delivery.vaneta import DEFAULT_INTERVAL_S, VanEtaPlanner
+from hub_bridge.delivery.vaneta import DEFAULT_INTERVAL_S, EtaCommand, VanEtaPlanner
 from hub_bridge.ingest import HUB_DEVICE
 from hub_bridge.store import StoreUnavailable
 
@@ -328,6 +332,9 @@ class Projector:
         self._commands: CommandQueue | None = None
         self._command_limits = CommandLimits()
         self._commands_changed: Callable[[], None] | None = None
+        self._eta_out: dict[tuple[str, str], EtaCommand] = {}
+        self._eta_ready = asyncio.Event()
+        self._eta_sending = False
 
     def send_etas(
         self,
@@ -338,7 +345,7 @@ class Projector:
     ) -> None:
         """Queue each active route's ETAs for its vehicle as a ``cmd/eta`` command in ``queue``
         (``hub_bridge.delivery.vaneta``) and call ``commands_changed`` so the bridge publishes
-        them."""
+        them. Call before ``run`` and ``send_etas_loop`` start."""
         self._van_eta = VanEtaPlanner(interval)
         self._commands, self._command_limits = queue, limits
         self._commands_changed = commands_changed
@@ -461,7 +468,7 @@ class Projector:
         await self._hub_events(notices)
         logged = await self.store.log_notices(rows, views, now) if rows or views else []
         self.cp.commands, self.cp.events = ccur, ecur
-        await self._queue_etas(now)
+        self._queue_etas(now)
         took = len(plans) + len(events)
         if took or notices:
             self._dirty = True
@@ -476,35 +483,62 @@ class Projector:
         self.rounds += 1
         return took
 
-    async def _queue_etas(self, now: float) -> None:
-        """The ``cmd/eta`` commands due now, queued for the routes' vans (after the views are
-        committed: the van never shows an ETA the hub's API does not)."""
+    def _queue_etas(self, now: float) -> None:
+        """Hand the ``cmd/eta`` commands due now to ``send_etas_loop`` (after the views are
+        committed: the van never shows an ETA the hub's API does not). Queuing a command is a
+        commit of its own: done off the round, it does not delay the statuses and webhooks."""
+        if self._van_eta is None:
+            return
+        for cmd in self._van_eta.due(now):
+            key = (cmd.fleet, cmd.route)
+            self._eta_out.pop(key, None)  # one per route: the newest, last
+            self._eta_out[key] = cmd
+        if self._eta_out:
+            self._eta_ready.set()
+
+    async def send_etas_loop(self) -> None:
+        """Queue the ``cmd/eta`` commands ``_queue_etas`` hands over, until cancelled; a store
+        failure sends the route's ETAs again at the next round."""
         planner, queue = self._van_eta, self._commands
         if planner is None or queue is None:
             return
-        queued = 0
-        for cmd in planner.due(now):
-            body = canonical_json(cmd.payload).encode()
-            try:
-                cid, payload = prepare_command(body)
-            except CommandError as exc:  # a route of thousands of stops: over the batch limit
-                self.health.count("projector", "eta-command-invalid")
-                log.warning("cmd/eta for route %s not queued: %s", cmd.route, exc)
-                continue
-            try:
-                await queue.add_command(
-                    cmd.fleet, cmd.device, "eta", cid, payload, self._command_limits, now
-                )
-            except (StoreUnavailable, sqlite3.OperationalError) as exc:
-                planner.failed(cmd)
-                self.health.count("projector", "eta-command-failed")
-                log.warning("cmd/eta for route %s not queued: %s", cmd.route, exc)
-                continue
-            queued += 1
-        if queued:
-            self.health.count("projector", "eta-commands", queued)
-            if self._commands_changed is not None:
-                self._commands_changed()
+        while True:
+            await self._eta_ready.wait()
+            self._eta_ready.clear()
+            batch, self._eta_out = list(self._eta_out.values()), {}
+            self._eta_sending = True
+            queued = failed = 0
+            for cmd in batch:
+                body = canonical_json(cmd.payload).encode()
+                try:
+                    cid, payload = prepare_command(body)
+                except CommandError as exc:  # a route of thousands of stops: over the limit
+                    self.health.count("projector", "eta-command-invalid")
+                    log.warning("cmd/eta for route %s not queued: %s", cmd.route, exc)
+                    continue
+                try:
+                    await queue.add_command(
+                        cmd.fleet, cmd.device, "eta", cid, payload, self._command_limits
+                    )
+                except (StoreUnavailable, sqlite3.OperationalError) as exc:
+                    planner.failed(cmd)
+                    failed += 1
+                    self.health.count("projector", "eta-command-failed")
+                    log.warning("cmd/eta for route %s not queued: %s", cmd.route, exc)
+                    continue
+                queued += 1
+            if queued:
+                self.health.count("projector", "eta-commands", queued)
+                if self._commands_changed is not None:
+                    self._commands_changed()
+            self._eta_sending = False
+            if failed:
+                await asyncio.sleep(self.settings.poll * 5)  # the store is down: not a hot loop
+
+    @property
+    def etas_waiting(self) -> bool:
+        """Whether ``cmd/eta`` commands are handed over and not queued (or failed) yet."""
+        return bool(self._eta_out) or self._eta_ready.is_set() or self._eta_sending
 
     async def _hub_events(self, notices: Sequence[NoticeLike]) -> None:
         """The hub's own exceptions as timeline events of the fleet's ``hub`` pseudo-device."""
@@ -634,3 +668,4 @@ class DeliveryService:
             tg.create_task(self.projector.run(), name="projector")
             tg.create_task(self.worker.run(), name="webhooks")
             tg.create_task(self.stream.run(), name="stream")
+            tg.create_task(self.projector.send_etas_loop(), name="van-eta")
