@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import select
 import signal
 import sqlite3
 import subprocess
@@ -45,7 +46,7 @@ class Proc:
         self.proc: subprocess.Popen[str] | None = None
         self.api_port: int | None = None
 
-    def start(self, timeout: float = 20.0) -> None:
+    def start(self, timeout: float = 60.0) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         with self.log.open("a") as log:
             log.write(f"--- start {time.time()}\n")
@@ -67,6 +68,15 @@ class Proc:
                 cwd=ROOT,
             )
         assert self.proc.stdout is not None
+        # a process that neither announces itself nor exits (stuck at start) fails the test
+        # after ``timeout`` instead of hanging the suite
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(
+                f"{self.module} not ready in {timeout:.0f}s: {self.log.read_text()[-3000:]}"
+            )
         line = self.proc.stdout.readline()
         if not line:
             raise AssertionError(f"{self.module} exited: {self.log.read_text()[-3000:]}")
