@@ -20,6 +20,10 @@ For each PoD: ``status`` is the time from the event's commit in the timeline to 
 parcel's new status in the delivery store (what the API answers from then on); ``webhook`` the
 time to the receiver getting the signed POST. The receiver subscribes to ``parcel.status``.
 The bridge's commit wakes the projector, as ``DeliveryService.events_stored`` does in the hub.
+
+``--client N`` measures the webhook worker's HTTP client alone: N signed POSTs, 64 at a time,
+through ``push.post`` on the worker's session (``push.open_session``) to the same receiver,
+against aiohttp's client with its defaults in the same run (CPU of this process per POST).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 from edge_agent.wire.envelope import format_ts, new_event_id  # noqa: E402
 from hub_bridge.commands import CommandLimits  # noqa: E402
 from hub_bridge.delivery.projector import DeliveryConfig, DeliveryService  # noqa: E402
+from hub_bridge.delivery.push import PushSettings, open_session, post, sign  # noqa: E402
 from hub_bridge.delivery.store import (  # noqa: E402
     LoggedNotice,
     Subscription,
@@ -168,11 +173,7 @@ def _summary(xs: list[float]) -> dict[str, Any]:
 async def run(mix: str, seconds: float, rate: int, pg_url: str | None = None) -> dict[str, Any]:
     """One run of ``mix`` at ``rate`` events per second for ``seconds``, on SQLite or on the
     PostgreSQL database ``pg_url``."""
-    receiver = subprocess.Popen(  # noqa: ASYNC220 - started once, before anything runs
-        [sys.executable, __file__, "--receiver"], stdout=subprocess.PIPE, text=True
-    )
-    assert receiver.stdout is not None
-    port = int(receiver.stdout.readline())
+    receiver, port = _start_receiver()  # started once, before anything runs
     with tempfile.TemporaryDirectory() as tmp:
         url = pg_url or f"sqlite://{Path(tmp) / 'timeline.db'}"
         timeline = await open_timeline(url)
@@ -287,6 +288,81 @@ async def run(mix: str, seconds: float, rate: int, pg_url: str | None = None) ->
     }
 
 
+def _start_receiver() -> tuple[subprocess.Popen[str], int]:
+    receiver = subprocess.Popen(
+        [sys.executable, __file__, "--receiver"], stdout=subprocess.PIPE, text=True
+    )
+    assert receiver.stdout is not None
+    return receiver, int(receiver.stdout.readline())
+
+
+async def client(n: int, width: int = 64) -> dict[str, Any]:
+    """``n`` POSTs through the worker's client and through aiohttp's defaults, in turns."""
+    import aiohttp
+
+    receiver, port = _start_receiver()
+    url = f"http://127.0.0.1:{port}/hook"
+    body = json.dumps({"kind": "bench", "key": "k", "payload": {"parcel": "p-1"}}).encode()
+
+    def headers(i: int) -> dict[str, str]:
+        return {
+            "Content-Type": "application/json",
+            "X-LM-Event": "parcel.status",
+            "X-LM-Delivery": f"n-{i}",
+            "X-LM-Signature": sign("whsec_" + "b" * 32, body, int(time.time())),
+        }
+
+    async def worker_client(http: aiohttp.ClientSession, i: int) -> int:
+        return await post(http, url, headers(i), body)
+
+    async def default_client(http: aiohttp.ClientSession, i: int) -> int:
+        async with http.post(url, data=body, headers=headers(i)) as r:
+            await r.read()
+            return r.status
+
+    async def one(name: str) -> dict[str, Any]:
+        http = (
+            open_session(PushSettings(), user_agent="bench")
+            if name == "worker"
+            else aiohttp.ClientSession()
+        )
+        send = worker_client if name == "worker" else default_client
+        statuses: list[int] = []
+
+        async def lanes() -> None:
+            queue = iter(range(n))
+
+            async def lane() -> None:
+                for i in queue:
+                    statuses.append(await send(http, i))
+
+            await asyncio.gather(*(lane() for _ in range(width)))
+
+        async with http:
+            await lanes()  # warm: the connections made
+            cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+            t0 = time.monotonic()
+            await lanes()
+            wall = time.monotonic() - t0
+            cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
+        assert statuses.count(200) == 2 * n, "every POST answered 200"
+        return {
+            "client": name,
+            "posts": n,
+            "posts_per_s": round(n / wall),
+            "cpu_us_per_post": round(cpu / n * 1e6, 1),
+        }
+
+    try:
+        # in turns, twice: the machine's other work falls on both alike
+        runs = [await one(name) for _ in range(2) for name in ("worker", "aiohttp-defaults")]
+    finally:
+        receiver.send_signal(signal.SIGTERM)
+        receiver.communicate(timeout=60)
+    return {"width": width, "runs": runs}
+
+
 def main() -> None:
     """Print the JSON result of both mixes."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -294,10 +370,16 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=1000)
     ap.add_argument("--mix", choices=["pods", "fleet", "both"], default="both")
     ap.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
+    ap.add_argument("--client", type=int, metavar="N", help="the webhook client alone: N POSTs")
     ap.add_argument("--receiver", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.receiver:
         _receiver()
+        return
+    if args.client:
+        load = [round(x, 2) for x in os.getloadavg()]
+        result = asyncio.run(client(args.client))
+        print(json.dumps({"benchmark": "webhook client", "load_before": load, **result}, indent=2))
         return
     mixes = ["pods", "fleet"] if args.mix == "both" else [args.mix]
     load = [round(x, 2) for x in os.getloadavg()]  # other work on the machine skews the figures
