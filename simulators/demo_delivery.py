@@ -166,11 +166,15 @@ def late_stop(run: VanRun) -> tuple[str, float] | None:
 
 def tight_windows(runs: list[VanRun]) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Each van's manifest as sent to it, the first van's late stop with a window that closes
-    ``LATE_BY_S`` before the van gets there; and ``{route: stop}`` of that late stop."""
+    ``LATE_BY_S`` before the van gets there; and ``{route: stop}`` of that late stop. None is
+    made late when its window would close before the van has left the depot plus a minute (a
+    day of one stop close to the depot): the hub judges late risk only on an active route."""
     manifests = [copy.deepcopy(run.scenario.manifest) for run in runs]
     late: dict[str, str] = {}
     found = late_stop(runs[0]) if runs else None
-    if found is not None:
+    ivs = runs[0].truth["intervals"] if runs else []
+    left = [iv["exit"] for iv in ivs if iv["zone"] == "depot" and iv.get("exit")]
+    if found is not None and left and found[1] - LATE_BY_S > min(left) + 60.0:
         sid, arrive = found
         end = arrive - LATE_BY_S
         for stop in manifests[0]["stops"]:

@@ -209,3 +209,10 @@ def test_shifted_clock_sets_the_agents_clock_back(tmp_path: Path) -> None:
     )
     assert bad.returncode != 0
     assert "SECONDS must be a number, not 'soon'" in bad.stderr
+
+
+def test_no_stop_is_made_late_when_its_window_would_close_in_the_depot() -> None:
+    runs = [run_van(sc) for sc in fleet_scenarios(1, seed=1, stops=1, tunnels=1)]
+    manifests, late = tight_windows(runs)
+    assert late == {}
+    assert manifests == [runs[0].scenario.manifest]
