@@ -178,6 +178,18 @@ class Agent:
             max_event_bytes=batch_body_limit(cfg.uplink.batch_max_bytes),
             disk_reserve_bytes=cfg.outbox.disk_reserve,
         )
+        try:
+            await self._serve(outbox, stop, ready)
+        finally:
+            # also when the start fails half-way: an open outbox's thread would keep the
+            # process alive after the error, neither serving nor exiting for systemd to restart
+            await outbox.close()
+
+    async def _serve(
+        self, outbox: Outbox, stop: asyncio.Event, ready: Callable[[Agent], None] | None
+    ) -> None:
+        """Everything after the outbox is open, until ``stop`` is set."""
+        cfg = self.config
         self.outbox = outbox
         outbox.clock_now = self.clock.now
         outbox.on_alarm = self._on_outbox_alarm
@@ -266,7 +278,6 @@ class Agent:
                 self.uplink.link.close()
             await runner.cleanup()
             remove_probe()
-            await outbox.close()
 
     def _start_components(
         self, tg: asyncio.TaskGroup, sink: OutboxSink

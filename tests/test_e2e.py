@@ -290,3 +290,28 @@ def test_a_killed_agent_is_announced_offline_by_its_will(tmp_path: Path, broker:
     finally:
         agent.stop()
         hub.stop()
+
+
+def test_an_agent_that_cannot_start_exits_instead_of_hanging(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """Its API port taken: the agent reports why and exits (systemd restarts it), the outbox
+    closed behind it, rather than staying alive and serving nothing."""
+    import socket
+
+    import pytest
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    cfg = write_agent_config(tmp_path, broker.url, api={"listen": f"127.0.0.1:{port}"})
+    agent = Proc("edge_agent", cfg, tmp_path / "agent.log")
+    try:
+        with pytest.raises(AssertionError, match="exited"):
+            agent.start(timeout=30)
+        assert agent.proc is not None and agent.proc.wait(10) != 0
+        assert "address already in use" in (tmp_path / "agent.log").read_text().lower()
+    finally:
+        agent.stop()
+        taken.close()
