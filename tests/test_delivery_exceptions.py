@@ -166,8 +166,9 @@ def test_a_pod_in_time_means_no_scan_exception() -> None:
 def test_device_stale_on_an_active_route_resolved_when_it_speaks() -> None:
     van = Device()
     m = _model()
-    _run(m, [van.trip("trip.depart", 0), van.fix(10, 0.1)])
     t0 = T0.timestamp()
+    assert m.tick(t0) == []  # the hub's clock, as the projector's ticks give it
+    _run(m, [van.trip("trip.depart", 0), van.fix(10, 0.1)])
     assert _types(m.tick(t0 + 10 + S.stale_after_s - 5)) == []
     notices = m.tick(t0 + 10 + S.stale_after_s + 5)
     notices += m.tick(t0 + 10 + S.stale_after_s + 65)
@@ -175,6 +176,23 @@ def test_device_stale_on_an_active_route_resolved_when_it_speaks() -> None:
     assert _exc(notices)[0]["ref"] == {"device": "van-1", "route": "r-1"}
     notices = m.apply(van.fix(1000, 0.2))
     assert _types(notices, "exception.resolved", but="") == ["device_stale"]
+
+
+def test_a_backlog_of_old_events_after_an_outage_is_a_device_speaking_not_a_silent_one() -> None:
+    """Silence is judged on when the hub hears a device, not on its events' times: a van that
+    uploads an hour of backlog (or a day replayed in the past) is not stale for it."""
+    van = Device()
+    m = _model()
+    hub_now = T0.timestamp() + 3 * S.stale_after_s  # the events are an outage's backlog
+    assert m.tick(hub_now) == []
+    _run(m, [van.trip("trip.depart", 0), van.fix(10, 0.1), van.fix(20, 0.2)])
+    assert _types(m.tick(hub_now + 5), but="") == []
+    assert _types(m.tick(hub_now + S.stale_after_s - 5), but="") == []
+    # and a hub (re)started from its timeline counts what it replays as heard at its first tick
+    m2 = _model()
+    _run(m2, [Device().trip("trip.depart", 0), Device().fix(10, 0.1)])
+    assert _types(m2.tick(hub_now), but="") == []
+    assert _types(m2.tick(hub_now + S.stale_after_s + 5), but="") == ["device_stale"]
 
 
 def test_a_device_idle_before_its_route_starts_is_not_stale() -> None:

@@ -196,6 +196,9 @@ class DeviceState:
     route: str | None = None
     last_t: float | None = None
     last_fix_t: float | None = None
+    heard_t: float | None = None
+    """When the hub last heard from it, on the clock ``tick`` is given (not the event's ts: a
+    backlog of old events after an outage is a device speaking now, not a silent one)."""
     seen: deque[str] = field(default_factory=lambda: deque(maxlen=SEEN_KEEP))
     seen_set: set[str] = field(default_factory=set)
 
@@ -238,6 +241,7 @@ class DeliveryModel:
         self.book = ExceptionBook()
         self.scans: list[_Scan] = []
         self.arrival = 0
+        self._now: float | None = None  # the latest ``tick``'s now: the hub's clock, as known
 
     # ------------------------------------------------------------------ definitions
 
@@ -314,6 +318,8 @@ class DeliveryModel:
         self._resolve(out, f"device_stale:{fleet}:{device}", envelope["ts"], "the device spoke")
         if dev.last_t is None or t > dev.last_t:
             dev.last_t = t
+        heard = t if self._now is None else max(t, self._now)
+        dev.heard_t = heard if dev.heard_t is None else max(dev.heard_t, heard)
         data = envelope.get("data") or {}
         ref = envelope.get("ref") or {}
         if type_ == "gnss.fix":
@@ -339,18 +345,24 @@ class DeliveryModel:
         out: list[Notice] = []
         s = self.settings
         at = _iso(now)
+        first = self._now is None
+        self._now = now if self._now is None else max(self._now, now)
         for dev in self.devices.values():
+            if first and dev.heard_t is not None:
+                # heard before the model knew the hub's clock (a start or a restart replaying
+                # the timeline): counted as heard now, so a replayed backlog is not silence
+                dev.heard_t = max(dev.heard_t, now)
             route = self._active(dev)
-            if route is None or dev.last_t is None:
+            if route is None or dev.last_t is None or dev.heard_t is None:
                 continue
-            if now - dev.last_t > s.stale_after_s:
+            if now - dev.heard_t > s.stale_after_s:
                 self._raise(
                     out,
                     ExceptionState(
                         f"device_stale:{dev.fleet}:{dev.device}",
                         "device_stale",
                         dev.fleet,
-                        f"no event from {dev.device} for {int(now - dev.last_t)} s "
+                        f"no event from {dev.device} for {int(now - dev.heard_t)} s "
                         f"(more than {s.stale_after_s:g} s) on route {route.route}",
                         at,
                         {"device": dev.device, "route": route.route},
