@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from hub_bridge.claims import Claim
-from hub_bridge.commands import CommandLimits
+from hub_bridge.commands import COMMAND_NAMES, CommandLimits
 from hub_bridge.store import StoreUnavailable, TimelineStore, open_timeline
 from hub_bridge.timeline import (
     Batch,
@@ -239,7 +239,8 @@ async def test_dead_letters_counted_per_kind_and_bounded(timeline_url: str) -> N
 
 
 async def test_commands_queued_superseded_answered_bounded(tl: TimelineStore) -> None:
-    limits = CommandLimits(max_per_device=4, retention_s=100.0)
+    limits = CommandLimits(max_per_device=len(COMMAND_NAMES), retention_s=100.0)
+    assert len(COMMAND_NAMES) == 5  # the bounds below count on it
     assert await tl.add_command("acme", "van-1", "manifest", "c1", '{"a":1}', limits, now=10) == []
     assert await tl.add_command("acme", "van-1", "manifest", "c2", '{"a":2}', limits, now=11) == [
         "c1"
@@ -268,10 +269,10 @@ async def test_commands_queued_superseded_answered_bounded(tl: TimelineStore) ->
     await tl.set_state("acme", "van-1", "online", "{}")
     assert [c.id for c in await tl.due_commands(now=40)] == ["c3"]
     # kept per device: unfinished first, then the newest; finished ones expire
-    for k in range(4, 8):
+    for k in range(4, 9):
         await tl.add_command("acme", "van-1", "config", f"c{k}", "{}", limits, now=40 + k)
-    assert [c["id"] for c in await tl.commands("acme", "van-1")] == ["c7", "c6", "c5", "c3"]
-    assert await tl.prune_commands(limits, now=1000) == 2
+    assert [c["id"] for c in await tl.commands("acme", "van-1")] == ["c8", "c7", "c6", "c5", "c3"]
+    assert await tl.prune_commands(limits, now=1000) == 3
     assert await tl.count("commands") == 2
 
 
