@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edge_agent.platform.health import HealthRegistry
 from hub_bridge.api import build_app
-from hub_bridge.store import open_timeline
+from hub_bridge.backends import open_timeline
 from hub_bridge.tenants import Tenants
 from hub_bridge.timeline import Batch
 from tests.inproc import Served

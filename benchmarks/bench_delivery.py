@@ -48,15 +48,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from edge_agent.wire.envelope import format_ts, new_event_id  # noqa: E402
+from hub_bridge.backends import open_delivery_store, open_timeline  # noqa: E402
 from hub_bridge.commands import CommandLimits  # noqa: E402
 from hub_bridge.delivery.projector import DeliveryConfig, DeliveryService  # noqa: E402
 from hub_bridge.delivery.push import PushSettings, open_session, post, sign  # noqa: E402
 from hub_bridge.delivery.store import (  # noqa: E402
     LoggedNotice,
     Subscription,
-    open_delivery_store,
 )
-from hub_bridge.store import open_timeline  # noqa: E402
 from hub_bridge.timeline import Batch  # noqa: E402
 
 TARGET_P99_S = 0.250

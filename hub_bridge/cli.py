@@ -51,15 +51,16 @@ from edge_agent.platform.yamlconf import ConfigError, mask_secrets
 from edge_agent.wire.envelope import IDENT_RE
 from hub_bridge import pki
 from hub_bridge.api import DOCUMENT, build_app, check_scope
+from hub_bridge.backends import open_delivery_store, open_timeline
 from hub_bridge.bridge import HubBridge
 from hub_bridge.claims import ROLES, ClaimError, claim_text, new_token, qr_text, token_hash
 from hub_bridge.commands import COMMAND_NAMES, CommandError, check_command_body
 from hub_bridge.config import HubConfig, load_hub_config
 from hub_bridge.delivery.projector import DeliveryService
 from hub_bridge.delivery.routes import DELIVERY_ACCESS, add_delivery_routes
-from hub_bridge.delivery.store import DeliveryStore, open_delivery_store
+from hub_bridge.delivery.store import DeliveryStore
 from hub_bridge.ingest import HUB_DEVICE
-from hub_bridge.store import StoreUnavailable, open_timeline
+from hub_bridge.store import StoreUnavailable
 from hub_bridge.tenants import TokenError
 from hub_bridge.timeline import TimelineError
 

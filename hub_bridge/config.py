@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from edge_agent.platform.settings import BrokerConfig, parse_listen
 from edge_agent.platform.units import ByteSize, Duration
 from edge_agent.platform.yamlconf import load_model
+from hub_bridge.backends import sqlite_path_of
 from hub_bridge.commands import COMMAND_NAMES, CommandLimits
 from hub_bridge.delivery.projector import DeliveryConfig
 from hub_bridge.tenants import TenantsConfig, check_listen
@@ -63,14 +64,6 @@ class TimelineConfig(_Section):
         if not self.is_sqlite:
             raise ValueError(f"{self.url!r} is not an SQLite file")
         return Path(sqlite_path_of(self.url))
-
-
-def sqlite_path_of(url: str) -> str:
-    """``sqlite:///var/x.db`` → ``/var/x.db``; ``sqlite:///./x.db`` → ``./x.db``."""
-    rest = url[len("sqlite://") :]
-    if rest.startswith("/./"):
-        return rest[1:]
-    return rest
 
 
 class ApiConfig(_Section):

@@ -1,6 +1,7 @@
 """The timeline store's interface: what the bridge, the API and the CLI use of a timeline.
 
-Two implementations stand behind it, chosen by ``timeline.url`` (DESIGN §4, §5):
+Two implementations stand behind it, chosen by ``timeline.url`` (DESIGN §4, §5;
+``hub_bridge.backends.open_timeline``):
 ``sqlite:///path`` (``hub_bridge.timeline.Timeline``, the embedded default: one hub on one
 machine) and ``postgresql://…`` (``hub_bridge.timeline_pg.PgTimeline``: N hub instances on one
 database, de-duplication and the watermark computed by the database). Both behave the same; the
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 from hub_bridge.claims import Claim
 from hub_bridge.commands import CommandLimits
@@ -20,11 +20,10 @@ from hub_bridge.timeline import (
     IssuedCertificate,
     QueuedCommand,
     StoreResult,
-    TimelineError,
     TimelineLimits,
 )
 
-__all__ = ["StoreUnavailable", "TimelineStore", "open_timeline"]
+__all__ = ["StoreUnavailable", "TimelineStore"]
 
 
 class StoreUnavailable(Exception):
@@ -156,21 +155,3 @@ class TimelineStore(Protocol):
     ) -> list[str]: ...
 
     async def revoked_certificates(self, now: float | None = None) -> list[tuple[int, float]]: ...
-
-
-async def open_timeline(url: str, limits: TimelineLimits | None = None) -> TimelineStore:
-    """Open (and migrate) the timeline ``url`` names: ``sqlite:///path`` or ``postgresql://…``.
-
-    Raises ``TimelineError`` for a store that cannot be used (newer schema, unknown scheme).
-    """
-    scheme = urlsplit(url).scheme
-    if scheme == "sqlite":
-        from hub_bridge.config import sqlite_path_of
-        from hub_bridge.timeline import Timeline
-
-        return await Timeline.open(sqlite_path_of(url), limits)
-    if scheme in ("postgresql", "postgres"):
-        from hub_bridge.timeline_pg import PgTimeline  # the driver only where it is used
-
-        return await PgTimeline.open(url, limits)
-    raise TimelineError(f"{url!r}: the scheme must be sqlite:// or postgresql://")

@@ -22,8 +22,8 @@ from aiohttp import web
 
 from edge_agent.platform.health import HealthRegistry
 from hub_bridge.api import build_app
+from hub_bridge.backends import open_timeline
 from hub_bridge.carriers.intake import EVENTS_MAX
-from hub_bridge.store import open_timeline
 from hub_bridge.tenants import Tenants
 from tests.inproc import Served
 

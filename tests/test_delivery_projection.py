@@ -23,6 +23,7 @@ from aiohttp.test_utils import TestServer
 from edge_agent.platform.health import HealthRegistry
 from edge_agent.wire import topics
 from edge_agent.wire.envelope import new_event_id, validate_envelope
+from hub_bridge.backends import open_delivery_store, open_timeline
 from hub_bridge.bridge import HubBridge
 from hub_bridge.commands import CommandLimits
 from hub_bridge.config import load_hub_config
@@ -35,8 +36,8 @@ from hub_bridge.delivery.projector import (
 )
 from hub_bridge.delivery.push import PushSettings, WebhookWorker
 from hub_bridge.delivery.routes import add_delivery_routes
-from hub_bridge.delivery.store import DeliveryStore, Subscription, open_delivery_store
-from hub_bridge.store import TimelineStore, open_timeline
+from hub_bridge.delivery.store import DeliveryStore, Subscription
+from hub_bridge.store import TimelineStore
 from simulators.broker import Mosquitto
 from tests.delivery_rig import Receiver, wait_until
 from tests.harness import Running, write_hub_config

@@ -23,6 +23,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from hub_bridge.backends import open_delivery_store
 from hub_bridge.delivery.push import (
     BODY_MAX,
     PushSettings,
@@ -34,12 +35,7 @@ from hub_bridge.delivery.push import (
     verify,
 )
 from hub_bridge.delivery.routes import DELIVERY_ACCESS, add_delivery_routes
-from hub_bridge.delivery.store import (
-    DeliveryStore,
-    Outcome,
-    Subscription,
-    open_delivery_store,
-)
+from hub_bridge.delivery.store import DeliveryStore, Outcome, Subscription
 from hub_bridge.delivery.store_sqlite import SqliteDeliveryStore
 from simulators.broker import self_signed
 from tests.delivery_rig import Receiver, chaos, notice, wait_until

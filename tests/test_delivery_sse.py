@@ -17,9 +17,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from hub_bridge.backends import open_delivery_store
 from hub_bridge.delivery.routes import add_delivery_routes
 from hub_bridge.delivery.sse import StreamHub
-from hub_bridge.delivery.store import DeliveryStore, open_delivery_store
+from hub_bridge.delivery.store import DeliveryStore
 from tests.delivery_rig import notice, wait_until
 
 

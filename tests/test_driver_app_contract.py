@@ -353,10 +353,9 @@ async def test_the_projector_queues_the_routes_etas_for_its_van_once_the_store_t
     """The projector on a real SQLite timeline and delivery store: a route's views go to its
     van as ``cmd/eta`` (the vehicle the manifest was sent to), the last one equal to the API's
     route, even when the store failed to take it the first time."""
+    from hub_bridge.backends import open_delivery_store, open_timeline
     from hub_bridge.commands import CommandLimits
     from hub_bridge.delivery.projector import Projector, ProjectorSettings
-    from hub_bridge.delivery.store import open_delivery_store
-    from hub_bridge.store import open_timeline
     from tests.delivery_events import Device, drive_day
     from tests.delivery_events import manifest as route_manifest
 

@@ -30,7 +30,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from hub_bridge.store import open_timeline
+from hub_bridge.backends import open_timeline
 from simulators.broker import Mosquitto
 from simulators.postgres import PostgresServer
 from tests.harness import (

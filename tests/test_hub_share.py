@@ -15,7 +15,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.wire.envelope import encode_batch, encode_checked, new_event_id
-from hub_bridge.store import open_timeline
+from hub_bridge.backends import open_timeline
 from simulators.broker import Mosquitto
 from tests.harness import Proc, timeline_rows, wait_for, write_hub_config
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from hub_bridge.store import TimelineStore, open_timeline
+from hub_bridge.backends import open_timeline
+from hub_bridge.store import TimelineStore
 from hub_bridge.timeline import Timeline, TimelineError
 
 

@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
+from hub_bridge.backends import open_timeline
 from hub_bridge.claims import Claim
 from hub_bridge.commands import COMMAND_NAMES, CommandLimits
-from hub_bridge.store import StoreUnavailable, TimelineStore, open_timeline
+from hub_bridge.store import StoreUnavailable, TimelineStore
 from hub_bridge.timeline import (
     Batch,
     IssuedCertificate,

@@ -34,7 +34,6 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 __all__ = [
     "KINDS",
@@ -51,7 +50,6 @@ __all__ = [
     "new_secret",
     "new_subscription_id",
     "notice_subject",
-    "open_delivery_store",
 ]
 
 KINDS = ("parcel.status", "stop.eta", "exception.raised", "exception.resolved")
@@ -295,18 +293,3 @@ class DeliveryStore(Protocol):
         ``before``; views and resolved exceptions not updated since ``views_before``; returns
         rows deleted."""
         ...
-
-
-async def open_delivery_store(url: str) -> DeliveryStore:
-    """Open (and migrate) the delivery tables in the database of the timeline ``url``."""
-    scheme = urlsplit(url).scheme
-    if scheme == "sqlite":
-        from hub_bridge.config import sqlite_path_of
-        from hub_bridge.delivery.store_sqlite import SqliteDeliveryStore
-
-        return await SqliteDeliveryStore.open(sqlite_path_of(url))
-    if scheme in ("postgresql", "postgres"):
-        from hub_bridge.delivery.store_pg import PgDeliveryStore  # the driver only where used
-
-        return await PgDeliveryStore.open(url)
-    raise DeliveryStoreError(f"{url!r}: the scheme must be sqlite:// or postgresql://")
