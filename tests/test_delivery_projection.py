@@ -462,3 +462,18 @@ def test_hub_bridge_run_serves_parcels_to_a_token_that_may_read_them(
         device.loop_stop()
         device.disconnect()
         hub.stop()
+
+
+async def test_one_hubs_projector_and_worker_both_lead_when_they_ask_at_once(pg_url: str) -> None:
+    """At a hub's start its projector and its webhook worker ask for the lead together: both
+    get it (it is one hub's), where one of them used to stand by for seconds."""
+    from hub_bridge.backends import open_delivery_store
+
+    store = await open_delivery_store(pg_url)
+    other = await open_delivery_store(pg_url)
+    try:
+        assert await asyncio.gather(store.lead(), store.lead(), store.lead()) == [True] * 3
+        assert await other.lead() is False  # another hub stays standby meanwhile
+    finally:
+        await store.close()
+        await other.close()

@@ -164,6 +164,9 @@ class PgDeliveryStore:
         self._pool = pool
         self._leader: Connection | None = None
         self._leader_checked = 0.0
+        # the projector and the webhook worker of one hub ask at once at start: without this,
+        # one took the lock and the other, refused by its own hub, stood by for seconds
+        self._lead_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, url: str, *, pool_size: int = 4, wait_s: float = 5.0) -> PgDeliveryStore:
@@ -244,6 +247,10 @@ class PgDeliveryStore:
 
     async def lead(self) -> bool:
         """Hold (or take) the projector's advisory lock on a connection of its own."""
+        async with self._lead_lock:
+            return await self._lead()
+
+    async def _lead(self) -> bool:
         now = time.monotonic()
         if self._leader is not None:
             if now - self._leader_checked < _LEADER_CHECK_S:
