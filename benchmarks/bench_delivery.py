@@ -189,7 +189,12 @@ async def run(mix: str, seconds: float, rate: int, pg_url: str | None = None) ->
             return out
 
         store.log_notices = timed  # type: ignore[method-assign]
-        config = DeliveryConfig(checkpoint=float(os.environ.get("BENCH_CHECKPOINT", "30")))
+        config = DeliveryConfig.model_validate(
+            {
+                "checkpoint": float(os.environ.get("BENCH_CHECKPOINT", "30")),
+                "webhooks": {"allow_private": True},  # the receiver is on loopback
+            }
+        )
         service = DeliveryService(timeline, store, config)
         inj = Injector()
         for r in range(ROUTES):

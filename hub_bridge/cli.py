@@ -113,6 +113,7 @@ async def run_hub(config: HubConfig, stop: asyncio.Event, *, announce: bool = Fa
             store=delivery_store,
             stream=service.stream,
             check_scope=check_scope,
+            allow_private=config.delivery.webhooks.allow_private,
         )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

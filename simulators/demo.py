@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         "timeline": {"url": f"sqlite:///{work / 'timeline.db'}"},
         "api": {"listen": f"127.0.0.1:{free_port()}"},
         "log": {"level": "WARNING"},
+        # the demo's dispatch system listens on loopback, inside the hub's own network
+        "delivery": {"webhooks": {"allow_private": True}},
     }
     pki: DemoPki | None = None
     if tls:

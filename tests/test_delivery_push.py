@@ -768,3 +768,94 @@ async def test_https_verified_with_the_host_name_checked_through_the_worker(
         assert got[2:] == [n.id for n in batch]
     finally:
         await runner.cleanup()
+
+
+# -- receivers inside the hub's network: refused unless allowed ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("93.184.216.34", True),
+        ("2606:2800:220:1:248:1893:25c8:1946", True),
+        ("127.0.0.1", False),
+        ("10.1.2.3", False),
+        ("172.16.0.9", False),
+        ("192.168.1.1", False),
+        ("169.254.169.254", False),  # a cloud's metadata service
+        ("100.64.0.1", False),
+        ("0.0.0.0", False),
+        ("::1", False),
+        ("fe80::1%eth0", False),
+        ("fc00::1", False),
+        ("::ffff:10.0.0.1", False),
+        ("224.0.0.1", False),
+        ("not-an-address", False),
+    ],
+)
+def test_which_addresses_are_public(address: str, public: bool) -> None:
+    from hub_bridge.delivery.push import is_public_address
+
+    assert is_public_address(address) is public
+
+
+async def test_subscriptions_to_private_receivers_are_refused_unless_allowed(
+    sqlite_store: DeliveryStore,
+) -> None:
+    app = web.Application()
+    add_delivery_routes(app, None, store=sqlite_store, allow_private=False)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    hooks = str(server.make_url("/v1/fleets/acme/webhooks"))
+    try:
+        async with aiohttp.ClientSession() as http:
+            for url in (
+                "http://127.0.0.1:9/hooks",
+                "http://10.1.2.3/hooks",
+                "http://[::1]:8080/hooks",
+                "http://169.254.169.254/latest",
+                "http://localhost:9/hooks",
+            ):
+                async with http.post(hooks, json={"url": url}) as r:
+                    assert r.status == 400, url
+                    assert "allow_private" in (await r.json())["error"], url
+            # a public address literal needs no lookup: taken
+            async with http.post(hooks, json={"url": "https://93.184.216.34/hooks"}) as r:
+                assert r.status == 201
+    finally:
+        await server.close()
+
+
+async def test_the_worker_never_connects_to_a_private_receiver_unless_allowed(
+    sqlite_store: DeliveryStore,
+) -> None:
+    """Checked at every connection: an address literal, and a name that resolves inward (as a
+    name may come to, after the subscription was taken)."""
+    store = sqlite_store
+    settings = PushSettings(max_attempts=1, poll=0.05, allow_private=False)
+    async with Receiver() as rx:
+        by_ip, by_name = "wh_00000000000000a1", "wh_00000000000000a2"
+        await store.add_subscription(subscription(by_ip, rx.url("ip")))
+        await store.add_subscription(
+            subscription(by_name, rx.url("name").replace("127.0.0.1", "localhost"))
+        )
+        await store.log_notices([notice("acme", "parcel.status", "p-1", 0)], now=time.time())
+        task = await run_worker(WebhookWorker(store, settings))
+        try:
+
+            async def both_dead() -> bool:
+                dead = [await store.deliveries("acme", sid, "dead") for sid in (by_ip, by_name)]
+                return all(len(d) == 1 for d in dead)
+
+            deadline = time.monotonic() + 10
+            while not await both_dead():
+                assert time.monotonic() < deadline, "both deliveries dead"
+                await asyncio.sleep(0.05)
+            assert rx.hits == []  # nothing ever reached the receiver
+            (ip,) = await store.deliveries("acme", by_ip, "dead")
+            (name,) = await store.deliveries("acme", by_name, "dead")
+            assert "not a public address" in ip["last_error"]
+            assert "no public address" in name["last_error"]
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

@@ -196,6 +196,9 @@ class WebhooksConfig(_Section):
     per_subscription: int = Field(default=32, ge=1, le=1000)
     retention: Duration = Field(default=2 * 86400.0, gt=0)
     views_retention: Duration = Field(default=90 * 86400.0, gt=0)
+    allow_private: bool = False
+    """Receivers on loopback or private addresses allowed (a lab, a dispatch system inside the
+    operator's network); off, the hub refuses them at subscription and at every connection."""
 
     def settings(self) -> PushSettings:
         """The worker's settings."""
@@ -209,6 +212,7 @@ class WebhooksConfig(_Section):
             per_subscription=self.per_subscription,
             retention=self.retention,
             views_retention=self.views_retention,
+            allow_private=self.allow_private,
         )
 
 

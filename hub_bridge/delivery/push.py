@@ -41,10 +41,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import hmac
+import ipaddress
 import logging
 import random
+import socket
 import ssl
 import time
 from collections import Counter
@@ -53,6 +56,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import aiohttp
+import aiohttp.abc
 from yarl import URL
 
 from edge_agent.platform.health import HealthRegistry
@@ -146,6 +150,49 @@ class PushSettings:
     views_retention: float = 90 * 86400.0
     """A parcel's or route's answer, and a resolved exception, are kept this long after their
     last change (then the API answers 404)."""
+    allow_private: bool = True
+    """Whether receivers may be on loopback, private, link-local or other non-public addresses.
+    The hub's configuration says no by default (``delivery.webhooks.allow_private``): a tenant
+    must not make the hub reach into its own network. Checked when the connection is made
+    (``PublicResolver``), so a name that later resolves inward is refused too."""
+
+
+def is_public_address(address: str) -> bool:
+    """Whether ``address`` (an IP literal) is a public unicast address: not loopback, private,
+    link-local, multicast, reserved or unspecified (an IPv4-mapped IPv6 address as its IPv4)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+class PublicResolver(aiohttp.abc.AbstractResolver):
+    """aiohttp's threaded resolver keeping only public addresses: a receiver whose name
+    resolves only inward cannot be connected to (``OSError`` naming the host)."""
+
+    def __init__(self) -> None:
+        self._inner = aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp.abc.ResolveResult]:
+        """The public addresses of ``host``."""
+        resolved = await self._inner.resolve(host, port, family)
+        found = [r for r in resolved if is_public_address(r["host"])]
+        if not found:
+            # with an errno, so that aiohttp's connector error shows the reason (its strerror)
+            raise OSError(
+                errno.EADDRNOTAVAIL,
+                f"{host}: no public address (delivery.webhooks.allow_private is off)",
+            )
+        return found
+
+    async def close(self) -> None:
+        """Close the inner resolver."""
+        await self._inner.close()
 
 
 def open_session(
@@ -166,6 +213,7 @@ def open_session(
         # would let a slow one hold up the others (test_a_slow_receiver_...)
         limit_per_host=0,
         ssl=tls if tls is not None else True,
+        resolver=None if settings.allow_private else PublicResolver(),
     )
     return aiohttp.ClientSession(
         connector=connector,
@@ -176,6 +224,14 @@ def open_session(
         headers={"User-Agent": user_agent} if user_agent else None,
         trust_env=False,
     )
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
 
 
 @lru_cache(maxsize=1024)
@@ -412,6 +468,10 @@ class WebhookWorker:
         status: int | None = None
         error: str | None = None
         try:
+            host = _url(d.url).host or ""
+            if not self.settings.allow_private and _is_ip(host) and not is_public_address(host):
+                # an address literal is not resolved, so the resolver above never sees it
+                raise OSError(f"{host}: not a public address (delivery.webhooks.allow_private)")
             status = await post(http, d.url, headers, body)  # the session's timeout bounds it
             if not 200 <= status < 300:
                 error = f"HTTP {status}"

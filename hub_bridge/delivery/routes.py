@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import ipaddress
 import re
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -36,6 +38,7 @@ from aiohttp import web
 
 from edge_agent.wire import jsonbounds
 from edge_agent.wire.envelope import IDENT_RE
+from hub_bridge.delivery.push import is_public_address
 from hub_bridge.delivery.sse import StreamHub
 from hub_bridge.delivery.store import (
     KINDS,
@@ -636,6 +639,29 @@ def check_url(url: Any) -> str:
     return url
 
 
+async def check_public(url: str) -> None:
+    """Refuse (400) a receiver that is not on a public address: its address literal, or every
+    address its name resolves to now (each connection is checked again when it is made)."""
+    host = (urlsplit(url).hostname or "").strip("[]")
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+        addresses = [host]
+    except ValueError:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, None, type=socket.SOCK_STREAM
+            )
+        except OSError as exc:
+            raise _BadRequest(400, f"url: {host!r} cannot be resolved ({exc})") from None
+        addresses = [str(info[4][0]) for info in infos]
+    if not any(is_public_address(a) for a in addresses):
+        raise _BadRequest(
+            400,
+            f"url: {host!r} is not on a public address (a receiver inside the hub's network needs"
+            " delivery.webhooks.allow_private)",
+        )
+
+
 async def _body(request: web.Request, required: bool) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > BODY_MAX:
         raise _BadRequest(413, f"the body is more than {BODY_MAX} bytes")
@@ -686,6 +712,7 @@ def add_delivery_routes(
     stream: StreamHub | None = None,
     check_scope: CheckScope | None = None,
     clock: Callable[[], float] = time.time,
+    allow_private: bool = True,
 ) -> None:
     """Add the delivery operations to ``app`` and their description to ``doc`` (an OpenAPI
     3.1 document with ``paths`` and ``components.schemas``; None leaves it alone).
@@ -753,6 +780,8 @@ def add_delivery_routes(
         if unknown:
             raise _BadRequest(400, f"{_shown(sorted(unknown)[0])}: unknown field")
         url = check_url(body.get("url"))
+        if not allow_private:
+            await check_public(url)
         kinds = _list_of(body.get("kinds"), "kinds", lambda k: k in KINDS, "a notice kind")
         types = _list_of(body.get("types"), "types", lambda t: bool(_TYPE.fullmatch(t)), "a type")
         secret = body.get("secret")
