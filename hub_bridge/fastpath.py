@@ -25,7 +25,7 @@ from functools import lru_cache
 from typing import Any
 
 from edge_agent.wire.envelope import CLOCKS, SEQ_MAX, TS_RE
-from edge_agent.wire.jsonbounds import INT_MAX, INT_MIN
+from edge_agent.wire.plain import plain_data, plain_ref
 
 __all__ = ["canonical_head", "plainly_valid", "split_batch"]
 
@@ -74,11 +74,6 @@ _ID = re.compile(r"[\x21-\x7e]{1,128}")
 _TS = re.compile(TS_RE)
 _PLAIN_ID = re.compile(r"[!#-\[\]-~]{1,128}")  # as it is in JSON: no quote, no backslash
 _ENVELOPE_KEYS = frozenset(("id", "seq", "fleet", "device", "type", "ts", "clock", "data", "ref"))
-_REF_KEYS = frozenset(("parcel", "shipment", "stop", "route", "vehicle", "dock"))
-_FIX_KEYS = frozenset(
-    ("lat", "lon", "alt_m", "speed_mps", "track_deg", "mode", "quality", "hdop", "pdop", "sats")
-)
-_SCAN_KEYS = frozenset(("text", "symbology", "source", "gs1"))
 _CLOCKS = frozenset(CLOCKS)
 
 
@@ -88,81 +83,6 @@ def _real_day(day: str) -> bool:
         date.fromisoformat(day)
     except ValueError:
         return False
-    return True
-
-
-def _number(v: Any, lo: float, hi: float) -> bool:
-    """A finite float or a 64-bit int within [lo, hi] (a strict float field takes both)."""
-    t = type(v)
-    if t is float or t is int:
-        x: float = v
-        return lo <= x <= hi  # False for NaN; infinities are outside every range used here
-    return False
-
-
-_ANY = float(INT_MAX)
-
-
-def _opt_number(v: Any, lo: float, hi: float = _ANY) -> bool:
-    if v is None:
-        return True
-    t = type(v)
-    if t is float:
-        x: float = v
-        return lo <= x <= hi and x - x == 0.0  # finite
-    if t is int:
-        n: int = v
-        return max(lo, INT_MIN) <= n <= min(hi, INT_MAX)
-    return False
-
-
-def _opt_count(v: Any) -> bool:
-    return v is None or (type(v) is int and 0 <= v <= INT_MAX)
-
-
-def _text(v: Any, most: int) -> bool:
-    # ASCII only here: a non-ASCII string may hold a lone surrogate, the general path looks
-    return type(v) is str and 0 < len(v) <= most and v.isascii()
-
-
-def _fix(data: dict[str, Any]) -> bool:
-    if not data.keys() <= _FIX_KEYS:
-        return False
-    g = data.get
-    return (
-        _number(g("lat"), -90.0, 90.0)
-        and _number(g("lon"), -180.0, 180.0)
-        and type(g("mode")) is int
-        and g("mode") in (2, 3)
-        and _opt_number(g("alt_m"), -_ANY)
-        and _opt_number(g("speed_mps"), 0.0)
-        and _opt_number(g("track_deg"), 0.0, 360.0)
-        and _opt_count(g("quality"))
-        and _opt_number(g("hdop"), 0.0)
-        and _opt_number(g("pdop"), 0.0)
-        and _opt_count(g("sats"))
-    )
-
-
-def _scan_data(data: dict[str, Any]) -> bool:
-    return (
-        data.keys() <= _SCAN_KEYS
-        and _text(data.get("text"), 8192)
-        and _text(data.get("symbology"), 64)
-        and _text(data.get("source"), 128)
-        and data.get("gs1") is None
-    )
-
-
-def _ref(ref: Any) -> bool:
-    if type(ref) is not dict or not ref or not ref.keys() <= _REF_KEYS:
-        return False
-    for key, value in ref.items():
-        if type(value) is list and key == "parcel":
-            if not value or not all(_text(v, 256) for v in value):
-                return False
-        elif not _text(value, 256):
-            return False
     return True
 
 
@@ -185,15 +105,11 @@ def plainly_valid(env: Any, fleet: str, device: str) -> bool:
         and _TS.fullmatch(ts)
         and _real_day(ts[:10])
         and type(data) is dict
-        and ("ref" not in env or _ref(env["ref"]))
+        and ("ref" not in env or plain_ref(env["ref"]))
     ):
         return False
-    type_ = env.get("type")
-    if type_ == "gnss.fix":
-        return _fix(data)
-    if type_ == "scan":
-        return _scan_data(data)
-    return False
+    # the data's plain tests are the agent's own (edge_agent.wire.plain): one source of truth
+    return plain_data(str(env.get("type")), data)
 
 
 def canonical_head(env: dict[str, Any]) -> str:
