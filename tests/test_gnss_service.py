@@ -40,6 +40,22 @@ ROUTE = [Waypoint(52.3731, 4.8922), Waypoint(52.3600, 4.8852), Waypoint(52.3500,
 DEADLINE = 15.0
 
 
+class RecordingHealth(HealthRegistry):
+    """A registry that keeps every state a component went through.
+
+    A reconnect can be faster than any poll, so a test asks what was seen, not what is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, str]] = []
+
+    def set_state(self, component: str, state: str, **detail: Any) -> bool:
+        changed = super().set_state(component, state, **detail)
+        if changed:
+            self.seen.append((component, state))
+        return changed
+
+
 async def until(condition: Callable[[], bool], what: str) -> None:
     """Wait for a condition with a deadline (the service runs on real time here)."""
     loop = asyncio.get_running_loop()
@@ -152,7 +168,7 @@ async def test_socket_source_reconnects(outbox: Outbox) -> None:
     await tcp.start()
     sim = GnssSimulator(Driver(ROUTE), rate_hz=10.0, start=datetime.now(UTC), seed=4)
     sim_task = asyncio.create_task(run_simulation(sim, tcp))
-    health = HealthRegistry()
+    health = RecordingHealth()
     clock = Clock("system")
     svc = GnssService(
         config(f"socket://127.0.0.1:{tcp.port}"), OutboxSink(outbox, clock), health, clock
@@ -161,10 +177,14 @@ async def test_socket_source_reconnects(outbox: Outbox) -> None:
         async with Running(svc):
             with svc.subscribe() as sub:
                 await next_fixes(sub, 5)
+                before = len(health.seen)
                 tcp.disconnect_clients()
-                await until(lambda: health.state("gnss") == "disconnected", "disconnect seen")
+                await until(
+                    lambda: ("gnss", "disconnected") in health.seen[before:], "disconnect seen"
+                )
                 await until(lambda: tcp.clients == 1, "reconnected")
                 await next_fixes(sub, 5)
+                assert health.seen[-1] != ("gnss", "disconnected")
     finally:
         sim_task.cancel()
         await tcp.close()

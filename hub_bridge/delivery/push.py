@@ -86,6 +86,7 @@ BODY_MAX = 64 * 1024
 """Most bytes of an answer's body read (to keep its connection); past that it is closed."""
 _ERROR_CHARS = 300
 _RECORD_EVERY = 0.005  # seconds between commits of answers
+_FLUSH_ON_STOP_S = 2.0  # at most this long recording the last answers when the worker stops
 _SUBSCRIPTIONS_EVERY = 1.0  # seconds a read of the subscriptions is used (a new one waits that)
 
 
@@ -334,11 +335,26 @@ class WebhookWorker:
         """Deliver until cancelled; requests in flight are cancelled with it (and retried by
         the next run: they were not recorded as delivered)."""
         # the tasks end (cancelled with the run) before the session closes
-        async with (
-            open_session(self.settings, self._tls, self._user_agent) as http,
-            asyncio.TaskGroup() as tg,
-        ):
-            await self._serve(http, tg)
+        try:
+            async with (
+                open_session(self.settings, self._tls, self._user_agent) as http,
+                asyncio.TaskGroup() as tg,
+            ):
+                await self._serve(http, tg)
+        finally:
+            await self._flush_on_stop()
+
+    async def _flush_on_stop(self) -> None:
+        # Answers already received are recorded before the worker goes (bounded in time):
+        # otherwise the next leader sends them again. A receiver sees a duplicate only for a
+        # request cut off in flight, which de-duplicating by the delivery id absorbs.
+        if not self._done:
+            return
+        try:
+            async with asyncio.timeout(_FLUSH_ON_STOP_S):
+                await self._flush()
+        except (TimeoutError, StoreUnavailable) as exc:
+            log.warning("webhooks: %d answers not recorded at stop: %s", len(self._done), exc)
 
     async def _serve(self, http: aiohttp.ClientSession, tg: asyncio.TaskGroup) -> None:
         s = self.settings
