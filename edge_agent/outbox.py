@@ -49,9 +49,11 @@ import logging
 import os
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -110,6 +112,9 @@ MAX_EVENT_BYTES = batch_body_limit()
 
 SEQ_FLOOR_BLOCK = 100_000
 """Seqs reserved ahead in the floor file: one small fsynced write per this many events."""
+
+TAIL_BYTES = 1024 * 1024
+"""Bodies of the newest committed events kept in memory for the uplink (``read_after``)."""
 
 DISK_RESERVE_BYTES = 4 * 1024 * 1024
 """Default size of the spare file released when the disk fills (room to apply acks)."""
@@ -325,6 +330,10 @@ class Outbox:
         self.reserve_path = Path(f"{path}.reserve")
         self._disk_full = False
         self._notices: list[int] = []  # unacked life-cycle seqs, ascending: sent ahead of the rest
+        # the newest committed (seq, body), consecutive seqs, at most TAIL_BYTES: what the uplink
+        # reads next is nearly always here, so a trickle of events costs no read of the file
+        self._tail: deque[tuple[int, bytes]] = deque()
+        self._tail_bytes = 0
         self._seq_floor = 0
         self.sync_check_bytes = SYNC_CHECK_BYTES
         self._checked = False
@@ -647,6 +656,7 @@ class Outbox:
             (next_seq, acked),
         )
         self._next_seq, self._acked = next_seq, acked
+        self._drop_tail()
 
     async def _load_counters(self) -> bool:
         """Load the counters; True when the file has never assigned a seq (a new file).
@@ -678,6 +688,7 @@ class Outbox:
                 with contextlib.suppress(Exception):
                     await con.close()
         self._reader = self._db = None
+        self._drop_tail()
 
     async def close(self) -> None:
         """Commit what is queued, apply the last ack, stop the writer and close the file."""
@@ -731,7 +742,10 @@ class Outbox:
         future: asyncio.Future[list[Accepted]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Submission(drafts, future))
         self._wakeup.set()
-        return await asyncio.shield(future)
+        # no shield: a caller cancelled meanwhile cancels only its own answer (the writer skips
+        # answers that are done); what was queued is committed all the same. A shield would
+        # cost two more turns of the event loop per event, most of the CPU of a trickle.
+        return await future
 
     async def _write_loop(self) -> None:
         while True:
@@ -856,13 +870,23 @@ class Outbox:
         so the outcome is awaited and taken in (``then``) first and the cancel raised after:
         the counters in memory never disagree with the file.
         """
-        task = asyncio.ensure_future(on_connection_thread(self._require_db(), fn, *args))
+        db = self._require_db()
+        outcome: list[T] = []  # set on the thread, read here even when the await was cancelled
+
+        def work(con: sqlite3.Connection, *a: Any) -> T:
+            result = fn(con, *a)
+            outcome.append(result)
+            return result
+
+        # awaited directly, not as a shielded task: each layer of task and shield costs turns
+        # of the event loop, and on a trickle of events those turns are most of the CPU
         try:
-            result = await asyncio.shield(task)
+            result = await on_connection_thread(db, work, *args)
         except asyncio.CancelledError:
-            await _settled(task)
-            if not task.cancelled() and task.exception() is None:
-                then(task.result())
+            # the thread runs the work to its end: a no-op queued behind it marks that end
+            await _settled(asyncio.ensure_future(on_connection_thread(db, _nothing)))
+            if outcome:
+                then(outcome[0])
             raise
         then(result)
         return result
@@ -960,6 +984,7 @@ class Outbox:
         self._evicted += len(plan.evicted)
         self._refused += plan.refused
         self._notices.extend(r[0] for r in plan.rows if r[3] == PRIO_LIFECYCLE)
+        self._extend_tail(plan)
         if self._full != full_now:
             self._full = full_now
             if full_now:
@@ -1108,6 +1133,41 @@ class Outbox:
 
     # -- the uplink's side -------------------------------------------------------------------
 
+    def _drop_tail(self) -> None:
+        self._tail.clear()
+        self._tail_bytes = 0
+
+    def _extend_tail(self, plan: _GroupPlan) -> None:
+        """Keep the bodies a commit added; the tail stays consecutive seqs of committed events."""
+        tail = self._tail
+        if plan.evicted or (tail and plan.rows and tail[-1][0] + 1 != plan.rows[0][0]):
+            self._drop_tail()  # thinned rows may be in it; or a gap: start again from here
+        for row in plan.rows:
+            tail.append((row[0], row[5]))
+            self._tail_bytes += len(row[5])
+        while self._tail_bytes > TAIL_BYTES and len(tail) > 1:
+            self._tail_bytes -= len(tail.popleft()[1])
+
+    def _trim_tail(self, watermark: int) -> None:
+        tail = self._tail
+        while tail and tail[0][0] <= watermark:
+            self._tail_bytes -= len(tail.popleft()[1])
+
+    def _read_tail(self, seq: int, max_bytes: int, max_events: int) -> list[tuple[int, bytes]]:
+        """``read_after`` from memory; ``[]`` when the tail does not hold ``seq + 1`` (the
+        caller then reads the file)."""
+        tail = self._tail
+        if not tail or not tail[0][0] <= seq + 1 <= tail[-1][0]:
+            return []
+        out: list[tuple[int, bytes]] = []
+        size = 0
+        for row in islice(tail, seq + 1 - tail[0][0], None):
+            size += len(row[1]) + 1
+            if out and (size > max_bytes or len(out) >= max_events):
+                break
+            out.append(row)
+        return out
+
     async def read_after(
         self, seq: int, *, max_bytes: int, max_events: int = 10_000
     ) -> list[tuple[int, bytes]]:
@@ -1119,6 +1179,9 @@ class Outbox:
         reader = self._reader
         if reader is None:
             raise OutboxClosed("outbox is not open", str(self.path))
+        cached = self._read_tail(seq, max_bytes, max_events)
+        if cached:
+            return cached
         # read about twice the rows the byte budget holds at the average size, not 10,000 rows
         # of which a tenth are sent (a backlog drain read each batch ten times over)
         average = max(1, self._bytes // self._depth) if self._depth > 0 else 64
@@ -1220,6 +1283,7 @@ class Outbox:
                     await db.execute("ROLLBACK")
                 raise
             self._next_seq = nxt
+            self._drop_tail()  # every unacked event has another seq now
             self._bytes = new_bytes
             self._notices = [r[0] for r in renumbered if r[3] == PRIO_LIFECYCLE]
             notices = self._eviction_drafts([(acked + 1, above)], "corrupt")
@@ -1305,6 +1369,7 @@ class Outbox:
             self._bytes -= deleted[1]
             if self._notices and self._notices[0] <= watermark:
                 self._notices = [n for n in self._notices if n > watermark]
+            self._trim_tail(watermark)
 
         count, _ = await self._in_thread(self._ack_in_thread, watermark, cutoff, then=taken)
         return count
@@ -1393,6 +1458,10 @@ class Outbox:
             refused=self._refused,
             corrupt_files=list(self.corrupt_files),
         )
+
+
+def _nothing(_con: sqlite3.Connection) -> None:
+    """A no-op for the SQLite thread: once it ran, everything queued before it has ended."""
 
 
 async def _settled(task: asyncio.Future[Any]) -> None:

@@ -108,3 +108,73 @@ async def test_a_cancel_during_the_commit_still_answers_and_counts_it(
         assert again.last_seq == 3 and (await again.stats()).depth == 3
     finally:
         await again.close()
+
+
+async def test_a_caller_cancelled_while_its_events_commit_leaves_them_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ob = await Outbox.open(tmp_path / "outbox.db", "acme", "van-1")
+    entered, release = threading.Event(), threading.Event()
+    commit = Outbox._commit_in_thread
+
+    def slow(self: Outbox, con: sqlite3.Connection, group: Any, plan: Any) -> bool:
+        entered.set()
+        release.wait(WAIT_S)
+        return commit(self, con, group, plan)
+
+    monkeypatch.setattr(Outbox, "_commit_in_thread", slow)
+    try:
+        caller = asyncio.create_task(ob.append([scan(1)]))  # a client that hangs up
+        assert await asyncio.to_thread(entered.wait, WAIT_S)
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        release.set()
+        # the writer goes on: the cancelled caller's event is committed (it was accepted into
+        # the group), and the next caller is answered after it
+        accepted = await asyncio.wait_for(ob.append([scan(2)]), WAIT_S)
+        assert [a.seq for a in accepted] == [2]
+        assert ob.last_seq == 2 and (await ob.stats()).depth == 2
+    finally:
+        release.set()
+        await ob.close()
+
+
+async def from_file(ob: Outbox, seq: int, max_bytes: int) -> list[tuple[int, bytes]]:
+    """``read_after`` as the file answers it (the in-memory tail set aside for one call)."""
+    tail = ob._tail.copy()
+    ob._tail.clear()
+    try:
+        return await ob.read_after(seq, max_bytes=max_bytes)
+    finally:
+        ob._tail.extend(tail)
+
+
+async def test_reads_from_the_tail_in_memory_are_what_the_file_holds(tmp_path: Path) -> None:
+    ob = await Outbox.open(tmp_path / "outbox.db", "acme", "van-1", max_bytes=64 * 1024)
+    try:
+        for i in range(40):  # commits of 1 to 5 events, bodies of different sizes
+            await ob.append([scan(i * 10 + k) for k in range(1 + i % 5)])
+        assert ob._tail and ob._tail[-1][0] == ob.last_seq
+        for seq in (0, 1, 7, ob.last_seq - 3, ob.last_seq - 1):
+            for budget in (1, 300, 1000, 10**6):
+                got = await ob.read_after(seq, max_bytes=budget)
+                assert got == await from_file(ob, seq, budget), (seq, budget)
+                assert got and got[0][0] == seq + 1
+        assert await ob.read_after(ob.last_seq, max_bytes=10**6) == []
+        await ob.apply_ack(20)
+        assert ob._tail[0][0] == 21
+        assert await ob.read_after(20, max_bytes=10**6) == await from_file(ob, 20, 10**6)
+        # thinning deletes rows the tail held: it is dropped and refilled from the next commit
+        fixes = [Draft("gnss.fix", {"lat": 1.0, "lon": 2.0, "mode": 3}, TS, "gnss")] * 50
+        for _ in range(60):
+            await ob.append(fixes)
+        assert (await ob.stats()).evicted > 0
+        first = ob._tail[0][0]
+        assert await ob.read_after(first - 1, max_bytes=10**6) == await from_file(
+            ob, first - 1, 10**6
+        )
+        held = {s for s, _ in await from_file(ob, 20, 10**9)}
+        assert all(s in held for s, _ in ob._tail)  # nothing thinned is served from memory
+    finally:
+        await ob.close()

@@ -63,25 +63,40 @@ class Client(aiomqtt.Client):
                     return await asyncio.shield(own)  # a cancelled wait leaves aiomqtt's future
             except TimeoutError:
                 raise aiomqtt.MqttError("Operation timed out") from None
-        op = asyncio.ensure_future(fut)
+        # The broker's answer is awaited in this task, not in a task of its own raced against
+        # the connection's end with asyncio.wait: that cost three turns of the event loop per
+        # publish, most of an agent's CPU on a trickle of events. The connection's end cancels
+        # this task instead (the way asyncio.timeout ends a wait), told apart from any other
+        # cancel by its flag.
+        task = asyncio.current_task()
+        assert task is not None
+        ended = False
+
+        def on_lost(_lost: asyncio.Future[Any]) -> None:
+            nonlocal ended
+            ended = True
+            task.cancel()
+
+        if not lost.done():
+            lost.add_done_callback(on_lost)
         try:
             async with asyncio.timeout(deadline):
-                await asyncio.wait(
-                    (op,) if lost.done() else (op, lost), return_when=asyncio.FIRST_COMPLETED
-                )
+                return await fut
         except TimeoutError:
-            op.cancel()
             raise aiomqtt.MqttError("Operation timed out") from None
         except asyncio.CancelledError:
-            op.cancel()
-            raise
-        if op.done():
-            return op.result()
-        op.cancel()
-        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-            await op
-        cause = lost.exception()
-        raise aiomqtt.MqttError("Disconnected while waiting for the broker") from cause
+            if not ended or task.uncancel() > 0:
+                raise  # a cancel of the caller's own (too): it goes on
+            cause = lost.exception() if not lost.cancelled() else None
+            raise aiomqtt.MqttError("Disconnected while waiting for the broker") from cause
+        finally:
+            lost.remove_done_callback(on_lost)
+
+    @property
+    def messages(self) -> aiomqtt.client.MessagesIterator:
+        """The incoming messages, as aiomqtt's iterator gives them, without its task per
+        message (the wait is ``_wait_for``'s: ``MqttError`` once the connection ends)."""
+        return _Messages(self)
 
     async def __aenter__(self) -> Client:
         # aiomqtt replaces a _disconnected future that is already done when the CONNACK comes:
@@ -113,6 +128,27 @@ class Client(aiomqtt.Client):
             lost = self._disconnected
             if lost.done() and not lost.cancelled():
                 lost.exception()  # marks it retrieved; the caller has its own MqttError
+
+
+class _Messages(aiomqtt.client.MessagesIterator):
+    """aiomqtt's message iterator, each message awaited in the caller's task.
+
+    aiomqtt races a new task per message against the connection's end (``asyncio.wait``):
+    three turns of the event loop for each ack an agent gets. Messages already queued come
+    first, as there; then a lost connection raises ``MqttError``."""
+
+    _client: Client
+
+    async def __anext__(self) -> aiomqtt.Message:
+        client = self._client
+        queue = client._queue  # aiomqtt's own queue, the one its iterator reads
+        if not queue.empty():
+            return queue.get_nowait()
+        lost = client._disconnected
+        if lost.done():
+            cause = None if lost.cancelled() else lost.exception()
+            raise aiomqtt.MqttError("Disconnected during message iteration") from cause
+        return await client._wait_for(queue.get(), math.inf)
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:

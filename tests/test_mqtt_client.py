@@ -1,0 +1,124 @@
+"""The MQTT client's waits (edge_agent/platform/mqtt.py) against a real mosquitto: a publish
+waiting for its PUBACK and the message iterator end with ``MqttError`` as soon as the connection
+is lost, a caller's own cancel stays a cancel, and a frozen broker ends in the client's timeout.
+
+The waits run in the caller's task (no task per publish or per message): these tests hold the
+behaviour that aiomqtt's task-based waits had, and that our fix of them added."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import aiomqtt
+import pytest
+
+from edge_agent.platform.mqtt import make_client
+from edge_agent.platform.settings import BrokerConfig
+from simulators.broker import Mosquitto
+
+
+@pytest.fixture
+def frozen(broker: Mosquitto) -> Iterator[Mosquitto]:
+    """The broker, to be frozen by the test (SIGSTOP); thawed again at the end."""
+    yield broker
+    if broker.proc is not None and broker.proc.poll() is None:
+        broker.proc.send_signal(signal.SIGCONT)
+
+
+@pytest.fixture
+async def client(broker: Mosquitto) -> AsyncIterator[aiomqtt.Client]:
+    c = make_client(BrokerConfig(url=broker.url, keepalive=60.0), "t-client", persistent=False)
+    async with c:
+        yield c
+
+
+def freeze(broker: Mosquitto) -> None:
+    assert broker.proc is not None
+    broker.proc.send_signal(signal.SIGSTOP)
+
+
+async def test_a_publish_waiting_for_its_puback_fails_at_once_when_the_connection_drops(
+    frozen: Mosquitto, client: aiomqtt.Client
+) -> None:
+    freeze(frozen)  # the PUBACK never comes
+    publish = asyncio.create_task(client.publish("t/x", b"1", qos=1))
+    await asyncio.sleep(0.3)
+    assert not publish.done()
+    started = time.monotonic()
+    frozen.kill()  # the connection ends (the kernel closes the socket)
+    with pytest.raises(aiomqtt.MqttError, match="Disconnected while waiting"):
+        await asyncio.wait_for(publish, 5)
+    assert time.monotonic() - started < 3  # not the client's 10 s timeout
+
+
+async def test_a_cancel_of_the_caller_stays_a_cancel_and_the_client_goes_on(
+    frozen: Mosquitto, client: aiomqtt.Client
+) -> None:
+    freeze(frozen)
+    publish = asyncio.create_task(client.publish("t/x", b"1", qos=1))
+    await asyncio.sleep(0.2)
+    publish.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await publish
+    assert frozen.proc is not None
+    frozen.proc.send_signal(signal.SIGCONT)
+    await asyncio.wait_for(client.publish("t/x", b"2", qos=1), 5)  # the client still works
+    current = asyncio.current_task()
+    assert current is not None and current.cancelling() == 0  # no stray cancel left behind
+
+
+async def test_a_frozen_broker_ends_in_the_clients_timeout(
+    frozen: Mosquitto, client: aiomqtt.Client
+) -> None:
+    client.timeout = 0.5
+    freeze(frozen)
+    started = time.monotonic()
+    with pytest.raises(aiomqtt.MqttError, match="timed out"):
+        await client.publish("t/x", b"1", qos=1)
+    assert 0.4 < time.monotonic() - started < 3
+
+
+async def test_messages_queued_before_the_loss_come_first_then_the_error(
+    broker: Mosquitto, client: aiomqtt.Client
+) -> None:
+    await client.subscribe("t/#", qos=1)
+    for n in range(3):
+        await client.publish(f"t/{n}", str(n).encode(), qos=1)
+    messages = aiter(client.messages)
+    first = await asyncio.wait_for(anext(messages), 5)
+    assert first.payload == b"0"
+    await asyncio.sleep(0.2)  # the other two are in the client's queue
+    broker.kill()
+    await asyncio.sleep(0.3)
+    got = [(await anext(messages)).payload for _ in range(2)]
+    assert got == [b"1", b"2"]
+    with pytest.raises(aiomqtt.MqttError, match="Disconnected"):
+        await asyncio.wait_for(anext(messages), 5)
+
+
+async def test_the_iterator_waiting_for_a_message_ends_when_the_connection_drops(
+    broker: Mosquitto, client: aiomqtt.Client
+) -> None:
+    await client.subscribe("t/#", qos=1)
+    waiting = asyncio.create_task(anext(aiter(client.messages)))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    started = time.monotonic()
+    broker.kill()
+    with pytest.raises(aiomqtt.MqttError, match="Disconnected"):
+        await asyncio.wait_for(waiting, 5)
+    assert time.monotonic() - started < 3
+
+
+async def test_a_message_is_delivered_to_the_waiting_iterator(
+    broker: Mosquitto, client: aiomqtt.Client
+) -> None:
+    await client.subscribe("t/#", qos=1)
+    waiting = asyncio.create_task(anext(aiter(client.messages)))
+    await asyncio.sleep(0.1)
+    await client.publish("t/y", b"hello", qos=1)
+    message = await asyncio.wait_for(waiting, 5)
+    assert message.payload == b"hello" and str(message.topic) == "t/y"
