@@ -140,10 +140,16 @@ class HubBridge:
         self._log_budget = _LogBudget()
         self._commands_due = asyncio.Event()
         self._ack_order: AckOrder = LocalAckOrder()
+        self._received: asyncio.Queue[aiomqtt.Message] | None = None
 
     def commands_changed(self) -> None:
         """A command was queued (by the API): publish what is due now."""
         self._commands_due.set()
+
+    @property
+    def backlog(self) -> int:
+        """Messages received and not yet stored: the projector gives way while there are."""
+        return 0 if self._received is None else self._received.qsize()
 
     def _events_filter(self) -> str:
         base = f"{topics.PREFIX}/+/+/events"
@@ -220,6 +226,7 @@ class HubBridge:
         self.subscribed.set()
         # messages that queued up while a batch was being stored are committed together
         queue: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
+        self._received = queue
 
         async def pump() -> None:
             async for message in client.messages:

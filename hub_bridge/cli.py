@@ -95,6 +95,8 @@ async def run_hub(config: HubConfig, stop: asyncio.Event, *, announce: bool = Fa
     if service is not None:
         # each route's ETAs go to its van (cmd/eta): one ETA on the driver app too
         service.send_etas(timeline, bridge.command_limits, bridge.commands_changed)
+        # storing and acknowledging what the vans send comes before projecting it
+        service.yield_to(lambda: bridge.backlog > 0)
     app = build_app(
         timeline,
         health,

@@ -478,3 +478,45 @@ async def test_one_hubs_projector_and_worker_both_lead_when_they_ask_at_once(pg_
     finally:
         await store.close()
         await other.close()
+
+
+async def test_the_projector_gives_way_to_ingest_while_messages_wait(hub: Hub) -> None:
+    van = Device("van-1")
+    for k in range(2000):
+        van.ev("gnss.fix", k / 60, {"lat": 52.0 + k * 1e-5, "lon": 4.0, "mode": 3})
+    await hub.timeline.store(FLEET, "van-1", van.made, [[] for _ in van.made])
+    busy = [True]
+
+    async def share_of_time(rounds: int) -> float:
+        """Run a projector for ``rounds`` rounds of 100 events from the start; the share of the
+        wall time its rounds took."""
+        settings = ProjectorSettings(tick=1e9, checkpoint=1e9, batch=100, busy_share=0.25)
+        p = Projector(hub.timeline, hub.store, settings)
+        p.yield_to(lambda: busy[0])
+        spent = [0.0]
+        done = [0]
+        step = p.step
+
+        async def timed() -> int:
+            began = time.monotonic()
+            try:
+                return await step()
+            finally:
+                spent[0] += time.monotonic() - began
+                done[0] += 1
+
+        p.step = timed  # type: ignore[method-assign]
+        began = time.monotonic()
+        task = asyncio.create_task(p.run())
+        await wait_until(lambda: done[0] >= rounds, 30, f"{rounds} rounds")
+        wall, rounds_spent = time.monotonic() - began, spent[0]  # before a cut round adds
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return rounds_spent / wall
+
+    under_pressure = await share_of_time(6)
+    assert under_pressure <= 0.27  # at most its share (and a little for the clock's grain)
+    busy[0] = False
+    free = await share_of_time(6)
+    assert free > 2 * under_pressure  # nothing waits: its rounds run back to back

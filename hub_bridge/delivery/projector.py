@@ -162,6 +162,9 @@ def default_model(dump: dict[str, Any] | None) -> ModelLike:
     return model
 
 
+_MAX_GIVE_WAY_S = 2.0  # the longest pause for ingest between two rounds of the projector
+
+
 @dataclass(frozen=True, slots=True)
 class ProjectorSettings:
     """How often the projector looks, ticks and checkpoints."""
@@ -178,6 +181,10 @@ class ProjectorSettings:
     leader_poll: float = 5.0
     """Seconds between tries to become the projector, for a hub that is not."""
     name: str = "delivery"
+    busy_share: float = 0.25
+    """While the hub's ingest has messages waiting, the share of the hub's time the projector
+    takes at most: storing and acknowledging what the vans send comes first (their outboxes
+    drain sooner), and the projection catches up once the backlog is gone."""
 
 
 class _Section(BaseModel):
@@ -232,6 +239,8 @@ class DeliveryConfig(_Section):
     poll: Duration = Field(default=0.2, gt=0)
     tick: Duration = Field(default=5.0, gt=0)
     checkpoint: Duration = Field(default=30.0, gt=0)
+    busy_share: float = Field(default=0.25, gt=0, le=1)
+    """While ingest has messages waiting, the projector's share of the hub's time at most."""
     van_eta_interval: Duration = Field(default=DEFAULT_INTERVAL_S, gt=0, le=3600)
     """Least time between two ``cmd/eta`` of a route whose ETAs alone changed (a stop's status
     change goes at once): the van's ``GET /v1/trip`` shows the hub's ETAs."""
@@ -240,7 +249,9 @@ class DeliveryConfig(_Section):
 
     def projector(self) -> ProjectorSettings:
         """The projector's settings."""
-        return ProjectorSettings(poll=self.poll, tick=self.tick, checkpoint=self.checkpoint)
+        return ProjectorSettings(
+            poll=self.poll, tick=self.tick, checkpoint=self.checkpoint, busy_share=self.busy_share
+        )
 
 
 def hub_event_id(notice_id: str, ts: str) -> str:
@@ -338,6 +349,7 @@ class Projector:
         self._commands_changed: Callable[[], None] | None = None
         self._eta_out: dict[tuple[str, str], EtaCommand] = {}
         self._eta_ready = asyncio.Event()
+        self._ingest_busy: Callable[[], bool] = lambda: False
         self._eta_sending = False
 
     def send_etas(
@@ -591,6 +603,10 @@ class Projector:
         self._hub_seq[n.fleet] = seq
         return checked
 
+    def yield_to(self, ingest_busy: Callable[[], bool]) -> None:
+        """Give way to the hub's ingest while ``ingest_busy()`` (see ``busy_share``)."""
+        self._ingest_busy = ingest_busy
+
     async def run(self) -> None:
         """Project until cancelled, while this hub is the leader; on a store failure go back
         to the last checkpoint and try again."""
@@ -603,8 +619,15 @@ class Projector:
                     await asyncio.sleep(s.leader_poll)
                     continue
                 self._wake.clear()
+                began = time.monotonic()
                 took = await self.step()
                 self.health.set_state("projector", "ok")
+                if took and self._ingest_busy():
+                    # ingest first: a round of t seconds is followed by a pause that keeps
+                    # the projector's share of the time at busy_share while messages wait
+                    spent = time.monotonic() - began
+                    share = min(max(s.busy_share, 0.01), 1.0)
+                    await asyncio.sleep(min(spent * (1 - share) / share, _MAX_GIVE_WAY_S))
             except (StoreUnavailable, sqlite3.OperationalError) as exc:
                 self.health.set_state("projector", "store-unavailable", error=str(exc)[:200])
                 self.model = None  # back to the checkpoint: what was applied is applied again
@@ -661,6 +684,10 @@ class DeliveryService:
         """Send each route's ETAs to its van (``Projector.send_etas``), every
         ``van_eta_interval`` at most when only ETAs changed."""
         self.projector.send_etas(queue, limits, commands_changed, self._van_eta_interval)
+
+    def yield_to(self, ingest_busy: Callable[[], bool]) -> None:
+        """The projector gives way to the hub's ingest while ``ingest_busy()``."""
+        self.projector.yield_to(ingest_busy)
 
     def events_stored(self) -> None:
         """Call when the bridge committed events: the projector looks at once."""
