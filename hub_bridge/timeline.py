@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
+import orjson
 
 from edge_agent.platform.sqlite import NewerSchema, configure, migrate, prepare_private
 from edge_agent.wire.envelope import SEQ_MAX, encode_checked
@@ -317,6 +318,17 @@ def _command_row(row: Sequence[Any]) -> dict[str, Any]:
 
 
 _ADVANCE_CHUNK = 10_000
+
+
+def parse_stored(body: str | bytes) -> dict[str, Any]:
+    """A stored envelope's text as a dict. Every stored event is read back by the projector:
+    orjson takes a third of the standard parser's time; anything it refuses (nothing stored
+    by this hub should be) goes to the standard parser."""
+    try:
+        env: dict[str, Any] = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        env = json.loads(body)
+    return env
 
 
 def advance_watermark(wm: int, seqs: Sequence[int], ranges: Sequence[tuple[int, int]]) -> int:
@@ -825,7 +837,7 @@ class Timeline:
             args.append(limit)
         async with self._db.execute(sql, args) as cur:
             async for body, flags in cur:
-                env: dict[str, Any] = json.loads(body)
+                env = parse_stored(body)
                 if flags and with_flags:
                     env["_flags"] = flags.split(",")
                 yield env
@@ -848,7 +860,7 @@ class Timeline:
             rows = list(await cur.fetchall())
         if not rows:
             return [], cursor
-        return [json.loads(body) for _, body in rows], int(rows[-1][0])
+        return [parse_stored(body) for _, body in rows], int(rows[-1][0])
 
     async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         """The most recently seen dead letters first: when (last), topic, reason, size (of the

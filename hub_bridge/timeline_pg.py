@@ -74,6 +74,7 @@ from hub_bridge.timeline import (
     TimelineLimits,
     _certificate_row,
     _command_row,
+    parse_stored,
     reason_kind,
 )
 
@@ -923,7 +924,7 @@ class PgTimeline:
                 )
                 rows = await cur.fetchall()
             for f, d, seq, body, flags in rows:
-                env: dict[str, Any] = json.loads(body)
+                env = parse_stored(body)
                 if flags and with_flags:
                     env["_flags"] = flags.split(",")
                 yield env
@@ -953,7 +954,7 @@ class PgTimeline:
             rows = await cur.fetchall()
         if not rows:
             return [], cursor
-        return [json.loads(body) for _, body in rows], int(rows[-1][0])
+        return [parse_stored(body) for _, body in rows], int(rows[-1][0])
 
     async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         """The most recently seen dead letters first: when (last), topic, reason, size (of the

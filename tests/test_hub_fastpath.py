@@ -24,7 +24,7 @@ from edge_agent.wire.envelope import (
     validate_envelope,
 )
 from edge_agent.wire.topics import TopicName
-from hub_bridge.fastpath import plainly_valid, split_batch
+from hub_bridge.fastpath import _split_by_orjson, _split_by_scan, plainly_valid, split_batch
 from hub_bridge.ingest import check_events
 
 TOPIC = TopicName("acme", "van-1", "events")
@@ -112,6 +112,59 @@ def test_an_agents_batch_takes_the_fast_path_and_is_stored_as_sent() -> None:
 )
 def test_split_batch_leaves_anything_unusual_to_the_general_parser(payload: bytes) -> None:
     assert split_batch(payload) is None
+
+
+@pytest.mark.parametrize(
+    "envelope_text",
+    [
+        b'{"a":1e-05}',  # Python writes 1e-05, orjson 1e-5: only the scan may say
+        b'{"a":1e+16}',
+        b'{"a":1E400}',  # out of range for a float
+        b'{"a":-0.0,"b":0}',
+        b'{"a":"\\u00e9"}',  # an escape orjson would not write
+        b'{"a":"\xc3\xa9"}',  # the same character written as UTF-8
+        b'{"a":"\\ud800"}',  # a lone surrogate
+        b'{"a":18446744073709551616}',  # past 64 bits
+        b'{"a":1,"a":2}',  # a duplicate key
+        b'{"a":[1,2,{"b":null}],"c":true}',
+    ],
+)
+def test_both_ways_of_splitting_give_the_same_texts_and_values(envelope_text: bytes) -> None:
+    payload = b'{"events":[' + envelope_text + b"," + envelope_text + b"]}"
+    scanned = _split_by_scan(payload)
+    by_orjson = _split_by_orjson(payload)
+    if by_orjson is not None:  # when orjson answers, it is exactly what the scan says
+        assert by_orjson == scanned
+    assert split_batch(payload) == scanned
+
+
+@given(
+    st.lists(
+        st.dictionaries(
+            st.text(max_size=5),
+            st.recursive(
+                st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                lambda inner: (
+                    st.lists(inner, max_size=3)
+                    | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+                ),
+                max_leaves=8,
+            ),
+            max_size=5,
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+def test_splitting_random_batches_is_the_scans_answer(envelopes: list[dict[str, Any]]) -> None:
+    texts = [json.dumps(e, separators=(",", ":"), ensure_ascii=False) for e in envelopes]
+    payload = ('{"events":[' + ",".join(texts) + "]}").encode("utf-8", "surrogatepass")
+    scanned = _split_by_scan(payload)
+    by_orjson = _split_by_orjson(payload)
+    if by_orjson is not None:
+        assert by_orjson == scanned
+    assert split_batch(payload) == scanned
 
 
 def test_plainly_valid_is_never_looser_than_the_validator_on_known_edges() -> None:
@@ -218,3 +271,12 @@ def test_the_hubs_own_device_id_is_refused_from_any_device(fast: bool) -> None:
     check = check_events(TopicName("acme", HUB_DEVICE, "events"), batch, time.time(), fast=fast)
     assert check.dead_letter is not None and "reserved" in check.dead_letter
     assert check.events == []
+
+
+def test_a_stored_body_orjson_refuses_is_read_by_the_standard_parser() -> None:
+    from hub_bridge.timeline import parse_stored
+
+    assert parse_stored('{"a":1,"b":[1.5,"x"]}') == {"a": 1, "b": [1.5, "x"]}
+    assert parse_stored(b'{"big":18446744073709551616}') == {"big": 2**64}  # past orjson's ints
+    with pytest.raises(json.JSONDecodeError):
+        parse_stored("{not json")
