@@ -10,7 +10,8 @@
      ack covers them all, next to paho publishing the same events one QoS 1 message each;
 (c)  latency from POST to committed in the timeline (the hub's ack covering the seq) at 1,000
      events/s;
-(d)  agent RSS and CPU, idle and at 10 events/s;
+(d)  agent RSS and CPU, idle and at 10 events/s (and, for context, an aiohttp no-op handler's CPU
+     at the same 10 requests/s);
 (e)  agent start with a large backlog (0, 1M and 10M position events queued): process start to
      the API answering, and RSS.
 
@@ -473,19 +474,9 @@ def bench_d(seconds: float) -> dict[str, Any]:
         c1, rss_idle = proc_usage(pid)
         idle_cpu = (c1 - c0) / seconds
 
-        async def trickle() -> None:
-            async with aiohttp.ClientSession() as http:
-                start = time.monotonic()
-                for i in range(int(seconds * 10)):
-                    delay = start + i / 10 - time.monotonic()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    async with http.post(f"http://127.0.0.1:{agent.port}/v1/events", json=SCAN):
-                        pass
-
         c2, _ = proc_usage(pid)
         t = time.monotonic()
-        asyncio.run(trickle())
+        asyncio.run(trickle(agent.port, seconds))
         elapsed = time.monotonic() - t
         c3, rss_busy = proc_usage(pid)
         busy_cpu = (c3 - c2) / elapsed
@@ -497,9 +488,47 @@ def bench_d(seconds: float) -> dict[str, Any]:
         "idle_cpu_pct": round(idle_cpu * 100, 2),
         "rss_mb_at_10_per_s": round(rss_busy / 2**20, 1),
         "cpu_pct_at_10_per_s": round(busy_cpu * 100, 2),
+        "noop_http_cpu_pct_at_10_per_s": round(noop_cpu_at_10_per_s(seconds) * 100, 2),
         "target_rss_mb": 60,
         "target_cpu_pct": 2,
     }
+
+
+async def trickle(port: int, seconds: float) -> None:
+    """One single-event POST every 100 ms for ``seconds``."""
+    async with aiohttp.ClientSession() as http:
+        start = time.monotonic()
+        for i in range(int(seconds * 10)):
+            delay = start + i / 10 - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            async with http.post(f"http://127.0.0.1:{port}/v1/events", json=SCAN):
+                pass
+
+
+def noop_cpu_at_10_per_s(seconds: float) -> float:
+    """Context for (d): the CPU share of aiohttp answering the same trickle with a no-op
+    handler (the HTTP part alone, a floor the agent cannot go under on this machine)."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", NOOP_SERVER, str(port)])
+    try:
+        import socket
+
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        c0, _ = proc_usage(proc.pid)
+        t = time.monotonic()
+        asyncio.run(trickle(port, seconds))
+        elapsed = time.monotonic() - t
+        c1, _ = proc_usage(proc.pid)
+        return (c1 - c0) / elapsed
+    finally:
+        proc.terminate()
+        proc.wait()
 
 
 def fill_outbox(path: Path, events: int) -> None:
