@@ -122,3 +122,22 @@ async def test_a_message_is_delivered_to_the_waiting_iterator(
     await client.publish("t/y", b"hello", qos=1)
     message = await asyncio.wait_for(waiting, 5)
     assert message.payload == b"hello" and str(message.topic) == "t/y"
+
+
+async def test_an_answer_and_the_connections_end_in_one_step_leave_no_stray_cancel() -> None:
+    # no broker: the client's own futures, resolved in the order a busy loop may run them
+    client = make_client(BrokerConfig(url="mqtt://127.0.0.1:1"), "t-race", persistent=False)
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[str] = loop.create_future()
+
+    async def broker_answer() -> str:
+        return await answer
+
+    lost = client._disconnected
+    loop.call_soon(answer.set_result, "puback")  # the answer first ...
+    loop.call_soon(lost.set_exception, aiomqtt.MqttError("gone"))  # ... the end in the same step
+    assert await client._wait_for(broker_answer(), 5) == "puback"
+    await asyncio.sleep(0.05)  # a cancel left over from the connection's end would land here
+    current = asyncio.current_task()
+    assert current is not None and current.cancelling() == 0
+    assert isinstance(lost.exception(), aiomqtt.MqttError)  # retrieved: no warning at exit

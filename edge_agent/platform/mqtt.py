@@ -71,11 +71,15 @@ class Client(aiomqtt.Client):
         task = asyncio.current_task()
         assert task is not None
         ended = False
+        waiting = True  # False once this wait is over: a late callback must cancel nothing
 
         def on_lost(_lost: asyncio.Future[Any]) -> None:
+            # scheduled when the connection ends; it may run after the wait returned (the
+            # answer and the end in one step), and then it must leave the task alone
             nonlocal ended
-            ended = True
-            task.cancel()
+            if waiting:
+                ended = True
+                task.cancel()
 
         if not lost.done():
             lost.add_done_callback(on_lost)
@@ -90,6 +94,7 @@ class Client(aiomqtt.Client):
             cause = lost.exception() if not lost.cancelled() else None
             raise aiomqtt.MqttError("Disconnected while waiting for the broker") from cause
         finally:
+            waiting = False
             lost.remove_done_callback(on_lost)
 
     @property
