@@ -355,6 +355,7 @@ class Outbox:
         self._ack_seen = 0  # the newest watermark heard, applied to the file within ack_flush_s
         self._ack_flush: asyncio.TimerHandle | None = None
         self._ack_task: asyncio.Task[int] | None = None
+        self._rebase_task: asyncio.Future[int] | None = None
         self.ack_flush_s = 1.0
         self._bytes = 0
         self._depth = 0
@@ -697,6 +698,11 @@ class Outbox:
         if self._ack_task is not None:
             with contextlib.suppress(Exception):
                 await self._ack_task
+        if self._rebase_task is not None:
+            # a renumbering whose caller was cancelled (a lost connection) runs on: the file
+            # closes after it, not under it
+            with contextlib.suppress(Exception):
+                await self._rebase_task
         if self._db is not None and self._ack_seen > self._acked:
             with contextlib.suppress(Exception):
                 await self.apply_ack(self._ack_seen)
@@ -1228,7 +1234,10 @@ class Outbox:
         """Renumber every unacked event to follow ``above`` (see ``_rebase``); shielded: a cancel
         of the caller (a lost connection) must not stop it between its commit and the counters
         that follow it."""
-        return await asyncio.shield(self._rebase(above))
+        task = asyncio.ensure_future(self._rebase(above))
+        self._rebase_task = task
+        task.add_done_callback(_log_rebase_failure)  # its caller may be gone by then
+        return await asyncio.shield(task)
 
     async def _rebase(self, above: int) -> int:
         """Renumber every unacked event to follow ``above``; return the new last seq.
@@ -1458,6 +1467,12 @@ class Outbox:
             refused=self._refused,
             corrupt_files=list(self.corrupt_files),
         )
+
+
+def _log_rebase_failure(task: asyncio.Future[int]) -> None:
+    """Retrieve a renumbering's failure (logged: its caller may have been cancelled)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("outbox: renumbering failed: %r", task.exception())
 
 
 def _nothing(_con: sqlite3.Connection) -> None:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import aiomqtt
 import pytest
@@ -141,3 +143,20 @@ async def test_an_answer_and_the_connections_end_in_one_step_leave_no_stray_canc
     current = asyncio.current_task()
     assert current is not None and current.cancelling() == 0
     assert isinstance(lost.exception(), aiomqtt.MqttError)  # retrieved: no warning at exit
+
+
+async def test_a_socket_closed_before_the_loop_watches_it_is_left_alone() -> None:
+    # aiomqtt asks the loop to watch paho's socket from the connect thread, a step later; a
+    # connection that ended in between leaves a closed fd: nothing may fail in the loop
+    client = make_client(BrokerConfig(url="mqtt://127.0.0.1:1"), "t-guard", persistent=False)
+    a, b = socket.socketpair()
+    fd = a.fileno()
+    a.close()
+    b.close()
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    loop.call_soon_threadsafe(client._loop.add_reader, fd, lambda: None)
+    loop.call_soon_threadsafe(client._loop.add_writer, fd, lambda: None)
+    await asyncio.sleep(0.05)
+    assert errors == []

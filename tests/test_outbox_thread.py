@@ -178,3 +178,21 @@ async def test_reads_from_the_tail_in_memory_are_what_the_file_holds(tmp_path: P
         assert all(s in held for s, _ in ob._tail)  # nothing thinned is served from memory
     finally:
         await ob.close()
+
+
+async def test_close_waits_for_a_renumbering_whose_caller_was_cancelled(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    ob = await Outbox.open(path, "acme", "van-1")
+    await ob.append([scan(1), scan(2)])
+    caller = asyncio.create_task(ob.rebase(100))  # the hub holds seqs up to 100 of another file
+    await asyncio.sleep(0)
+    caller.cancel()  # the connection that brought the ack is lost
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    await ob.close()  # the agent stops: the renumbering ends first, the file closes after it
+    again = await Outbox.open(path, "acme", "van-1")
+    try:
+        assert again.last_seq > 100  # renumbered after the hub's seqs, not cut off half-way
+        assert (await again.stats()).depth >= 2
+    finally:
+        await again.close()

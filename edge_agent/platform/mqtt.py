@@ -21,7 +21,7 @@ import contextlib
 import math
 import socket
 import ssl
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
@@ -44,6 +44,13 @@ class Client(aiomqtt.Client):
     # through _wait_for and records the connection's end in the _disconnected future: the two
     # private names this class relies on (aiomqtt is pinned below 3; tests/test_hub_state.py
     # fails if either changes meaning).
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # aiomqtt registers the socket with the loop from paho's connect thread, by its fd
+        # number, a step later; a connection that ends in between leaves a closed (or reused)
+        # fd to register: see _SocketGuard
+        self._loop = cast("asyncio.AbstractEventLoop", _SocketGuard(self._loop, self._client))
 
     async def _wait_for(
         self,
@@ -133,6 +140,38 @@ class Client(aiomqtt.Client):
             lost = self._disconnected
             if lost.done() and not lost.cancelled():
                 lost.exception()  # marks it retrieved; the caller has its own MqttError
+
+
+class _SocketGuard:
+    """The event loop as aiomqtt uses it, with ``add_reader`` and ``add_writer`` done only for
+    the socket the paho client holds now.
+
+    aiomqtt asks the loop to watch the socket from paho's connect thread, by fd number, and the
+    loop does it a step later. A connection that ends in that step (a broker dying as it
+    accepts) closes the socket first: the loop then fails with EBADF in a callback (an
+    unhandled error in the log), or watches whatever socket took the number since. Everything
+    else goes to the loop unchanged."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, paho_client: Any) -> None:
+        self._loop = loop
+        self._paho = paho_client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loop, name)
+
+    def _holds(self, fd: int) -> bool:
+        sock = self._paho.socket()
+        return sock is not None and sock.fileno() == fd
+
+    def add_reader(self, fd: int, callback: Callable[..., Any], *args: Any) -> None:
+        """Watch ``fd`` for reading if it is still the client's socket."""
+        if self._holds(fd):
+            self._loop.add_reader(fd, callback, *args)
+
+    def add_writer(self, fd: int, callback: Callable[..., Any], *args: Any) -> None:
+        """Watch ``fd`` for writing if it is still the client's socket."""
+        if self._holds(fd):
+            self._loop.add_writer(fd, callback, *args)
 
 
 class _Messages(aiomqtt.client.MessagesIterator):
