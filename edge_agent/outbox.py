@@ -1269,11 +1269,19 @@ class Outbox:
                     renumbered.append((nxt, eid, type_, prio, accepted, encode_envelope(env)))
                     moved.append((nxt, int(seq)))
                     nxt += 1
+                # the vacated seqs are announced in the same transaction: committed apart, a
+                # kill between the two commits left seqs the hub would wait for forever
+                now = self._wall()
+                announced: list[tuple[int, str, str, int, float, bytes]] = []
+                for d in self._eviction_drafts([(acked + 1, above)], "corrupt"):
+                    nid = new_event_id()
+                    announced.append((nxt, nid, d.type, d.priority, now, self._encode(d, nid, nxt)))
+                    nxt += 1
                 await db.execute("DELETE FROM events WHERE seq > ?", (acked,))
                 await db.executemany(
                     "INSERT INTO events (seq, id, type, prio, accepted, body)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
-                    renumbered,
+                    renumbered + announced,
                 )
                 await db.executemany("UPDATE client_ids SET seq = ? WHERE seq = ?", moved)
                 new_bytes = (
@@ -1281,10 +1289,12 @@ class Outbox:
                     + sum(len(r[5]) for r in renumbered if r[3] < PRIO_LIFECYCLE)
                     - sum(len(r[5]) for r in old if r[3] < PRIO_LIFECYCLE)
                 )
+                depth = self._depth + len(announced)
                 await db.execute(
                     "UPDATE meta SET value = CASE key WHEN 'next_seq' THEN ? WHEN 'bytes' THEN ?"
-                    " ELSE value END WHERE key IN ('next_seq', 'bytes')",
-                    (nxt, new_bytes),
+                    " WHEN 'depth' THEN ? ELSE value END"
+                    " WHERE key IN ('next_seq', 'bytes', 'depth')",
+                    (nxt, new_bytes, depth),
                 )
                 await db.execute("COMMIT")
             except BaseException:
@@ -1293,11 +1303,11 @@ class Outbox:
                 raise
             self._next_seq = nxt
             self._drop_tail()  # every unacked event has another seq now
-            self._bytes = new_bytes
-            self._notices = [r[0] for r in renumbered if r[3] == PRIO_LIFECYCLE]
-            notices = self._eviction_drafts([(acked + 1, above)], "corrupt")
-            fut: asyncio.Future[list[Accepted]] = asyncio.get_running_loop().create_future()
-            await self._commit_group([_Submission(notices, fut)])
+            self._bytes = new_bytes  # life-cycle notices are not counted in the cap
+            self._depth = depth
+            self._notices = [r[0] for r in renumbered + announced if r[3] == PRIO_LIFECYCLE]
+            for listener in self.commit_listeners:
+                listener()  # the notice is there to send
         log.error(
             "outbox: the hub holds seqs up to %d that are not this file's: %d unacked events"
             " renumbered after them",

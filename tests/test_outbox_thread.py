@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
 import threading
 from pathlib import Path
@@ -194,5 +195,31 @@ async def test_close_waits_for_a_renumbering_whose_caller_was_cancelled(tmp_path
     try:
         assert again.last_seq > 100  # renumbered after the hub's seqs, not cut off half-way
         assert (await again.stats()).depth >= 2
+    finally:
+        await again.close()
+
+
+async def test_a_renumbering_and_the_notice_of_its_vacated_seqs_are_one_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "outbox.db"
+    ob = await Outbox.open(path, "acme", "van-1")
+    await ob.append([scan(1), scan(2)])
+
+    async def no_second_commit(self: Outbox, group: Any) -> None:
+        raise AssertionError("a second commit: a kill before it would leave seqs unannounced")
+
+    monkeypatch.setattr(Outbox, "_commit_group", no_second_commit)
+    assert await ob.rebase(100) == 103  # two events after 100, then the notice
+    monkeypatch.undo()
+    await ob._disconnect()  # a kill right after: only what was committed stays
+    again = await Outbox.open(path, "acme", "van-1")
+    try:
+        rows = await again.read_after(0, max_bytes=10**6)
+        assert [s for s, _ in rows] == [101, 102, 103]
+        notice = json.loads(rows[-1][1])
+        assert notice["type"] == "outbox.evicted"
+        assert notice["data"]["ranges"] == [[1, 100]] and notice["data"]["reason"] == "corrupt"
+        assert (await again.stats()).depth == 3
     finally:
         await again.close()
