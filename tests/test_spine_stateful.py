@@ -72,7 +72,11 @@ from edge_agent.wire.envelope import SEQ_MAX
 from simulators.broker import Mosquitto
 from tests.spine_rig import Limits, Rig, TimelineRow
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    # an exploration (LM_SPINE_EXAMPLES) runs as long as it was asked to
+    pytest.mark.timeout(0 if os.environ.get("LM_SPINE_EXAMPLES") else 300),
+]
 
 PROGRESS_S = 50.0
 """Bound on reaching the end of the queue once everything is up. The hub's reconnect backoff is
