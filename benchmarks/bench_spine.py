@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -32,7 +34,7 @@ import tempfile
 import time
 import urllib.request
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -156,22 +158,29 @@ async def hammer(url: str, body: Any, seconds: float, clients: int = CLIENTS) ->
     return done
 
 
-def noop_rate(body: Any, seconds: float) -> float:
+@contextlib.contextmanager
+def noop_server() -> Iterator[tuple[int, int]]:
+    """The peers' aiohttp no-op server (``NOOP_SERVER``) on a free port, once it accepts:
+    (port, pid)."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", NOOP_SERVER, str(port)])
     try:
         for _ in range(100):
             try:
-                import socket
-
                 socket.create_connection(("127.0.0.1", port), 0.1).close()
                 break
             except OSError:
                 time.sleep(0.05)
-        return asyncio.run(hammer(f"http://127.0.0.1:{port}/v1/events", body, seconds)) / seconds
+        yield port, proc.pid
     finally:
         proc.terminate()
         proc.wait()
+
+
+def noop_rate(body: Any, seconds: float) -> float:
+    with noop_server() as (port, _pid):
+        url = f"http://127.0.0.1:{port}/v1/events"
+        return asyncio.run(hammer(url, body, seconds)) / seconds
 
 
 def agent_rate(body: Any, seconds: float) -> float:
@@ -509,26 +518,13 @@ async def trickle(port: int, seconds: float) -> None:
 def noop_cpu_at_10_per_s(seconds: float) -> float:
     """Context for (d): the CPU share of aiohttp answering the same trickle with a no-op
     handler (the HTTP part alone, a floor the agent cannot go under on this machine)."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", NOOP_SERVER, str(port)])
-    try:
-        import socket
-
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        c0, _ = proc_usage(proc.pid)
+    with noop_server() as (port, pid):
+        c0, _ = proc_usage(pid)
         t = time.monotonic()
         asyncio.run(trickle(port, seconds))
         elapsed = time.monotonic() - t
-        c1, _ = proc_usage(proc.pid)
+        c1, _ = proc_usage(pid)
         return (c1 - c0) / elapsed
-    finally:
-        proc.terminate()
-        proc.wait()
 
 
 def fill_outbox(path: Path, events: int) -> None:

@@ -856,6 +856,16 @@ class Outbox:
         ts, source = stamp or self._stamp()
         return Draft(type_, data, ts, source, prio=PRIO_LIFECYCLE)
 
+    def _lifecycle_rows(
+        self, drafts: list[Draft], first_seq: int, now: float
+    ) -> list[tuple[int, str, str, int, float, bytes]]:
+        """``events`` rows for life-cycle drafts, with new ids and the seqs from ``first_seq``."""
+        rows = []
+        for seq, d in enumerate(drafts, first_seq):
+            eid = new_event_id()
+            rows.append((seq, eid, d.type, d.priority, now, self._encode(d, eid, seq)))
+        return rows
+
     def _eviction_drafts(
         self, ranges: list[tuple[int, int]], reason: str, stamp: tuple[str, str] | None = None
     ) -> list[Draft]:
@@ -931,11 +941,9 @@ class Outbox:
             if full_now and not self._full:
                 alarm = {"alarm": "outbox-full", "bytes": plan.total, "max_bytes": self.max_bytes}
                 extra.append(self._lifecycle_draft("device.health", alarm, plan.stamp))
-            for d in extra:  # life-cycle events: exempt from the cap, not counted in it
-                eid = new_event_id()
-                body = self._encode(d, eid, plan.next_seq)
-                plan.rows.append((plan.next_seq, eid, d.type, d.priority, plan.now, body))
-                plan.next_seq += 1
+            # life-cycle events: exempt from the cap, not counted in it
+            plan.rows.extend(self._lifecycle_rows(extra, plan.next_seq, plan.now))
+            plan.next_seq += len(extra)
             if plan.rows:
                 con.executemany(
                     "INSERT INTO events (seq, id, type, prio, accepted, body)"
@@ -1271,12 +1279,9 @@ class Outbox:
                     nxt += 1
                 # the vacated seqs are announced in the same transaction: committed apart, a
                 # kill between the two commits left seqs the hub would wait for forever
-                now = self._wall()
-                announced: list[tuple[int, str, str, int, float, bytes]] = []
-                for d in self._eviction_drafts([(acked + 1, above)], "corrupt"):
-                    nid = new_event_id()
-                    announced.append((nxt, nid, d.type, d.priority, now, self._encode(d, nid, nxt)))
-                    nxt += 1
+                notices = self._eviction_drafts([(acked + 1, above)], "corrupt")
+                announced = self._lifecycle_rows(notices, nxt, self._wall())
+                nxt += len(announced)
                 await db.execute("DELETE FROM events WHERE seq > ?", (acked,))
                 await db.executemany(
                     "INSERT INTO events (seq, id, type, prio, accepted, body)"

@@ -31,6 +31,21 @@ def scan(i: int, client_id: str | None = None) -> Draft:
                  id=client_id)  # fmt: skip
 
 
+def hold_commits(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """Make each group commit wait on the SQLite thread (an fsync on a slow SD card): the first
+    event is set once a commit has begun, the second lets them go on."""
+    entered, release = threading.Event(), threading.Event()
+    commit = Outbox._commit_in_thread
+
+    def slow(self: Outbox, con: sqlite3.Connection, group: Any, plan: Any) -> bool:
+        entered.set()
+        release.wait(WAIT_S)
+        return commit(self, con, group, plan)
+
+    monkeypatch.setattr(Outbox, "_commit_in_thread", slow)
+    return entered, release
+
+
 async def test_on_connection_thread_runs_on_the_connections_own_thread(tmp_path: Path) -> None:
     db = await aiosqlite.connect(tmp_path / "x.db", isolation_level=None)
     try:
@@ -78,16 +93,8 @@ async def test_a_cancel_during_the_commit_still_answers_and_counts_it(
 ) -> None:
     path = tmp_path / "outbox.db"
     ob = await Outbox.open(path, "acme", "van-1")
-    entered, release = threading.Event(), threading.Event()
-    commit = Outbox._commit_in_thread
-
-    def slow(self: Outbox, con: sqlite3.Connection, group: Any, plan: Any) -> bool:
-        entered.set()
-        release.wait(WAIT_S)  # an fsync on a slow SD card
-        return commit(self, con, group, plan)
-
     await ob.append([scan(0)])
-    monkeypatch.setattr(Outbox, "_commit_in_thread", slow)
+    entered, release = hold_commits(monkeypatch)
     pending = asyncio.create_task(ob.append([scan(1), scan(2)]))
     assert await asyncio.to_thread(entered.wait, WAIT_S)
     writer = ob._writer
@@ -115,15 +122,7 @@ async def test_a_caller_cancelled_while_its_events_commit_leaves_them_committed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ob = await Outbox.open(tmp_path / "outbox.db", "acme", "van-1")
-    entered, release = threading.Event(), threading.Event()
-    commit = Outbox._commit_in_thread
-
-    def slow(self: Outbox, con: sqlite3.Connection, group: Any, plan: Any) -> bool:
-        entered.set()
-        release.wait(WAIT_S)
-        return commit(self, con, group, plan)
-
-    monkeypatch.setattr(Outbox, "_commit_in_thread", slow)
+    entered, release = hold_commits(monkeypatch)
     try:
         caller = asyncio.create_task(ob.append([scan(1)]))  # a client that hangs up
         assert await asyncio.to_thread(entered.wait, WAIT_S)
