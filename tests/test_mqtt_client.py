@@ -160,3 +160,53 @@ async def test_a_socket_closed_before_the_loop_watches_it_is_left_alone() -> Non
     loop.call_soon_threadsafe(client._loop.add_writer, fd, lambda: None)
     await asyncio.sleep(0.05)
     assert errors == []
+
+
+async def test_a_publish_from_the_loop_is_written_without_waking_the_loop_through_its_pipe(
+    broker: Mosquitto, client: aiomqtt.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # aiomqtt goes through call_soon_threadsafe and add_writer for every packet paho has to
+    # send: a self-pipe wake-up and two epoll changes per publish and per PUBACK
+    loop = asyncio.get_running_loop()
+    threadsafe: list[Any] = []
+    real = loop.call_soon_threadsafe
+
+    def counted(callback: Any, *args: Any, **kwargs: Any) -> Any:
+        threadsafe.append(callback)
+        return real(callback, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_soon_threadsafe", counted)
+    await client.subscribe("t/#", qos=1)
+    messages = aiter(client.messages)
+    for n in range(20):
+        await asyncio.wait_for(client.publish(f"t/{n}", str(n).encode(), qos=1), 5)
+    got = [(await asyncio.wait_for(anext(messages), 5)).payload for _ in range(20)]
+    assert got == [str(n).encode() for n in range(20)]  # and each was PUBACKed by the client
+    assert threadsafe == []
+
+
+async def test_a_publish_larger_than_the_sockets_buffer_is_written_whole(
+    broker: Mosquitto, client: aiomqtt.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # what does not fit in the socket at once is written as the socket drains (add_writer)
+    watched: list[int] = []
+    guard = client._loop
+    real_add_writer = guard.add_writer
+
+    def add_writer(fd: int, callback: Any, *args: Any) -> None:
+        watched.append(fd)
+        real_add_writer(fd, callback, *args)
+
+    monkeypatch.setattr(guard, "add_writer", add_writer)
+    sock = client._client.socket()
+    assert sock is not None
+    room = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+    payload = bytes(range(256)) * (4 * room // 256 + 1)
+    await client.subscribe("big/#", qos=1)
+    messages = aiter(client.messages)
+    publishes = [client.publish(f"big/{n}", payload[n:], qos=1) for n in range(3)]
+    await asyncio.wait_for(asyncio.gather(*publishes), 20)
+    got = [(await asyncio.wait_for(anext(messages), 20)).payload for _ in range(3)]
+    assert got == [payload[n:] for n in range(3)]
+    assert not client._client.want_write()
+    assert watched and set(watched) == {sock.fileno()}  # the rest went out as the socket drained

@@ -21,6 +21,7 @@ import contextlib
 import math
 import socket
 import ssl
+import threading
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, TypeVar, cast
@@ -50,7 +51,42 @@ class Client(aiomqtt.Client):
         # aiomqtt registers the socket with the loop from paho's connect thread, by its fd
         # number, a step later; a connection that ends in between leaves a closed (or reused)
         # fd to register: see _SocketGuard
+        self._loop_thread = threading.get_ident()  # aiomqtt's __init__ takes the running loop
         self._loop = cast("asyncio.AbstractEventLoop", _SocketGuard(self._loop, self._client))
+        self._write_pending = False
+
+    def _on_socket_register_write(self, client: Any, userdata: Any, sock: Any) -> None:
+        # paho has bytes to send (a publish, a PUBACK). aiomqtt always goes through
+        # call_soon_threadsafe and add_writer: a wake-up of the loop through its self-pipe, two
+        # epoll_ctl calls and a turn waiting for EPOLLOUT on a socket that is nearly always
+        # writable, twice per event an agent sends (its publish, its PUBACK of the ack). On
+        # the loop's own thread the bytes are written later in this same turn instead, and
+        # the socket is watched only for what did not fit. From paho's connect thread (the
+        # CONNECT) aiomqtt's way stays.
+        if threading.get_ident() != self._loop_thread:
+            super()._on_socket_register_write(client, userdata, sock)
+            return
+        if not self._write_pending:
+            self._write_pending = True
+            self._loop.call_soon(self._write_now)
+
+    def _write_now(self) -> None:
+        """Write what paho holds now; watch its socket for writing if some is left."""
+        self._write_pending = False
+        sock = self._client.socket()
+        if sock is None:
+            return  # the connection is over: paho has dropped what it held for it
+        self._write_ready()
+        if self._client.want_write() and self._client.socket() is sock:
+            self._loop.add_writer(sock.fileno(), self._write_ready)
+
+    def _write_ready(self) -> None:
+        # as aiomqtt's own writer: a failed write is the connection's end
+        try:
+            self._client.loop_write()
+        except Exception as exc:
+            if not self._disconnected.done():
+                self._disconnected.set_exception(exc)
 
     async def _wait_for(
         self,
