@@ -8,6 +8,7 @@ behaviour that aiomqtt's task-based waits had, and that our fix of them added.""
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import socket
 import time
@@ -210,3 +211,20 @@ async def test_a_publish_larger_than_the_sockets_buffer_is_written_whole(
     assert got == [payload[n:] for n in range(3)]
     assert not client._client.want_write()
     assert watched and set(watched) == {sock.fileno()}  # the rest went out as the socket drained
+
+
+async def test_a_suback_after_its_subscribe_stopped_waiting_is_not_an_error(
+    frozen: Mosquitto, client: aiomqtt.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a subscribe that timed out on a slow broker gets its SUBACK later: aiomqtt logged that
+    # as an error with a traceback, on every such connection of a van
+    freeze(frozen)
+    with pytest.raises(aiomqtt.MqttError, match="timed out"):
+        await client.subscribe("late/#", qos=1, timeout=0.3)
+    assert frozen.proc is not None
+    with caplog.at_level(logging.DEBUG):
+        frozen.proc.send_signal(signal.SIGCONT)
+        await asyncio.wait_for(client.subscribe("next/#", qos=1), 5)  # the late SUBACK first
+        await asyncio.wait_for(client.unsubscribe("next/#"), 5)
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert any("SUBACK" in r.getMessage() and "ignored" in r.getMessage() for r in caplog.records)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import socket
 import ssl
@@ -33,6 +34,8 @@ from paho.mqtt.properties import Properties
 from edge_agent.platform.settings import BrokerConfig
 
 __all__ = ["Client", "connect_timeout", "make_client", "tls_context"]
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -87,6 +90,37 @@ class Client(aiomqtt.Client):
         except Exception as exc:
             if not self._disconnected.done():
                 self._disconnected.set_exception(exc)
+
+    def _on_subscribe(
+        self,
+        client: Any,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[Any],
+        properties: Properties | None = None,
+    ) -> None:
+        # A SUBACK for a subscribe whose wait is over (it timed out, or its caller was
+        # cancelled) is normal on a slow broker; aiomqtt logs it as an error with a traceback.
+        fut = self._pending_subscribes.pop(mid, None)
+        if fut is None:
+            log.debug("SUBACK %d after its subscribe stopped waiting: ignored", mid)
+        elif not fut.done():
+            fut.set_result(reason_codes)
+
+    def _on_unsubscribe(
+        self,
+        client: Any,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[Any],
+        properties: Properties | None = None,
+    ) -> None:
+        # as _on_subscribe: a late UNSUBACK is not an error
+        done = self._pending_unsubscribes.pop(mid, None)
+        if done is None:
+            log.debug("UNSUBACK %d after its unsubscribe stopped waiting: ignored", mid)
+        else:
+            done.set()
 
     async def _wait_for(
         self,
