@@ -910,6 +910,12 @@ class Outbox:
     async def _commit_group(self, group: list[_Submission]) -> None:
         """Commit ``group`` in one transaction, the whole of it in one hop to the SQLite thread
         (``_commit_in_thread``); then answer each submission and wake the listeners."""
+        # Events the hub acked are deleted within ack_flush_s; until then they count against
+        # the cap. On an outbox past half full the watermark heard is applied first, so that
+        # events the hub already holds never make the outbox thin or refuse new ones (a 507
+        # right after a drain, found by the stateful spine test).
+        if self._ack_seen > self._acked and self._bytes > self.max_bytes // 2:
+            await self._apply_ack_locked(self._ack_seen)
         # the floor file is written before seqs beyond it are given (life-cycle notices: margin)
         self._reserve_seqs(self._next_seq + sum(len(sub.drafts) for sub in group) + 10_000)
         plan = _GroupPlan(self._next_seq, self._bytes, self._wall(), self._stamp())

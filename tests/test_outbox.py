@@ -139,6 +139,27 @@ async def test_full_of_kept_events_refuses_low_value_then_kept(tmp_path: Path) -
     await ob.close()
 
 
+async def test_events_the_hub_acked_never_make_the_outbox_refuse(tmp_path: Path) -> None:
+    # acked events are deleted within ack_flush_s; until then they must not count as room
+    # taken: a POST right after the hub took everything was refused with 507
+    ob = await open_box(tmp_path / "o.db", max_bytes=5_000, reserve_bytes=0)
+    ob.ack_flush_s = 3600.0  # the flush would not come in time
+    try:
+        for n in range(1000):
+            await ob.append([scan(n)])
+    except OutboxFull:
+        pass
+    full_at = ob.last_seq  # the outbox-full alarm's own seq included
+    ob.note_ack(full_at)  # the hub holds all of it
+    assert (await ob.stats()).depth == 0
+    got = await ob.append([scan(90_001)])
+    assert got[0].seq == full_at + 1
+    stats = await ob.stats()
+    assert stats.bytes < 1_000 and stats.evicted == 0  # deleted, not thinned
+    assert [s for s, _ in await ob.read_after(0, max_bytes=10**9)] == [got[0].seq]
+    await ob.close()
+
+
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "zeroed-page"])
 async def test_corrupt_file_is_set_aside_and_agent_runs(tmp_path: Path, damage: str) -> None:
     db = tmp_path / "outbox.db"
