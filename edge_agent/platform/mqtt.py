@@ -4,7 +4,7 @@ MQTT 5, a persistent session (clean start off, a session expiry), QoS 1 everywhe
 ``mqtts://`` or a ``tls:`` section (CA, client certificate and key). Credentials come from
 ``broker.username``/``password``, else from the URL's userinfo (``mqtt://user:pass@host``).
 
-Two fixes over aiomqtt 2 on a lost connection (``Client``):
+Fixes over aiomqtt 2 (``Client``), first on a lost connection:
 
 - a publish or subscribe waiting for the broker's answer when the connection drops fails at once
   with ``MqttError`` instead of waiting out its whole timeout (10 s without ingest at the hub, or
@@ -12,6 +12,10 @@ Two fixes over aiomqtt 2 on a lost connection (``Client``):
 - the exception of an unexpected disconnection is always retrieved, so asyncio never logs
   ``Future exception was never retrieved ... MqttCodeError('Unexpected disconnection')`` (it
   did whenever the connection dropped outside message iteration, e.g. during a publish).
+
+And on a working one: a packet queued on the event loop's thread is written in the same turn
+(no self-pipe wake-up and EPOLLOUT wait per publish and per PUBACK), and a SUBACK or UNSUBACK
+that comes after its wait timed out is not logged as an error.
 """
 
 from __future__ import annotations
