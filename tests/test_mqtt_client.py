@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import selectors
 import signal
 import socket
 import time
@@ -228,3 +229,31 @@ async def test_a_suback_after_its_subscribe_stopped_waiting_is_not_an_error(
         await asyncio.wait_for(client.unsubscribe("next/#"), 5)
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
     assert any("SUBACK" in r.getMessage() and "ignored" in r.getMessage() for r in caplog.records)
+
+
+async def test_no_writer_outlives_what_it_was_added_for(
+    broker: Mosquitto, client: aiomqtt.Client
+) -> None:
+    # a writer left on a socket with nothing to write fires on every turn of the loop (the
+    # socket is always writable): the agent's loop would spin until the connection ended
+    await client.subscribe("w/#", qos=1)
+    messages = aiter(client.messages)
+    sock = client._client.socket()
+    assert sock is not None
+    loop = asyncio.get_running_loop()
+    selector = loop._selector  # type: ignore[attr-defined]
+
+    def watched_for_writing() -> bool:
+        key = selector.get_map().get(sock.fileno())
+        return key is not None and bool(key.events & selectors.EVENT_WRITE)
+
+    big = b"x" * (4 * sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))
+    await asyncio.wait_for(client.publish("w/big", big, qos=1), 20)  # needs the writer
+    await asyncio.wait_for(client.publish("w/small", b"s", qos=1), 5)
+    # from another thread, as paho's connect thread queues the CONNECT
+    info = await asyncio.to_thread(client._client.publish, "w/thread", b"t", 1)
+    await asyncio.wait_for(asyncio.to_thread(info.wait_for_publish, 5), 6)
+    got = {str(m.topic): m.payload for m in [await anext(messages) for _ in range(3)]}
+    assert got == {"w/big": big, "w/small": b"s", "w/thread": b"t"}
+    await asyncio.sleep(0.05)
+    assert not watched_for_writing()

@@ -67,33 +67,38 @@ class Client(aiomqtt.Client):
         # call_soon_threadsafe and add_writer: a wake-up of the loop through its self-pipe, two
         # epoll_ctl calls and a turn waiting for EPOLLOUT on a socket that is nearly always
         # writable, twice per event an agent sends (its publish, its PUBACK of the ack). On
-        # the loop's own thread the bytes are written later in this same turn instead, and
-        # the socket is watched only for what did not fit. From paho's connect thread (the
-        # CONNECT) aiomqtt's way stays.
-        if threading.get_ident() != self._loop_thread:
-            super()._on_socket_register_write(client, userdata, sock)
-            return
-        if not self._write_pending:
-            self._write_pending = True
+        # the loop's own thread the bytes are written later in this same turn instead; from
+        # paho's connect thread (the CONNECT) the loop is woken to write them. Either way the
+        # socket is watched only for what did not fit, by a writer that removes itself once
+        # paho has nothing left (_write_ready): no writer outlives what it was added for.
+        if self._write_pending:
+            return  # a write is coming: it takes whatever paho holds by then
+        self._write_pending = True
+        if threading.get_ident() == self._loop_thread:
             self._loop.call_soon(self._write_now)
+        else:
+            self._loop.call_soon_threadsafe(self._write_now)
 
     def _write_now(self) -> None:
         """Write what paho holds now; watch its socket for writing if some is left."""
         self._write_pending = False
-        sock = self._client.socket()
-        if sock is None:
-            return  # the connection is over: paho has dropped what it held for it
-        self._write_ready()
-        if self._client.want_write() and self._client.socket() is sock:
-            self._loop.add_writer(sock.fileno(), self._write_ready)
+        if self._client.socket() is not None:
+            self._write_ready()
 
     def _write_ready(self) -> None:
-        # as aiomqtt's own writer: a failed write is the connection's end
+        """Write what paho holds; watch the socket while some is left, and only then."""
+        sock = self._client.socket()
         try:
             self._client.loop_write()
-        except Exception as exc:
+        except Exception as exc:  # as aiomqtt's own writer: a failed write ends the connection
             if not self._disconnected.done():
                 self._disconnected.set_exception(exc)
+        if sock is None or self._client.socket() is not sock:
+            return  # closed meanwhile: paho's close took its socket off the loop
+        if self._client.want_write():
+            self._loop.add_writer(sock.fileno(), self._write_ready)
+        else:
+            self._loop.remove_writer(sock.fileno())
 
     def _on_subscribe(
         self,
