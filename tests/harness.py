@@ -47,6 +47,30 @@ class Proc:
         self.api_port: int | None = None
 
     def start(self, timeout: float = 60.0) -> None:
+        """Start and wait for the ready line. A port another test took between ``free_port``
+        and the bind (workers run in parallel) is replaced by a new one, twice at most."""
+        for attempt in range(3):
+            mark = self.log.stat().st_size if self.log.exists() else 0
+            try:
+                self._start(timeout)
+                return
+            except AssertionError:
+                taken = "address already in use" in self.log.read_text(errors="replace")[mark:]
+                if not taken or attempt == 2 or not self._new_port():
+                    raise
+
+    def _new_port(self) -> bool:
+        """Give the config's ``api.listen`` a new free port (False if it has none to change)."""
+        try:
+            cfg = json.loads(self.config.read_text())
+            host, _, _ = str(cfg["api"]["listen"]).rpartition(":")
+        except (ValueError, KeyError, TypeError):
+            return False
+        cfg["api"]["listen"] = f"{host}:{free_port()}"
+        self.config.write_text(json.dumps(cfg, indent=1))
+        return True
+
+    def _start(self, timeout: float) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         with self.log.open("a") as log:
             log.write(f"--- start {time.time()}\n")
@@ -74,11 +98,19 @@ class Proc:
         if not ready:
             self.proc.kill()
             self.proc.wait()
+            self.proc.stdout.close()
             raise AssertionError(
                 f"{self.module} not ready in {timeout:.0f}s: {self.log.read_text()[-3000:]}"
             )
         line = self.proc.stdout.readline()
         if not line:
+            # reaped and closed here: a process object left behind warns in a later test
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc.stdout.close()
             raise AssertionError(f"{self.module} exited: {self.log.read_text()[-3000:]}")
         self.api_port = json.loads(line)["api_port"]
 
