@@ -46,17 +46,18 @@ class Proc:
         self.proc: subprocess.Popen[str] | None = None
         self.api_port: int | None = None
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 60.0, *, replace_taken_port: bool = True) -> None:
         """Start and wait for the ready line. A port another test took between ``free_port``
-        and the bind (workers run in parallel) is replaced by a new one, twice at most."""
-        for attempt in range(3):
+        and the bind (workers run in parallel) is replaced by a new one, twice at most, unless
+        the test took it on purpose (``replace_taken_port=False``)."""
+        for attempt in range(3 if replace_taken_port else 1):
             mark = self.log.stat().st_size if self.log.exists() else 0
             try:
                 self._start(timeout)
                 return
             except AssertionError:
                 taken = "address already in use" in self.log.read_text(errors="replace")[mark:]
-                if not taken or attempt == 2 or not self._new_port():
+                if not taken or not replace_taken_port or attempt == 2 or not self._new_port():
                     raise
 
     def _new_port(self) -> bool:

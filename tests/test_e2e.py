@@ -309,7 +309,7 @@ def test_an_agent_that_cannot_start_exits_instead_of_hanging(
     agent = Proc("edge_agent", cfg, tmp_path / "agent.log")
     try:
         with pytest.raises(AssertionError, match="exited"):
-            agent.start(timeout=30)
+            agent.start(timeout=30, replace_taken_port=False)
         assert agent.proc is not None and agent.proc.wait(10) != 0
         assert "address already in use" in (tmp_path / "agent.log").read_text().lower()
     finally:
