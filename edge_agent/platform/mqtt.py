@@ -82,8 +82,7 @@ class Client(aiomqtt.Client):
     def _write_now(self) -> None:
         """Write what paho holds now; watch its socket for writing if some is left."""
         self._write_pending = False
-        if self._client.socket() is not None:
-            self._write_ready()
+        self._write_ready()  # without a socket paho writes nothing and nothing is watched
 
     def _write_ready(self) -> None:
         """Write what paho holds; watch the socket while some is left, and only then."""
@@ -108,12 +107,8 @@ class Client(aiomqtt.Client):
         reason_codes: list[Any],
         properties: Properties | None = None,
     ) -> None:
-        # A SUBACK for a subscribe whose wait is over (it timed out, or its caller was
-        # cancelled) is normal on a slow broker; aiomqtt logs it as an error with a traceback.
-        fut = self._pending_subscribes.pop(mid, None)
-        if fut is None:
-            log.debug("SUBACK %d after its subscribe stopped waiting: ignored", mid)
-        elif not fut.done():
+        fut = _waiting(self._pending_subscribes, mid, "SUBACK")
+        if fut is not None and not fut.done():
             fut.set_result(reason_codes)
 
     def _on_unsubscribe(
@@ -124,11 +119,8 @@ class Client(aiomqtt.Client):
         reason_codes: list[Any],
         properties: Properties | None = None,
     ) -> None:
-        # as _on_subscribe: a late UNSUBACK is not an error
-        done = self._pending_unsubscribes.pop(mid, None)
-        if done is None:
-            log.debug("UNSUBACK %d after its unsubscribe stopped waiting: ignored", mid)
-        else:
+        done = _waiting(self._pending_unsubscribes, mid, "UNSUBACK")
+        if done is not None:
             done.set()
 
     async def _wait_for(
@@ -272,6 +264,16 @@ class _Messages(aiomqtt.client.MessagesIterator):
             cause = None if lost.cancelled() else lost.exception()
             raise aiomqtt.MqttError("Disconnected during message iteration") from cause
         return await client._wait_for(queue.get(), math.inf)
+
+
+def _waiting(pending: dict[int, T], mid: int, answer: str) -> T | None:
+    """The wait for the broker's ``answer`` to ``mid``, taken out of ``pending``; None when
+    that wait is already over (it timed out, or its caller was cancelled): normal on a slow
+    broker, where aiomqtt logged an error with a traceback."""
+    waiting = pending.pop(mid, None)
+    if waiting is None:
+        log.debug("%s %d after its wait ended: ignored", answer, mid)
+    return waiting
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
