@@ -10,6 +10,7 @@ timeline tests run against both.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
@@ -23,12 +24,24 @@ from hub_bridge.timeline import (
     TimelineLimits,
 )
 
-__all__ = ["StoreUnavailable", "TimelineStore"]
+__all__ = ["StoreUnavailable", "TimelineStore", "unavailable"]
 
 
 class StoreUnavailable(Exception):
     """The store cannot be written or read just now (database down, disk full, locked too
     long). Nothing was committed: the caller acks nothing and devices resend."""
+
+
+def unavailable(where: str, exc: BaseException) -> BaseException:
+    """What to raise for a database error: ``StoreUnavailable`` (the caller retries later), or
+    ``CancelledError`` when this task is being cancelled. psycopg answers a cancel during a
+    query by cancelling it on the server and may raise that as ``QueryCanceled`` (an
+    ``OperationalError``): taken for an unavailable store, the cancel was lost and a stopping
+    worker went on waiting (seen in CI: a webhook worker that never stopped)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        return asyncio.CancelledError()
+    return StoreUnavailable(f"{where}: {str(exc).strip()[:300]}")
 
 
 class TimelineStore(Protocol):

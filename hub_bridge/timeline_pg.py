@@ -61,7 +61,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from edge_agent.wire.envelope import encode_checked
 from hub_bridge.claims import Claim
 from hub_bridge.commands import CommandLimits
-from hub_bridge.store import StoreUnavailable
+from hub_bridge.store import StoreUnavailable, unavailable
 from hub_bridge.timeline import (
     _REASON_CHARS,
     _TOPIC_CHARS,
@@ -534,7 +534,7 @@ class PgTimeline:
             async with self._pool.connection() as con:
                 yield con
         except _TRANSIENT as exc:
-            raise StoreUnavailable(f"{self.url}: {str(exc).strip()[:300]}") from exc
+            raise unavailable(self.url, exc) from exc
 
     async def _migrate(self) -> None:
         async with self._connection() as con, con.transaction():

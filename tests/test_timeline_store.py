@@ -563,3 +563,26 @@ async def test_two_hubs_taking_one_state_message_record_it_once(pg_url: str) -> 
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_database_error_while_the_task_is_cancelled_stays_a_cancel() -> None:
+    # psycopg answers a cancel during a query with QueryCanceled: taken for an unavailable
+    # store, the cancel was lost and a stopping webhook worker waited on forever
+    from hub_bridge.store import StoreUnavailable, unavailable
+
+    error = OSError("canceling statement due to user request")
+    assert isinstance(unavailable("postgresql://db", error), StoreUnavailable)
+    started = asyncio.Event()
+
+    async def query() -> None:
+        try:
+            started.set()
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise unavailable("postgresql://db", error) from None  # as the store maps it
+
+    task = asyncio.create_task(query())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task

@@ -47,7 +47,7 @@ from hub_bridge.delivery.store_sqlite import (
     exception_row,
     payload_of,
 )
-from hub_bridge.store import StoreUnavailable
+from hub_bridge.store import StoreUnavailable, unavailable
 
 __all__ = ["LATE_COMMANDS_S", "SCHEMA_VERSION", "PgDeliveryStore"]
 
@@ -206,7 +206,7 @@ class PgDeliveryStore:
             async with self._pool.connection() as con:
                 yield con
         except _TRANSIENT as exc:
-            raise StoreUnavailable(f"{self.url}: {str(exc).strip()[:300]}") from exc
+            raise unavailable(self.url, exc) from exc
 
     @contextlib.asynccontextmanager
     async def _tx(self) -> AsyncIterator[Connection]:
@@ -268,14 +268,14 @@ class PgDeliveryStore:
                 self._conninfo, autocommit=True, connect_timeout=5
             )
         except _TRANSIENT as exc:
-            raise StoreUnavailable(f"{self.url}: {str(exc).strip()[:300]}") from exc
+            raise unavailable(self.url, exc) from exc
         try:
             row = await (
                 await con.execute("SELECT pg_try_advisory_lock(%s)", (_LEADER_LOCK,))
             ).fetchone()
         except _TRANSIENT as exc:
             await con.close()
-            raise StoreUnavailable(f"{self.url}: {str(exc).strip()[:300]}") from exc
+            raise unavailable(self.url, exc) from exc
         if not (row and row[0]):
             await con.close()
             return False
