@@ -97,7 +97,11 @@ def test_mailbox_keeps_the_newest_frame_and_counts_the_stale_ones() -> None:
 async def test_simulated_folder_through_the_loop_one_event_per_label(
     tmp_path: Path, outbox: Outbox
 ) -> None:
-    labels = make_labels(8, frames_per_label=8, gap=3, seed=7)
+    # 16 frames a label at 30 frames/s: half a second in view, as a parcel on a belt. With 8 (a
+    # quarter second) a label could fall wholly into one stall of a machine the other tests load,
+    # every one of its frames dropped as stale, as a live camera's would be: a lost label that
+    # says nothing about the loop
+    labels = make_labels(5, frames_per_label=16, gap=3, seed=7)
     write_frames(tmp_path / "frames", labels, size=(640, 480), gap=3, seed=7)
     svc, health = await run_camera(outbox, str(tmp_path / "frames"), fps=30)
 
