@@ -491,6 +491,7 @@ def bench_d(seconds: float) -> dict[str, Any]:
         busy_cpu = (c3 - c2) / elapsed
         agent.stop()
         hub.stop()
+        floor = floor_cpu_at_10_per_s(seconds, broker.port)
         broker.stop()
     return {
         "idle_rss_mb": round(rss_idle / 2**20, 1),
@@ -498,6 +499,7 @@ def bench_d(seconds: float) -> dict[str, Any]:
         "rss_mb_at_10_per_s": round(rss_busy / 2**20, 1),
         "cpu_pct_at_10_per_s": round(busy_cpu * 100, 2),
         "noop_http_cpu_pct_at_10_per_s": round(noop_cpu_at_10_per_s(seconds) * 100, 2),
+        "bare_pipeline_cpu_pct_at_10_per_s": round(floor * 100, 2),
         "target_rss_mb": 60,
         "target_cpu_pct": 2,
     }
@@ -525,6 +527,80 @@ def noop_cpu_at_10_per_s(seconds: float) -> float:
         elapsed = time.monotonic() - t
         c1, _ = proc_usage(pid)
         return (c1 - c0) / elapsed
+
+
+FLOOR_AGENT = """
+import asyncio, json, sqlite3, sys
+import paho.mqtt.client as paho
+from aiohttp import web
+port, broker_port, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+con = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+con.execute("PRAGMA journal_mode=WAL")
+con.execute("PRAGMA synchronous=FULL")
+con.execute("CREATE TABLE events (seq INTEGER PRIMARY KEY, body BLOB NOT NULL)")
+mqtt = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="floor", protocol=paho.MQTTv5)
+mqtt.on_connect = lambda c, *_: c.subscribe("lm/v1/bench/van-floor/ack", qos=1)
+mqtt.connect("127.0.0.1", broker_port)
+mqtt.loop_start()
+seq = 0
+def commit(s, body):
+    con.execute("BEGIN IMMEDIATE")
+    con.execute("INSERT INTO events VALUES (?, ?)", (s, body))
+    con.execute("COMMIT")
+async def post(request):
+    global seq
+    event = json.loads(await request.read())
+    seq += 1
+    body = json.dumps({**event, "seq": seq}).encode()
+    await asyncio.get_running_loop().run_in_executor(None, commit, seq, body)
+    mqtt.publish("lm/v1/bench/van-floor/events", b'{"events":[' + body + b']}', qos=1)
+    return web.json_response({"id": "x", "seq": seq}, status=201)
+app = web.Application()
+app.router.add_post("/v1/events", post)
+web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+"""
+
+
+def floor_cpu_at_10_per_s(seconds: float, broker_port: int) -> float:
+    """Context for (d): the least the same four steps cost here, done bare. An aiohttp handler
+    parses the event, commits it to SQLite (WAL, FULL) on an executor thread, answers and
+    publishes it at QoS 1 with paho's own network thread; an echo client acks each message on
+    the ack topic, which the floor agent receives at QoS 1: the four MQTT packets per event of
+    the agent, without validation, group commits, deletes, health or reconnects."""
+    port = free_port()
+    echo = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+
+    def on_message(c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
+        seq = json.loads(msg.payload)["events"][-1]["seq"]
+        c.publish("lm/v1/bench/van-floor/ack", json.dumps({"seq": seq}), qos=1, retain=True)
+
+    echo.on_message = on_message
+    echo.connect("127.0.0.1", broker_port)
+    echo.subscribe("lm/v1/bench/van-floor/events", qos=1)
+    echo.loop_start()
+    with tempfile.TemporaryDirectory() as d:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", FLOOR_AGENT, str(port), str(broker_port), f"{d}/floor.db"]
+        )
+        try:
+            for _ in range(100):
+                try:
+                    socket.create_connection(("127.0.0.1", port), 0.1).close()
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            time.sleep(1)
+            c0, _ = proc_usage(proc.pid)
+            t = time.monotonic()
+            asyncio.run(trickle(port, seconds))
+            elapsed = time.monotonic() - t
+            c1, _ = proc_usage(proc.pid)
+        finally:
+            proc.terminate()
+            proc.wait()
+            echo.loop_stop()
+            echo.disconnect()
+    return (c1 - c0) / elapsed
 
 
 def fill_outbox(path: Path, events: int) -> None:
