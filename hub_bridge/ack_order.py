@@ -25,6 +25,8 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
+from hub_bridge.store import pooled
+
 __all__ = ["AckOrder", "LocalAckOrder", "PgAckOrder", "open_ack_order"]
 
 
@@ -82,7 +84,7 @@ class PgAckOrder:
     @contextlib.asynccontextmanager
     async def turn(self, fleet: str, device: str) -> AsyncIterator[int | None]:
         key = f"lm-ack/{fleet}/{device}"
-        async with self._pool.connection() as con:
+        async with pooled(self._pool) as con:
             await con.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,))
             try:
                 cur = await con.execute(

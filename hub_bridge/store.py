@@ -11,6 +11,7 @@ timeline tests run against both.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
@@ -24,7 +25,7 @@ from hub_bridge.timeline import (
     TimelineLimits,
 )
 
-__all__ = ["StoreUnavailable", "TimelineStore", "unavailable"]
+__all__ = ["StoreUnavailable", "TimelineStore", "pooled", "unavailable"]
 
 
 class StoreUnavailable(Exception):
@@ -34,14 +35,34 @@ class StoreUnavailable(Exception):
 
 def unavailable(where: str, exc: BaseException) -> BaseException:
     """What to raise for a database error: ``StoreUnavailable`` (the caller retries later), or
-    ``CancelledError`` when this task is being cancelled. psycopg answers a cancel during a
-    query by cancelling it on the server and may raise that as ``QueryCanceled`` (an
-    ``OperationalError``): taken for an unavailable store, the cancel was lost and a stopping
-    worker went on waiting (seen in CI: a webhook worker that never stopped)."""
+    ``CancelledError`` when this task is being cancelled. A query a cancel interrupted can end
+    in a database error (``QueryCanceled``, an ``OperationalError``, or a connection the
+    cancel left broken): taken for an unavailable store, the cancel would be lost and the
+    caller would retry instead of stopping. (The webhook worker that never stopped was the
+    pool's lost cancel: see ``pooled``.)"""
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         return asyncio.CancelledError()
     return StoreUnavailable(f"{where}: {str(exc).strip()[:300]}")
+
+
+@contextlib.asynccontextmanager
+async def pooled(pool: Any) -> AsyncIterator[Any]:
+    """``pool.connection()`` of a psycopg pool, except that a cancel is never lost.
+
+    The pool waits for a free connection with ``asyncio.wait_for``, which on Python 3.11
+    returns the connection when it is handed over in the same turn of the loop as a cancel of
+    the waiting task, and the cancel is gone (CPython gh-86296, fixed in 3.12). A worker being
+    stopped then went on serving and never stopped: the rare hang of the PostgreSQL webhook
+    test, its task "cancelling" and waiting in its loop again. A cancel requested while the
+    connection was awaited is raised here; the connection goes back to the pool.
+    """
+    task = asyncio.current_task()
+    before = task.cancelling() if task is not None else 0
+    async with pool.connection() as con:
+        if task is not None and task.cancelling() > before:
+            raise asyncio.CancelledError
+        yield con
 
 
 class TimelineStore(Protocol):

@@ -61,7 +61,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from edge_agent.wire.envelope import encode_checked
 from hub_bridge.claims import Claim
 from hub_bridge.commands import CommandLimits
-from hub_bridge.store import StoreUnavailable, unavailable
+from hub_bridge.store import StoreUnavailable, pooled, unavailable
 from hub_bridge.timeline import (
     _REASON_CHARS,
     _TOPIC_CHARS,
@@ -531,7 +531,7 @@ class PgTimeline:
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Connection]:
         try:
-            async with self._pool.connection() as con:
+            async with pooled(self._pool) as con:
                 yield con
         except _TRANSIENT as exc:
             raise unavailable(self.url, exc) from exc

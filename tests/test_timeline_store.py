@@ -566,8 +566,8 @@ async def test_two_hubs_taking_one_state_message_record_it_once(pg_url: str) -> 
 
 
 async def test_a_database_error_while_the_task_is_cancelled_stays_a_cancel() -> None:
-    # psycopg answers a cancel during a query with QueryCanceled: taken for an unavailable
-    # store, the cancel was lost and a stopping webhook worker waited on forever
+    # a query a cancel interrupted can end in a database error (QueryCanceled): taken for an
+    # unavailable store, the cancel would be lost and the caller retry instead of stopping
     from hub_bridge.store import StoreUnavailable, unavailable
 
     error = OSError("canceling statement due to user request")
@@ -586,3 +586,43 @@ async def test_a_database_error_while_the_task_is_cancelled_stays_a_cancel() -> 
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_a_cancel_while_a_pooled_connection_is_handed_over_is_never_lost(
+    pg_url: str,
+) -> None:
+    # psycopg's pool waits with asyncio.wait_for, which on Python 3.11 returns the connection
+    # when it arrives in the same turn as a cancel of the waiter, and drops the cancel: a
+    # stopping webhook worker went on serving forever (the PostgreSQL push test's rare hang).
+    # With ``pool.connection()`` instead of ``pooled`` the first turns below are served.
+    from psycopg_pool import AsyncConnectionPool
+
+    from hub_bridge.store import pooled
+
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(pg_url, min_size=1, max_size=1, open=False)
+    await pool.open(wait=True)
+    outcomes: list[tuple[int, str]] = []
+    try:
+        for turns in range(10):  # the cancel lands 0..9 turns after the hand-over
+            held = await pool.getconn()
+
+            async def waiter() -> str:
+                async with pooled(pool) as con:
+                    await con.execute("SELECT 1")
+                    return "served"
+
+            task = asyncio.create_task(waiter())
+            await asyncio.sleep(0.05)  # it waits for the pool's only connection
+            await pool.putconn(held)  # handed over to the waiter
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            if not task.cancel():
+                continue  # it was done before the cancel: nothing to lose
+            try:
+                outcomes.append((turns, await task))
+            except asyncio.CancelledError:
+                outcomes.append((turns, "cancelled"))
+    finally:
+        await pool.close()
+    assert outcomes, "no cancel landed while the waiter ran"
+    assert all(outcome == "cancelled" for _, outcome in outcomes), outcomes

@@ -47,7 +47,7 @@ from hub_bridge.delivery.store_sqlite import (
     exception_row,
     payload_of,
 )
-from hub_bridge.store import StoreUnavailable, unavailable
+from hub_bridge.store import StoreUnavailable, pooled, unavailable
 
 __all__ = ["LATE_COMMANDS_S", "SCHEMA_VERSION", "PgDeliveryStore"]
 
@@ -203,7 +203,7 @@ class PgDeliveryStore:
     @contextlib.asynccontextmanager
     async def _con(self) -> AsyncIterator[Connection]:
         try:
-            async with self._pool.connection() as con:
+            async with pooled(self._pool) as con:
                 yield con
         except _TRANSIENT as exc:
             raise unavailable(self.url, exc) from exc
