@@ -162,8 +162,15 @@ async def hammer(url: str, body: Any, seconds: float, clients: int = CLIENTS) ->
 def noop_server() -> Iterator[tuple[int, int]]:
     """The peers' aiohttp no-op server (``NOOP_SERVER``) on a free port, once it accepts:
     (port, pid)."""
+    with peer_server(NOOP_SERVER) as served:
+        yield served
+
+
+@contextlib.contextmanager
+def peer_server(code: str, *args: str) -> Iterator[tuple[int, int]]:
+    """``python -c code PORT *args`` on a free port, once it accepts: (port, pid)."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", NOOP_SERVER, str(port)])
+    proc = subprocess.Popen([sys.executable, "-c", code, str(port), *args])
     try:
         for _ in range(100):
             try:
@@ -567,7 +574,6 @@ def floor_cpu_at_10_per_s(seconds: float, broker_port: int) -> float:
     publishes it at QoS 1 with paho's own network thread; an echo client acks each message on
     the ack topic, which the floor agent receives at QoS 1: the four MQTT packets per event of
     the agent, without validation, group commits, deletes, health or reconnects."""
-    port = free_port()
     echo = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
 
     def on_message(c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
@@ -578,28 +584,20 @@ def floor_cpu_at_10_per_s(seconds: float, broker_port: int) -> float:
     echo.connect("127.0.0.1", broker_port)
     echo.subscribe("lm/v1/bench/van-floor/events", qos=1)
     echo.loop_start()
-    with tempfile.TemporaryDirectory() as d:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", FLOOR_AGENT, str(port), str(broker_port), f"{d}/floor.db"]
-        )
-        try:
-            for _ in range(100):
-                try:
-                    socket.create_connection(("127.0.0.1", port), 0.1).close()
-                    break
-                except OSError:
-                    time.sleep(0.05)
-            time.sleep(1)
-            c0, _ = proc_usage(proc.pid)
+    try:
+        with (
+            tempfile.TemporaryDirectory() as d,
+            peer_server(FLOOR_AGENT, str(broker_port), f"{d}/floor.db") as (port, pid),
+        ):
+            time.sleep(1)  # connected and subscribed
+            c0, _ = proc_usage(pid)
             t = time.monotonic()
             asyncio.run(trickle(port, seconds))
             elapsed = time.monotonic() - t
-            c1, _ = proc_usage(proc.pid)
-        finally:
-            proc.terminate()
-            proc.wait()
-            echo.loop_stop()
-            echo.disconnect()
+            c1, _ = proc_usage(pid)
+    finally:
+        echo.loop_stop()
+        echo.disconnect()
     return (c1 - c0) / elapsed
 
 
