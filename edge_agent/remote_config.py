@@ -27,7 +27,9 @@ certificate path, and it would never be heard of again. So:
    ``exception.config_rollback`` event (``report_rollback``). The same command delivered again
    after a roll-back is refused: a lost ack must not start the same failed trial over and over.
 
-The deadline is kept as wall time in the marker (a restart must not reset it) and counted in
+The window begins at the first start on the new file: a restart slower than the trial (a Pi
+reading its SD card, a loaded host) must not roll a file back before it was tried. The deadline
+is then kept as wall time in the marker (a later restart must not reset it) and counted in
 monotonic time while the process runs (NTP stepping the clock must not end a trial early).
 """
 
@@ -406,6 +408,11 @@ class ConfigTrial:
                 return None
             trial = cls(path, marker, at)
             starts, started = trial.starts + 1, trial.started
+            if starts == 1 and at > started:
+                # the first start on the new file: its window begins now, not when the command
+                # was applied (the restart in between may have taken longer than the trial)
+                trial.deadline = max(trial.deadline, at + trial.trial_s)
+                started = at
             reason = None
             if not trial.command:
                 reason = f"the marker {trial_path(path)} is damaged"

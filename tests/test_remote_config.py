@@ -259,6 +259,24 @@ async def test_a_trial_past_its_deadline_is_rolled_back_at_start(running: Any) -
     assert files_of(path) == snapshot
 
 
+async def test_the_window_begins_at_the_first_start_on_the_new_file(running: Any) -> None:
+    # the restart after the command took longer than the whole trial (a slow SD card, a loaded
+    # host): the file is tried for its whole window, counted from that first start
+    path, current, doc = running
+    clock = Clock()
+    good = path.read_bytes()
+    await on_trial(path, current, doc, clock)
+    clock.t += 100
+    trial = ConfigTrial.start(path, now=clock)
+    assert trial is not None and trial.remaining(clock.t) == 60.0
+    clock.t += 59  # a later restart within the window does not reset it
+    again = ConfigTrial.start(path, now=clock)
+    assert again is not None and again.remaining(clock.t) == 1.0
+    clock.t += 2
+    assert ConfigTrial.start(path, now=clock) is None
+    assert path.read_bytes() == good
+
+
 async def test_too_many_starts_on_one_trial_roll_it_back(running: Any) -> None:
     path, current, doc = running
     clock = Clock()
@@ -413,6 +431,7 @@ async def test_a_rollback_is_reported_once_with_one_id(running: Any) -> None:
     path, current, doc = running
     clock = Clock()
     await on_trial(path, current, doc, clock)
+    assert ConfigTrial.start(path, now=clock) is not None  # its first start
     clock.t += 61
     assert ConfigTrial.start(path, now=clock) is None
     sink = FakeSink()
