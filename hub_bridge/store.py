@@ -25,7 +25,7 @@ from hub_bridge.timeline import (
     TimelineLimits,
 )
 
-__all__ = ["StoreUnavailable", "TimelineStore", "pooled", "unavailable"]
+__all__ = ["StoreUnavailable", "TimelineStore", "open_pool", "pooled", "unavailable"]
 
 
 class StoreUnavailable(Exception):
@@ -63,6 +63,22 @@ async def pooled(pool: Any) -> AsyncIterator[Any]:
         if task is not None and task.cancelling() > before:
             raise asyncio.CancelledError
         yield con
+
+
+async def open_pool(pool: Any, wait_s: float) -> None:
+    """``pool.open(wait=True, timeout=wait_s)`` of a psycopg pool that closes the pool again
+    when the open fails or the task is cancelled meanwhile: no connection or worker task of a
+    pool nobody holds is left behind, and a cancel the pool's wait dropped (see ``pooled``) is
+    raised."""
+    task = asyncio.current_task()
+    before = task.cancelling() if task is not None else 0
+    try:
+        await pool.open(wait=True, timeout=wait_s)
+        if task is not None and task.cancelling() > before:
+            raise asyncio.CancelledError
+    except BaseException:
+        await pool.close()
+        raise
 
 
 class TimelineStore(Protocol):

@@ -61,7 +61,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from edge_agent.wire.envelope import encode_checked
 from hub_bridge.claims import Claim
 from hub_bridge.commands import CommandLimits
-from hub_bridge.store import StoreUnavailable, pooled, unavailable
+from hub_bridge.store import StoreUnavailable, open_pool, pooled, unavailable
 from hub_bridge.timeline import (
     _REASON_CHARS,
     _TOPIC_CHARS,
@@ -515,9 +515,8 @@ class PgTimeline:
             name="timeline",
         )
         try:
-            await pool.open(wait=True, timeout=wait_s)
+            await open_pool(pool, wait_s)
         except _TRANSIENT as exc:
-            await pool.close()
             raise StoreUnavailable(f"{shown_url(url)}: cannot connect: {exc}") from None
         timeline = cls(url, pool, limits, retention_days)
         try:

@@ -626,3 +626,36 @@ async def test_a_cancel_while_a_pooled_connection_is_handed_over_is_never_lost(
         await pool.close()
     assert outcomes, "no cancel landed while the waiter ran"
     assert all(outcome == "cancelled" for _, outcome in outcomes), outcomes
+
+
+@pytest.mark.parametrize("which", ["timeline", "delivery"])
+async def test_a_store_opening_when_cancelled_stops_and_leaves_no_pool_behind(
+    pg_url: str, which: str
+) -> None:
+    # cancelled at every turn of its open (connecting, waiting for the pool, migrating): the
+    # open ends cancelled, or had already returned its store; no pool task is left running.
+    # psycopg's pool.open(wait=True) drops a cancel that lands as the pool becomes ready
+    # (Python 3.11's wait_for, see hub_bridge.store.pooled): a store then came back
+    from hub_bridge.backends import open_delivery_store
+
+    opener = open_timeline if which == "timeline" else open_delivery_store
+    opened = cancelled = 0
+    for turns in range(0, 60, 3):
+        task: asyncio.Task[Any] = asyncio.create_task(opener(pg_url))
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        if not task.cancel():
+            await (await task).close()  # it was open before the cancel
+            opened += 1
+            continue
+        try:
+            store = await task
+        except asyncio.CancelledError:
+            cancelled += 1
+        else:
+            await store.close()
+            raise AssertionError(f"cancelled {turns} turns in, the open returned a store")
+    assert cancelled > 0, "no cancel landed during an open"
+    await asyncio.sleep(0.1)
+    left = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith(f"{which}-")]
+    assert not left, left

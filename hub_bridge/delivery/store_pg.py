@@ -47,7 +47,7 @@ from hub_bridge.delivery.store_sqlite import (
     exception_row,
     payload_of,
 )
-from hub_bridge.store import StoreUnavailable, pooled, unavailable
+from hub_bridge.store import StoreUnavailable, open_pool, pooled, unavailable
 
 __all__ = ["LATE_COMMANDS_S", "SCHEMA_VERSION", "PgDeliveryStore"]
 
@@ -188,9 +188,8 @@ class PgDeliveryStore:
             name="delivery",
         )
         try:
-            await pool.open(wait=True, timeout=wait_s)
+            await open_pool(pool, wait_s)
         except _TRANSIENT as exc:
-            await pool.close()
             raise StoreUnavailable(f"{_shown(url)}: cannot connect: {exc}") from None
         store = cls(conninfo, pool)
         try:
