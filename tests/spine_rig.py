@@ -88,6 +88,8 @@ class Rig:
         self.outbox_path = root / "outbox.db"
         self.timeline_path = root / "timeline.db"
         self.on_rebase: Callable[[list[tuple[int, str]]], None] | None = None
+        self.rebasing = 0
+        """Renumberings committed or under way whose seqs ``on_rebase`` has not been told yet."""
         self.outbox: Outbox | None = None
         self.uplink: Uplink | None = None
         self.health: HealthRegistry | None = None
@@ -199,13 +201,19 @@ class Rig:
         original = outbox.rebase
 
         async def rebase_spy(above: int) -> int:
-            # a spy on the real method, not a stand-in: the model learns the new seqs
-            last = await original(above)
-            if self.on_rebase is not None:
-                rows = await outbox.read_after(0, max_bytes=1 << 30, max_events=1_000_000)
-                pairs = [(seq, str(json.loads(body)["id"])) for seq, body in rows]
-                self.on_rebase(pairs)
-            return last
+            # a spy on the real method, not a stand-in: the model learns the new seqs. The
+            # API may answer a POST with a moved seq before the spy has read them back:
+            # ``wait_rebases`` lets the model wait for that
+            self.rebasing += 1
+            try:
+                last = await original(above)
+                if self.on_rebase is not None:
+                    rows = await outbox.read_after(0, max_bytes=1 << 30, max_events=1_000_000)
+                    pairs = [(seq, str(json.loads(body)["id"])) for seq, body in rows]
+                    self.on_rebase(pairs)
+                return last
+            finally:
+                self.rebasing -= 1
 
         outbox.rebase = rebase_spy  # type: ignore[method-assign]
         health = HealthRegistry()
@@ -297,6 +305,12 @@ class Rig:
             Path(f"{self.outbox_path}{suffix}").unlink(missing_ok=True)
         if not keep_seq_floor:
             Path(f"{self.outbox_path}.seq").unlink(missing_ok=True)
+
+    def wait_rebases(self, timeout: float = 5.0) -> None:
+        """Wait until every renumbering under way has reported its seqs (``on_rebase``)."""
+        deadline = time.monotonic() + timeout
+        while self.rebasing > 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def post(self, body: bytes | Any, timeout: float = 20.0) -> tuple[int, Any]:
         """POST to the agent's ``/v1/events`` (bytes as they are, anything else as JSON)."""

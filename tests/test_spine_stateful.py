@@ -240,6 +240,8 @@ class SpineMachine(RuleBasedStateMachine):
     def _record(self, sent: list[dict[str, Any]], answers: list[dict[str, Any]]) -> None:
         """Check and record what a 201 said about the events sent."""
         assert len(answers) == len(sent), (sent, answers)
+        # an answer may carry a seq a renumbering gave before the model heard of it
+        self.rig.wait_rebases()
         seen_in_post: dict[str, int] = {}
         for body, ans in zip(sent, answers, strict=True):
             eid, seq = str(ans["id"]), int(ans["seq"])
