@@ -33,11 +33,16 @@ def test_no_code_frames_stay_within_the_budget() -> None:
     for frame in frames[:2]:  # the engine learns what its passes cost on this machine
         engine.decode(frame)
 
+    # per frame the lesser of wall time and this process's CPU time: a frame the OS preempted
+    # on a loaded machine (a CI run's other workers) once took 351 ms of wall time without the
+    # engine spending more than its budget, and OpenCV's own threads can spend more CPU than
+    # wall time on a machine of many cores. What is tested is that the engine stops its
+    # passes; only a frame long by both clocks is one it overspent on
     elapsed: list[float] = []
     for i, frame in enumerate(frames):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = engine.decode(frame)
-        elapsed.append(time.perf_counter() - t0)
+        elapsed.append(min(time.perf_counter() - t0, time.process_time() - c0))
         assert result.codes == []
         if i < len(frames) - 2:  # on a belt the budget ends the frame, not the list of passes
             assert result.out_of_time
