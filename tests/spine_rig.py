@@ -198,24 +198,29 @@ class Rig:
             max_event_bytes=batch_body_limit(lim.batch_max_bytes),
             disk_reserve_bytes=64 * 1024,
         )
-        original = outbox.rebase
+        original = outbox._rebase
 
         async def rebase_spy(above: int) -> int:
-            # a spy on the real method, not a stand-in: the model learns the new seqs. The
-            # API may answer a POST with a moved seq before the spy has read them back:
-            # ``wait_rebases`` lets the model wait for that
+            # a spy on the real method, not a stand-in: the model learns the new seqs. It wraps
+            # the renumbering inside its shielded task, so it reports even when the uplink is
+            # cancelled meanwhile (a lost connection), right after the commit. The API may answer
+            # a POST with a moved seq before the seqs are read back: ``wait_rebases`` lets the
+            # model wait for that
             self.rebasing += 1
             try:
                 last = await original(above)
                 if self.on_rebase is not None:
-                    rows = await outbox.read_after(0, max_bytes=1 << 30, max_events=1_000_000)
+                    try:
+                        rows = await outbox.read_after(0, max_bytes=1 << 30, max_events=1_000_000)
+                    except Exception:  # closed or abandoned (a crash) meanwhile: the agent
+                        return last  # stopped, and its file's fate is the model's
                     pairs = [(seq, str(json.loads(body)["id"])) for seq, body in rows]
                     self.on_rebase(pairs)
                 return last
             finally:
                 self.rebasing -= 1
 
-        outbox.rebase = rebase_spy  # type: ignore[method-assign]
+        outbox._rebase = rebase_spy  # type: ignore[method-assign]
         health = HealthRegistry()
         app = build_app(
             outbox,
