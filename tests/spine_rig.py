@@ -76,9 +76,9 @@ class TimelineRow:
 class Rig:
     """An agent (outbox + API + uplink) and a hub (timeline + bridge) around one broker.
 
-    Every method is synchronous. ``rebases`` receives the outbox's (seq, id) pairs after every
-    ``Outbox.rebase`` (the uplink renumbers unacked events when the hub proves their seqs are
-    taken), so a model can follow where an event went.
+    Every method is synchronous. ``on_rebase`` receives the outbox's (seq, id) pairs after every
+    renumbering (``Outbox._rebase``: the uplink renumbers unacked events when the hub proves their
+    seqs are taken), so a model can follow where an event went.
     """
 
     def __init__(self, root: Path, broker: Mosquitto, limits: Limits | None = None) -> None:
