@@ -6,7 +6,8 @@ Delivery is at-least-once and the outbox is the only source of truth (DESIGN §3
   batches published but not yet covered by the hub's ack watermark;
 - an event is deleted only when the watermark (``lm/v1/{fleet}/{device}/ack``, retained) covers
   it, never on the broker's PUBACK: a broker restarted without persistence, a crashed hub, a
-  partition lose nothing;
+  partition lose nothing. From a hub that names the batches it stored (``"got"``), only as far
+  as those names prove that the seqs hold this device's events (``ack_proof``);
 - after a reconnect, or when the oldest batch in flight has waited ``ack_timeout`` for the
   watermark, everything above the watermark is sent again (the hub de-duplicates);
 - reconnects use capped exponential backoff with full jitter; the broker state is reported to the
@@ -36,6 +37,7 @@ from typing import Any
 
 import aiomqtt
 
+from edge_agent.ack_proof import AckProof, body_id
 from edge_agent.config import UplinkConfig
 from edge_agent.outbox import Outbox
 from edge_agent.platform.backoff import backoff_delay, is_silence, probe_delay
@@ -46,7 +48,7 @@ from edge_agent.platform.settings import BrokerConfig
 from edge_agent.wire import topics
 from edge_agent.wire.commands import CommandRefused, command_ack, command_id
 from edge_agent.wire.envelope import EnvelopeError, encode_batch
-from edge_agent.wire.limits import BATCH_OVERHEAD
+from edge_agent.wire.limits import ACK_MAX_BYTES, ACK_MAX_GOT, ACK_MAX_RANGES, BATCH_OVERHEAD
 
 __all__ = ["MAX_SEQ", "Ack", "Uplink", "parse_ack", "parse_hub_state"]
 
@@ -67,20 +69,22 @@ NOTICE_BATCH = 64
 """Most notices read ahead of the window at once."""
 
 _HUB_STATE_PREFIX = f"{topics.PREFIX}/_hub/"
-_ACK_MAX_BYTES = 4096
+_DIGEST_MAX_CHARS = 64
 
 
 @dataclass(frozen=True, slots=True)
 class Ack:
     """The hub's ack: watermark ``seq``; optionally the highest seq it holds of this device
-    (``top``), the id of its stored event at one seq (``check``) and the seq ranges of the last
+    (``top``), the id of its stored event at one seq (``check``), the seq ranges of the last
     batch that it holds with other events (``conflicts``), so a device can tell whether those
-    seqs are its own events."""
+    seqs are its own events, and the messages it just stored (``got``: ``[lo, hi, digest]``;
+    None when the hub does not name them)."""
 
     seq: int
     top: int | None = None
     check: tuple[int, str] | None = None
     conflicts: tuple[tuple[int, int], ...] = ()
+    got: tuple[tuple[int, int, str], ...] | None = None
 
 
 def _nonneg_int(value: Any) -> int | None:
@@ -90,9 +94,10 @@ def _nonneg_int(value: Any) -> int | None:
 
 
 def parse_ack(payload: bytes) -> Ack | None:
-    """The ack ``{"seq": N, "top"?: M, "check"?: [S, ID], "conflicts"?: [[LO, HI], ...]}``,
-    or None if it is not one (malformed optional parts are ignored)."""
-    if len(payload) > _ACK_MAX_BYTES:
+    """The ack ``{"seq": N, "top"?: M, "check"?: [S, ID], "conflicts"?: [[LO, HI], ...],
+    "got"?: [[LO, HI, DIGEST], ...]}``, or None if it is not one (malformed optional parts are
+    ignored; a malformed ``got`` names nothing)."""
+    if len(payload) > ACK_MAX_BYTES:
         return None
     try:
         obj = json.loads(payload.decode("utf-8"))
@@ -116,17 +121,36 @@ def parse_ack(payload: bytes) -> Ack | None:
     ranges: list[tuple[int, int]] = []
     raw = obj.get("conflicts")
     if isinstance(raw, list):
-        for item in raw[:100]:
+        for item in raw[:ACK_MAX_RANGES]:
             if isinstance(item, list) and len(item) == 2:
                 lo, hi = _nonneg_int(item[0]), _nonneg_int(item[1])
                 if lo is not None and hi is not None and lo <= hi:
                     ranges.append((lo, hi))
-    return Ack(seq, top, pair, tuple(ranges))
+    return Ack(seq, top, pair, tuple(ranges), _parse_got(obj.get("got")))
+
+
+def _parse_got(raw: Any) -> tuple[tuple[int, int, str], ...] | None:
+    if raw is None:
+        return None
+    named: list[tuple[int, int, str]] = []
+    if isinstance(raw, list):
+        for item in raw[:ACK_MAX_GOT]:
+            if isinstance(item, list) and len(item) == 3:
+                lo, hi, digest = _nonneg_int(item[0]), _nonneg_int(item[1]), item[2]
+                if (
+                    lo is not None
+                    and hi is not None
+                    and lo <= hi
+                    and isinstance(digest, str)
+                    and len(digest) <= _DIGEST_MAX_CHARS
+                ):
+                    named.append((lo, hi, digest))
+    return tuple(named)
 
 
 def parse_hub_state(payload: bytes) -> str | None:
     """``online`` or ``offline`` from a hub's state message; None if it is not one."""
-    if not payload or len(payload) > _ACK_MAX_BYTES:
+    if not payload or len(payload) > ACK_MAX_BYTES:
         return None
     try:
         obj = json.loads(payload.decode("utf-8"))
@@ -134,16 +158,6 @@ def parse_hub_state(payload: bytes) -> str | None:
         return None
     state = obj.get("state") if isinstance(obj, dict) else None
     return state if state in ("online", "offline") else None
-
-
-def _body_id(body: bytes) -> str | None:
-    """The ``id`` of a stored envelope (the outbox writes it first)."""
-    try:
-        env = json.loads(body)
-    except ValueError:
-        return None
-    eid = env.get("id") if isinstance(env, dict) else None
-    return eid if isinstance(eid, str) else None
 
 
 def _cancelling() -> bool:
@@ -195,6 +209,9 @@ class Uplink:
         self._published_hi = 0
         self._rebased_above = 0
         self._seqs_agree = False
+        self._proof = AckProof()
+        self._proving = False
+        """Set by the first ack that names what it stored: from then on only such names prove."""
         self.published_batches = 0
         self.resends = 0
         self._client: aiomqtt.Client | None = None
@@ -409,6 +426,7 @@ class Uplink:
             self._rebased_above = max(hub_top, outbox.last_seq)
             await outbox.rebase(hub_top)
             self._published_hi = 0  # none of the renumbered events has been published yet
+            self._proof.forget()
             self._resend = True
             self._wake.set()
             return
@@ -422,9 +440,17 @@ class Uplink:
                 outbox.acked,
             )
             await outbox.announce_acked_earlier(watermark + 1, outbox.acked)
-        # believed only as far as this device has published: an ack cannot cover an event the
-        # hub was never sent (a forged or stale retained ack deletes nothing unsent)
-        believed = min(watermark, max(self._published_hi, outbox.acked))
+        if ack.got is not None:
+            self._proving = True
+            self._proof.got(ack.got)
+        if self._proving:
+            # believed only as far as the hub has shown that the seqs hold this device's own
+            # events: after a lost file another incarnation's may hold some of them
+            believed = min(watermark, self._proof.reach(outbox.acked))
+        else:
+            # a hub that names nothing: believed as far as this device has published (a
+            # forged or stale retained ack deletes nothing unsent)
+            believed = min(watermark, max(self._published_hi, outbox.acked))
         if believed < watermark:
             self.health.count("uplink", "ack-beyond-published")
         outbox.note_ack(believed)
@@ -437,7 +463,7 @@ class Uplink:
         rows = await self.outbox.read_seqs([seq])
         if not rows:
             return False
-        held = _body_id(rows[0][1])
+        held = body_id(rows[0][1])
         if held is not None and held == event_id:
             self._seqs_agree = True
         return held is not None and held != event_id
@@ -486,7 +512,7 @@ class Uplink:
             if waiting and len(inflight) < self.cfg.window and not linger:
                 rows = await self.outbox.read_after(cursor, max_bytes=max_body)
                 if rows:
-                    await self._publish(client, events_topic, rows, max_body)
+                    await self._publish(client, events_topic, rows, max_body, after=cursor)
                     inflight.append(_InFlight(rows[-1][0], self._mono()))
                     cursor = rows[-1][0]
                     continue
@@ -503,20 +529,34 @@ class Uplink:
         topic: str,
         rows: list[tuple[int, bytes]],
         max_body: int,
+        *,
+        after: int | None = None,
     ) -> None:
-        """Publish rows as one batch (several when notices exceed one); note what was sent."""
-        batch: list[bytes] = []
-        size = hi = 0
-        for seq, body in rows:
-            if batch and size + len(body) + 1 > max_body:
-                await client.publish(topic, encode_batch(batch), qos=1)
-                self.published_batches += 1
-                self._published_hi = max(self._published_hi, hi)
-                batch, size = [], 0
-            batch.append(body)
+        """Publish rows as one batch (several when notices exceed one); note what was sent.
+
+        ``after``: the rows are the window's, every held event after that seq (the ack proof
+        records them; notices sent ahead prove nothing about the seqs below them)."""
+        start = 0
+        size = 0
+        for i, (_, body) in enumerate(rows):
+            if i > start and size + len(body) + 1 > max_body:
+                after = await self._publish_one(client, topic, rows[start:i], after)
+                start, size = i, 0
             size += len(body) + 1
-            hi = max(hi, seq)
-        if batch:
-            await client.publish(topic, encode_batch(batch), qos=1)
-            self.published_batches += 1
-            self._published_hi = max(self._published_hi, hi)
+        if start < len(rows):
+            await self._publish_one(client, topic, rows[start:], after)
+
+    async def _publish_one(
+        self,
+        client: aiomqtt.Client,
+        topic: str,
+        rows: list[tuple[int, bytes]],
+        after: int | None,
+    ) -> int | None:
+        hi = max(seq for seq, _ in rows)
+        if after is not None:
+            self._proof.sent(after, rows)  # before publishing: its ack may come at once
+        await client.publish(topic, encode_batch([body for _, body in rows]), qos=1)
+        self.published_batches += 1
+        self._published_hi = max(self._published_hi, hi)
+        return hi if after is not None else None

@@ -54,11 +54,12 @@ from edge_agent.platform.mqtt import make_client
 from edge_agent.platform.redact import redact_url
 from edge_agent.wire import topics
 from edge_agent.wire.envelope import EnvelopeError
+from edge_agent.wire.limits import ACK_MAX_GOT, ACK_MAX_RANGES
 from edge_agent.wire.seqs import seq_ranges
 from hub_bridge.ack_order import AckOrder, LocalAckOrder, open_ack_order
 from hub_bridge.commands import CommandAckError, CommandLimits, parse_command_ack, resend_delay
 from hub_bridge.config import HubConfig
-from hub_bridge.ingest import check_events
+from hub_bridge.ingest import batch_proof, check_events
 from hub_bridge.store import StoreUnavailable, TimelineStore
 from hub_bridge.timeline import Batch, StoreResult
 
@@ -318,10 +319,12 @@ class HubBridge:
         wm: int,
         conflicts: Sequence[int] = (),
         ack: dict[str, Any] | None = None,
+        got: Sequence[tuple[int, int, str]] = (),
     ) -> None:
         """Publish a device's ack: ``ack`` as the store made it with the batch, else asked; in
         this instance's turn for the device, and the watermark current then (a later commit by
-        another instance may have moved it on: its ack is the one to publish)."""
+        another instance may have moved it on: its ack is the one to publish). ``got`` names the
+        messages just stored (``Batch.proof``)."""
         async with contextlib.AsyncExitStack() as stack:
             try:
                 current = await stack.enter_async_context(self._ack_order.turn(fleet, device))
@@ -332,7 +335,7 @@ class HubBridge:
                 return
             if current is not None and current > wm:
                 wm, ack = current, None
-            await self._publish_ack_now(client, fleet, device, wm, conflicts, ack)
+            await self._publish_ack_now(client, fleet, device, wm, conflicts, ack, got)
 
     async def _publish_ack_now(
         self,
@@ -342,12 +345,18 @@ class HubBridge:
         wm: int,
         conflicts: Sequence[int],
         ack: dict[str, Any] | None,
+        got: Sequence[tuple[int, int, str]] = (),
     ) -> None:
         ack = dict(ack) if ack is not None else await self.timeline.ack_payload(fleet, device, wm)
-        if conflicts:
+        ranges = seq_ranges(sorted(set(conflicts)))
+        if ranges:
             # the device sent seqs the timeline holds with other events: tell it, so it
             # renumbers instead of taking this watermark as covering them (bounded list)
-            ack["conflicts"] = [list(r) for r in seq_ranges(sorted(set(conflicts)))[:100]]
+            ack["conflicts"] = [list(r) for r in ranges[:ACK_MAX_RANGES]]
+        # always there, empty or not: a device that has seen it believes only what it names
+        # (the watermark says the hub holds some event at each seq, "got" that they are the
+        # device's own). None when conflicts were cut: the device must not miss one of them.
+        ack["got"] = [list(p) for p in got[-ACK_MAX_GOT:]] if len(ranges) <= ACK_MAX_RANGES else []
         payload = json.dumps(ack)
         await client.publish(topics.ack(fleet, device), payload, qos=1, retain=True)
 
@@ -382,17 +391,19 @@ class HubBridge:
             return
         if self.health.state("timeline") == "unwritable":
             self.health.set_state("timeline", "ok")
-        acks: dict[tuple[str, str], tuple[StoreResult, list[int]]] = {}
-        for (topic, payload, name, _), result in zip(prepared, results, strict=True):
+        acks: dict[tuple[str, str], tuple[StoreResult, list[int], list[tuple[int, int, str]]]] = {}
+        for (topic, payload, name, batch), result in zip(prepared, results, strict=True):
             await self._after_store(topic, payload, result)
             key = (name.fleet, name.device)
-            conflicts = acks[key][1] if key in acks else []
-            acks[key] = (result, conflicts + list(result.conflict_seqs))  # the last batch's ack
+            conflicts, got = (acks[key][1], acks[key][2]) if key in acks else ([], [])
+            if batch.proof is not None:
+                got.append(batch.proof)
+            acks[key] = (result, conflicts + list(result.conflict_seqs), got)  # the last ack
         # every device's ack at once: each waits for its PUBACK, none waits for another's
         await asyncio.gather(
             *(
-                self._publish_ack(client, fleet, device, r.watermark, conflicts, r.ack)
-                for (fleet, device), (r, conflicts) in acks.items()
+                self._publish_ack(client, fleet, device, r.watermark, conflicts, r.ack, got)
+                for (fleet, device), (r, conflicts, got) in acks.items()
             )
         )
 
@@ -456,7 +467,13 @@ class HubBridge:
         result = (await self.timeline.store_many([batch]))[0]
         await self._after_store(topic, payload, result)
         await self._publish_ack(
-            client, name.fleet, name.device, result.watermark, result.conflict_seqs, result.ack
+            client,
+            name.fleet,
+            name.device,
+            result.watermark,
+            result.conflict_seqs,
+            result.ack,
+            [batch.proof] if batch.proof is not None else [],
         )
 
     async def _prepare(self, topic: str, name: topics.TopicName, payload: bytes) -> Batch | None:
@@ -479,7 +496,15 @@ class HubBridge:
                 continue  # the device resent what was rejected: recorded once is enough
             await self._dead(topic, reject.reason, json.dumps(reject.raw, default=str).encode())
         rejected = tuple(r.seq for r in check.rejects if r.seq is not None)
-        return Batch(name.fleet, name.device, check.events, check.flags, rejected, check.bodies)
+        return Batch(
+            name.fleet,
+            name.device,
+            check.events,
+            check.flags,
+            rejected,
+            check.bodies,
+            batch_proof(check),
+        )
 
     async def _after_store(self, topic: str, payload: bytes, result: StoreResult) -> None:
         if result.conflicts:

@@ -42,10 +42,11 @@ from edge_agent.wire.envelope import (
 )
 from edge_agent.wire.jsonbounds import MAX_DEPTH, JsonBoundsError, Unrepresentable, loads
 from edge_agent.wire.limits import BATCH_MAX_BYTES
+from edge_agent.wire.seqs import batch_digest
 from edge_agent.wire.topics import TopicName
 from hub_bridge.fastpath import canonical_head, plainly_valid, split_batch
 
-__all__ = ["BatchCheck", "Reject", "check_events"]
+__all__ = ["BatchCheck", "Reject", "batch_proof", "check_events"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +162,21 @@ def check_events(
             ).decode()
         out.bodies.append(text)
     return out
+
+
+def batch_proof(check: BatchCheck) -> tuple[int, int, str] | None:
+    """``[lo, hi, digest]`` of a checked message for the device's ack: its seq range and the
+    ``batch_digest`` of every envelope in it that has a seq and an id, stored or rejected (a
+    rejected seq is accounted for too). None when none has both."""
+    pairs = [(int(env["seq"]), str(env["id"])) for env in check.events]
+    for reject in check.rejects:
+        raw_id = reject.raw.get("id") if isinstance(reject.raw, dict) else None
+        if reject.seq is not None and isinstance(raw_id, str):
+            pairs.append((reject.seq, raw_id))
+    if not pairs:
+        return None
+    seqs = [seq for seq, _ in pairs]
+    return (min(seqs), max(seqs), batch_digest(pairs))
 
 
 def _shown(value: Any) -> str:

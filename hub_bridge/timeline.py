@@ -262,6 +262,9 @@ class Batch:
     rejected_seqs: tuple[int, ...] = ()
     bodies: Sequence[str] | None = None
     """Each event's stored text (``ingest.BatchCheck.bodies``); None: encoded when stored."""
+    proof: tuple[int, int, str] | None = None
+    """The message's seq range and ``seqs.batch_digest`` of its events, valid or rejected, for
+    the device's ack (``"got"``); stores do not read it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from edge_agent.wire.envelope import (
     parse_ts,
     validate_envelope,
 )
+from edge_agent.wire.limits import ACK_MAX_BYTES
 from hub_bridge.ingest import check_events
 
 NOW = parse_ts("2026-11-21T08:00:00.000Z").timestamp()
@@ -153,7 +154,7 @@ def test_parse_ack() -> None:
     assert parse_ack(b'{"seq": 42, "top": -3, "check": [1]}') == Ack(42)
     deep = b'{"seq": 1, "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
     bad_acks = (b"", b"{", b'{"seq": -1}', b'{"seq": true}', b'{"seq": "4"}', b"[1]", b"\xff")
-    for bad in (*bad_acks, deep, b'{"seq": 1' + b" " * 5000 + b"}"):
+    for bad in (*bad_acks, deep, b'{"seq": 1' + b" " * ACK_MAX_BYTES + b"}"):
         assert parse_ack(bad) is None
 
 

@@ -1,0 +1,241 @@
+"""Deleting only what the hub has shown is this device's: the ack's ``"got"`` names.
+
+After a lost outbox file a device may give seqs again that an earlier incarnation gave: the hub
+can hold that incarnation's event at a seq whose own event it has not seen yet, and its
+watermark then covers the seq anyway. The pure part (digest, ``AckProof``) is tested on its own;
+the uplink against a real mosquitto, with this test in the hub's place publishing the acks the
+race produces; the hub's side through the real bridge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from edge_agent.ack_proof import AckProof, body_id
+from edge_agent.config import UplinkConfig
+from edge_agent.outbox import Draft, Outbox
+from edge_agent.platform.health import HealthRegistry
+from edge_agent.platform.settings import BrokerConfig
+from edge_agent.uplink import Uplink, parse_ack
+from edge_agent.wire import topics
+from edge_agent.wire.envelope import encode_batch, encode_checked
+from edge_agent.wire.limits import ACK_MAX_BYTES, ACK_MAX_RANGES
+from edge_agent.wire.seqs import batch_digest
+from edge_agent.wire.topics import TopicName
+from hub_bridge.bridge import HubBridge
+from hub_bridge.config import load_hub_config
+from hub_bridge.ingest import batch_proof, check_events
+from hub_bridge.timeline import Timeline
+from simulators.broker import Mosquitto
+from tests.harness import Running, write_hub_config
+
+TS = "2026-11-21T08:00:00.000Z"
+
+
+def scan(i: int) -> Draft:
+    return Draft(
+        "scan", {"text": f"PARCEL{i:06d}", "symbology": "code128", "source": "hand"}, TS, "ntp"
+    )
+
+
+def body(seq: int, event_id: str, text: str = "P1") -> bytes:
+    data = {"text": text, "symbology": "code128", "source": "hand"}
+    return encode_checked(event_id, seq, "acme", "van-1", "scan", TS, "ntp", data)
+
+
+# -- the digest, the same on both sides -----------------------------------------------------------
+
+
+def test_the_hub_names_a_batch_with_the_digest_the_device_computes() -> None:
+    rows = [(7, body(7, "id-a")), (8, body(8, 'q"uo\\te')), (10, body(10, "id-c"))]
+    # an envelope the hub rejects still counts: its seq is accounted for, and the device sent it
+    bad = json.loads(body(11, "id-d"))
+    bad["ts"] = "not a time"
+    payload = encode_batch([b for _, b in rows] + [json.dumps(bad).encode()])
+    check = check_events(TopicName("acme", "van-1", "events"), payload, time.time())
+    assert len(check.rejects) == 1
+    ids = [body_id(b) for _, b in rows]
+    assert ids == ["id-a", 'q"uo\\te', "id-c"]
+    pairs = [(seq, i) for (seq, _), i in zip(rows, ids, strict=True) if i] + [(11, "id-d")]
+    assert batch_proof(check) == (7, 11, batch_digest(pairs))
+    # one id or one seq otherwise: another digest
+    assert batch_digest(pairs) != batch_digest([*pairs[:-1], (11, "id-e")])
+    assert batch_digest(pairs) != batch_digest([*pairs[:-1], (12, "id-d")])
+
+
+def test_body_id_reads_what_it_can_and_never_raises() -> None:
+    assert body_id(b'{"seq":1,"id":"x"}') == "x"  # not first: parsed
+    for junk in (b"", b"{", b'{"id":"unterminated', b"[1]", b'{"id":5}', b"\xff" * 9):
+        assert body_id(junk) is None
+
+
+# -- AckProof ------------------------------------------------------------------------------------
+
+
+def test_a_batch_proves_its_span_only_when_its_digest_matches() -> None:
+    proof = AckProof()
+    rows = [(1, body(1, "a")), (2, body(2, "b")), (4, body(4, "c"))]  # 3 was evicted here
+    proof.sent(0, rows)
+    mine = batch_digest([(1, "a"), (2, "b"), (4, "c")])
+    theirs = batch_digest([(1, "a"), (2, "b"), (4, "other")])
+    proof.got([(1, 4, theirs)])
+    assert proof.reach(0) == 0
+    proof.got([(1, 3, mine), (2, 4, mine)])  # other spans: not this batch
+    assert proof.reach(0) == 0
+    proof.got([(1, 4, mine)])
+    assert proof.reach(0) == 4
+
+
+def test_a_notice_sent_ahead_proves_nothing_below_it() -> None:
+    """The race that lost an event: the hub holds another incarnation's event at 5 and stores
+    this device's notice at 6; its watermark covers 5 before this device's 5 reached it."""
+    proof = AckProof()
+    proof.sent(4, [(5, body(5, "probe")), (6, body(6, "notice"))])  # the window, in order
+    proof.got([(6, 6, batch_digest([(6, "notice")]))])  # the notice, sent ahead alone
+    assert proof.reach(4) == 4
+    proof.got([(5, 6, batch_digest([(5, "probe"), (6, "notice")]))])
+    assert proof.reach(4) == 6
+
+
+def test_spans_chain_from_the_acked_seq_and_a_hole_stops_them() -> None:
+    proof = AckProof()
+    proof.sent(0, [(1, body(1, "a"))])
+    proof.sent(1, [(2, body(2, "b"))])
+    proof.sent(2, [(3, body(3, "c"))])
+    proof.got([(3, 3, batch_digest([(3, "c")])), (1, 1, batch_digest([(1, "a")]))])
+    assert proof.reach(0) == 1  # 2 unproven: 3 waits
+    proof.got([(2, 2, batch_digest([(2, "b")]))])
+    assert proof.reach(1) == 3
+    proof.sent(3, [(4, body(4, "d"))])
+    proof.forget()  # renumbered: the record is void
+    proof.got([(4, 4, batch_digest([(4, "d")]))])
+    assert proof.reach(3) == 3
+
+
+# -- the uplink, with this test as the hub -------------------------------------------------------
+
+
+@pytest.fixture
+async def agent(tmp_path: Path, broker: Mosquitto) -> AsyncIterator[tuple[Outbox, Uplink]]:
+    outbox = await Outbox.open(tmp_path / "o.db", "acme", "van-1", disk_reserve_bytes=0)
+    uplink = Uplink(
+        BrokerConfig(url=broker.url),
+        UplinkConfig(ack_timeout=30.0),
+        outbox,
+        HealthRegistry(),
+        fleet="acme",
+        device="van-1",
+        birth={},
+    )
+    task = asyncio.create_task(uplink.run())
+    try:
+        yield outbox, uplink
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await outbox.close()
+
+
+async def until(cond: Callable[[], bool]) -> None:
+    """Polls: the outbox's acked count has no event to wait on."""
+    async with asyncio.timeout(10):
+        while not cond():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
+async def test_a_watermark_deletes_only_what_the_ack_names(
+    agent: tuple[Outbox, Uplink], broker: Mosquitto
+) -> None:
+    outbox, _ = agent
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="test-hub") as hub:
+        await hub.subscribe(topics.events("acme", "van-1"), qos=1)
+        await outbox.append([scan(i) for i in range(3)])
+        async with asyncio.timeout(10):
+            message = await anext(aiter(hub.messages))
+        payload = message.payload
+        assert isinstance(payload, bytes)
+        check = check_events(TopicName("acme", "van-1", "events"), payload, time.time())
+        lo, hi, digest = batch_proof(check) or (0, 0, "")
+        assert (lo, hi) == (1, 3)
+        ack_topic = topics.ack("acme", "van-1")
+
+        async def ack(body: dict[str, object]) -> None:
+            await hub.publish(ack_topic, json.dumps(body), qos=1, retain=True)
+            await asyncio.sleep(0.3)  # the uplink has read it (nothing is expected to change)
+
+        # the watermark covers all three, but the hub names none of them (or another batch, or
+        # this one's seqs with other events): nothing is deleted
+        await ack({"seq": 3, "got": []})
+        await ack({"seq": 3, "check": [3, check.events[2]["id"]], "got": [[3, 3, digest]]})
+        await ack({"seq": 3, "got": [[1, 3, batch_digest([(1, "x"), (2, "y"), (3, "z")])]]})
+        # once the hub names what it stored, an ack without names proves nothing either
+        await ack({"seq": 3})
+        assert outbox.acked == 0
+        assert len(await outbox.read_after(0, max_bytes=10**6)) == 3
+        # named: deleted, but never beyond the watermark
+        await hub.publish(ack_topic, json.dumps({"seq": 2, "got": [[lo, hi, digest]]}), qos=1)
+        await until(lambda: outbox.acked == 2)
+        await hub.publish(ack_topic, json.dumps({"seq": 3, "got": []}), qos=1)
+        await until(lambda: outbox.acked == 3)  # proven before
+    legacy = parse_ack(b'{"seq": 3}')
+    assert legacy is not None and legacy.got is None  # a hub that names nothing
+
+
+# -- the hub's side: the real bridge names what it stored ----------------------------------------
+
+
+async def test_the_hub_acks_name_every_message_stored_and_none_when_conflicts_are_cut(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    config = load_hub_config(write_hub_config(tmp_path, broker.url))
+    tl = await Timeline.open(tmp_path / "timeline.db")
+    bridge = HubBridge(config, tl, HealthRegistry())
+    events_topic = topics.events("acme", "van-1")
+    try:
+        async with (
+            Running(bridge, check_still_running=True),
+            aiomqtt.Client("127.0.0.1", broker.port, identifier="van-1") as van,
+        ):
+            await asyncio.wait_for(bridge.subscribed.wait(), 20)
+            await van.subscribe(topics.ack("acme", "van-1"), qos=1)
+
+            async def send(pairs: list[tuple[int, str]]) -> dict[str, Any]:
+                """Publish one batch; the first ack that names it."""
+                await van.publish(events_topic, encode_batch([body(s, i) for s, i in pairs]), qos=1)
+                want = [min(p[0] for p in pairs), max(p[0] for p in pairs), batch_digest(pairs)]
+                async with asyncio.timeout(10):
+                    async for message in van.messages:
+                        assert isinstance(message.payload, bytes)
+                        ack = json.loads(message.payload)
+                        assert isinstance(ack.get("got"), list)  # always there
+                        if want in ack["got"]:
+                            return ack
+                raise AssertionError("unreachable")
+
+            ack = await send([(1, "a1"), (2, "a2"), (3, "a3")])
+            assert ack["seq"] == 3 and "conflicts" not in ack
+            ack = await send([(2, "other"), (4, "a4")])  # 2 is taken: named, and the conflict
+            assert ack["seq"] == 4 and ack["conflicts"] == [[2, 2]]
+            odd = [(s, f"b{s}") for s in range(5, 5 + 2 * 101, 2)]
+            await send(odd)
+            # 101 conflicts, one range each: the list is cut, so nothing is named
+            await van.publish(events_topic, encode_batch([body(s, f"c{s}") for s, _ in odd]), qos=1)
+            async with asyncio.timeout(10):
+                async for message in van.messages:
+                    assert isinstance(message.payload, bytes)
+                    ack = json.loads(message.payload)
+                    if "conflicts" in ack:
+                        break
+            assert len(ack["conflicts"]) == ACK_MAX_RANGES and ack["got"] == []
+            assert len(message.payload) < ACK_MAX_BYTES
+    finally:
+        await tl.close()
