@@ -143,8 +143,11 @@ async def _load_two_vans(
             "every label at dock 2 verified",
         )
         d2.leave()
+        # each gate-out is followed by its load.missing, which may come in a later batch
         events = await until_hub(
-            hub.api_port, lambda ev: len(of(ev, "load.gateout")) == 2, "both gate-outs"
+            hub.api_port,
+            lambda ev: len(of(ev, "load.gateout")) == 2 and len(of(ev, "load.missing")) == 2,
+            "both gate-outs and what each left behind",
         )
     finally:
         agent.stop()
