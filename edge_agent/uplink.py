@@ -37,7 +37,7 @@ from typing import Any
 
 import aiomqtt
 
-from edge_agent.ack_proof import AckProof, body_id
+from edge_agent.ack_proof import AckProof
 from edge_agent.config import UplinkConfig
 from edge_agent.outbox import Outbox
 from edge_agent.platform.backoff import backoff_delay, is_silence, probe_delay
@@ -47,7 +47,7 @@ from edge_agent.platform.mqtt import make_client
 from edge_agent.platform.settings import BrokerConfig
 from edge_agent.wire import topics
 from edge_agent.wire.commands import CommandRefused, command_ack, command_id
-from edge_agent.wire.envelope import EnvelopeError, encode_batch
+from edge_agent.wire.envelope import EnvelopeError, batch_digest, encode_batch
 from edge_agent.wire.limits import ACK_MAX_BYTES, ACK_MAX_GOT, ACK_MAX_RANGES, BATCH_OVERHEAD
 
 __all__ = ["MAX_SEQ", "Ack", "Uplink", "parse_ack", "parse_hub_state"]
@@ -158,6 +158,16 @@ def parse_hub_state(payload: bytes) -> str | None:
         return None
     state = obj.get("state") if isinstance(obj, dict) else None
     return state if state in ("online", "offline") else None
+
+
+def _body_id(body: bytes) -> str | None:
+    """The ``id`` of a stored envelope (the outbox writes it first)."""
+    try:
+        env = json.loads(body)
+    except ValueError:
+        return None
+    eid = env.get("id") if isinstance(env, dict) else None
+    return eid if isinstance(eid, str) else None
 
 
 def _cancelling() -> bool:
@@ -463,7 +473,7 @@ class Uplink:
         rows = await self.outbox.read_seqs([seq])
         if not rows:
             return False
-        held = body_id(rows[0][1])
+        held = _body_id(rows[0][1])
         if held is not None and held == event_id:
             self._seqs_agree = True
         return held is not None and held != event_id
@@ -554,9 +564,10 @@ class Uplink:
         after: int | None,
     ) -> int | None:
         hi = max(seq for seq, _ in rows)
-        if after is not None:
-            self._proof.sent(after, rows)  # before publishing: its ack may come at once
-        await client.publish(topic, encode_batch([body for _, body in rows]), qos=1)
+        payload = encode_batch([body for _, body in rows])
+        if after is not None:  # recorded before publishing: its ack may come at once
+            self._proof.sent(after, rows[0][0], hi, batch_digest(payload))
+        await client.publish(topic, payload, qos=1)
         self.published_batches += 1
         self._published_hi = max(self._published_hi, hi)
         return hi if after is not None else None

@@ -503,7 +503,7 @@ class HubBridge:
             check.flags,
             rejected,
             check.bodies,
-            batch_proof(check),
+            batch_proof(check, payload),
         )
 
     async def _after_store(self, topic: str, payload: bytes, result: StoreResult) -> None:

@@ -36,13 +36,13 @@ from typing import Any
 from edge_agent.wire.envelope import (
     SEQ_MAX,
     EnvelopeError,
+    batch_digest,
     encode_checked,
     format_ts,
     validate_envelope,
 )
 from edge_agent.wire.jsonbounds import MAX_DEPTH, JsonBoundsError, Unrepresentable, loads
 from edge_agent.wire.limits import BATCH_MAX_BYTES
-from edge_agent.wire.seqs import batch_digest
 from edge_agent.wire.topics import TopicName
 from hub_bridge.fastpath import canonical_head, plainly_valid, split_batch
 
@@ -164,19 +164,15 @@ def check_events(
     return out
 
 
-def batch_proof(check: BatchCheck) -> tuple[int, int, str] | None:
-    """``[lo, hi, digest]`` of a checked message for the device's ack: its seq range and the
-    ``batch_digest`` of every envelope in it that has a seq and an id, stored or rejected (a
-    rejected seq is accounted for too). None when none has both."""
-    pairs = [(int(env["seq"]), str(env["id"])) for env in check.events]
-    for reject in check.rejects:
-        raw_id = reject.raw.get("id") if isinstance(reject.raw, dict) else None
-        if reject.seq is not None and isinstance(raw_id, str):
-            pairs.append((reject.seq, raw_id))
-    if not pairs:
+def batch_proof(check: BatchCheck, payload: bytes) -> tuple[int, int, str] | None:
+    """``[lo, hi, digest]`` of a checked message for the device's ack: the range of the seqs in
+    it, stored or rejected (a rejected seq is accounted for too), and ``batch_digest`` of its
+    payload. None when no envelope has a seq."""
+    seqs = [int(env["seq"]) for env in check.events]
+    seqs.extend(r.seq for r in check.rejects if r.seq is not None)
+    if not seqs:
         return None
-    seqs = [seq for seq, _ in pairs]
-    return (min(seqs), max(seqs), batch_digest(pairs))
+    return (min(seqs), max(seqs), batch_digest(payload))
 
 
 def _shown(value: Any) -> str:

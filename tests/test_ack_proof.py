@@ -19,16 +19,15 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from edge_agent.ack_proof import AckProof, body_id
+from edge_agent.ack_proof import MAX_SENT, AckProof
 from edge_agent.config import UplinkConfig
 from edge_agent.outbox import Draft, Outbox
 from edge_agent.platform.health import HealthRegistry
 from edge_agent.platform.settings import BrokerConfig
 from edge_agent.uplink import Uplink, parse_ack
 from edge_agent.wire import topics
-from edge_agent.wire.envelope import encode_batch, encode_checked
+from edge_agent.wire.envelope import batch_digest, encode_batch, encode_checked
 from edge_agent.wire.limits import ACK_MAX_BYTES, ACK_MAX_RANGES
-from edge_agent.wire.seqs import batch_digest
 from edge_agent.wire.topics import TopicName
 from hub_bridge.bridge import HubBridge
 from hub_bridge.config import load_hub_config
@@ -51,46 +50,37 @@ def body(seq: int, event_id: str, text: str = "P1") -> bytes:
     return encode_checked(event_id, seq, "acme", "van-1", "scan", TS, "ntp", data)
 
 
-# -- the digest, the same on both sides -----------------------------------------------------------
+# -- the names, the same on both sides ------------------------------------------------------------
 
 
-def test_the_hub_names_a_batch_with_the_digest_the_device_computes() -> None:
+def test_the_hub_names_a_message_by_its_seqs_and_the_digest_of_its_payload() -> None:
     rows = [(7, body(7, "id-a")), (8, body(8, 'q"uo\\te')), (10, body(10, "id-c"))]
     # an envelope the hub rejects still counts: its seq is accounted for, and the device sent it
     bad = json.loads(body(11, "id-d"))
     bad["ts"] = "not a time"
     payload = encode_batch([b for _, b in rows] + [json.dumps(bad).encode()])
     check = check_events(TopicName("acme", "van-1", "events"), payload, time.time())
-    assert len(check.rejects) == 1
-    ids = [body_id(b) for _, b in rows]
-    assert ids == ["id-a", 'q"uo\\te', "id-c"]
-    pairs = [(seq, i) for (seq, _), i in zip(rows, ids, strict=True) if i] + [(11, "id-d")]
-    assert batch_proof(check) == (7, 11, batch_digest(pairs))
-    # one id or one seq otherwise: another digest
-    assert batch_digest(pairs) != batch_digest([*pairs[:-1], (11, "id-e")])
-    assert batch_digest(pairs) != batch_digest([*pairs[:-1], (12, "id-d")])
-
-
-def test_body_id_reads_what_it_can_and_never_raises() -> None:
-    assert body_id(b'{"seq":1,"id":"x"}') == "x"  # not first: parsed
-    for junk in (b"", b"{", b'{"id":"unterminated', b"[1]", b'{"id":5}', b"\xff" * 9):
-        assert body_id(junk) is None
+    assert len(check.rejects) == 1 and len(check.events) == 3
+    assert batch_proof(check, payload) == (7, 11, batch_digest(payload))
+    # one byte otherwise: another digest
+    assert batch_digest(payload) != batch_digest(payload.replace(b"id-c", b"id-e"))
+    assert len(batch_digest(payload)) == 16
+    garbage = b'{"events":[{"seq":"x"}]}'
+    nothing = check_events(TopicName("acme", "van-1", "events"), garbage, time.time())
+    assert batch_proof(nothing, garbage) is None  # no seq to name
 
 
 # -- AckProof ------------------------------------------------------------------------------------
 
 
-def test_a_batch_proves_its_span_only_when_its_digest_matches() -> None:
+def test_a_batch_proves_its_span_only_when_its_name_matches() -> None:
     proof = AckProof()
-    rows = [(1, body(1, "a")), (2, body(2, "b")), (4, body(4, "c"))]  # 3 was evicted here
-    proof.sent(0, rows)
-    mine = batch_digest([(1, "a"), (2, "b"), (4, "c")])
-    theirs = batch_digest([(1, "a"), (2, "b"), (4, "other")])
-    proof.got([(1, 4, theirs)])
+    proof.sent(0, 1, 4, "mine")  # held 1, 2 and 4: 3 was evicted here
+    proof.got([(1, 4, "theirs")])
     assert proof.reach(0) == 0
-    proof.got([(1, 3, mine), (2, 4, mine)])  # other spans: not this batch
+    proof.got([(1, 3, "mine"), (2, 4, "mine")])  # other seqs: not this batch
     assert proof.reach(0) == 0
-    proof.got([(1, 4, mine)])
+    proof.got([(1, 4, "mine")])
     assert proof.reach(0) == 4
 
 
@@ -98,26 +88,36 @@ def test_a_notice_sent_ahead_proves_nothing_below_it() -> None:
     """The race that lost an event: the hub holds another incarnation's event at 5 and stores
     this device's notice at 6; its watermark covers 5 before this device's 5 reached it."""
     proof = AckProof()
-    proof.sent(4, [(5, body(5, "probe")), (6, body(6, "notice"))])  # the window, in order
-    proof.got([(6, 6, batch_digest([(6, "notice")]))])  # the notice, sent ahead alone
+    proof.sent(4, 5, 6, "probe+notice")  # the window, in order
+    proof.got([(6, 6, "notice")])  # the notice sent ahead alone: not recorded as the window's
     assert proof.reach(4) == 4
-    proof.got([(5, 6, batch_digest([(5, "probe"), (6, "notice")]))])
+    proof.got([(5, 6, "probe+notice")])
     assert proof.reach(4) == 6
 
 
 def test_spans_chain_from_the_acked_seq_and_a_hole_stops_them() -> None:
     proof = AckProof()
-    proof.sent(0, [(1, body(1, "a"))])
-    proof.sent(1, [(2, body(2, "b"))])
-    proof.sent(2, [(3, body(3, "c"))])
-    proof.got([(3, 3, batch_digest([(3, "c")])), (1, 1, batch_digest([(1, "a")]))])
+    proof.sent(0, 1, 1, "a")
+    proof.sent(1, 2, 2, "b")
+    proof.sent(2, 3, 3, "c")
+    proof.got([(3, 3, "c"), (1, 1, "a")])
     assert proof.reach(0) == 1  # 2 unproven: 3 waits
-    proof.got([(2, 2, batch_digest([(2, "b")]))])
+    assert proof.reach(0) == 1  # asking again changes nothing
+    proof.got([(2, 2, "b")])
     assert proof.reach(1) == 3
-    proof.sent(3, [(4, body(4, "d"))])
+    proof.sent(3, 4, 4, "d")
     proof.forget()  # renumbered: the record is void
-    proof.got([(4, 4, batch_digest([(4, "d")]))])
+    proof.got([(4, 4, "d")])
     assert proof.reach(3) == 3
+
+
+def test_the_record_is_bounded() -> None:
+    proof = AckProof()
+    for i in range(MAX_SENT + 10):
+        proof.sent(i, i + 1, i + 1, f"d{i}")
+    proof.got([(1, 1, "d0"), (MAX_SENT + 10, MAX_SENT + 10, f"d{MAX_SENT + 9}")])
+    assert proof.reach(0) == 0  # the oldest was forgotten: unproven, resent later
+    assert proof.reach(MAX_SENT + 9) == MAX_SENT + 10
 
 
 # -- the uplink, with this test as the hub -------------------------------------------------------
@@ -164,7 +164,7 @@ async def test_a_watermark_deletes_only_what_the_ack_names(
         payload = message.payload
         assert isinstance(payload, bytes)
         check = check_events(TopicName("acme", "van-1", "events"), payload, time.time())
-        lo, hi, digest = batch_proof(check) or (0, 0, "")
+        lo, hi, digest = batch_proof(check, payload) or (0, 0, "")
         assert (lo, hi) == (1, 3)
         ack_topic = topics.ack("acme", "van-1")
 
@@ -176,7 +176,8 @@ async def test_a_watermark_deletes_only_what_the_ack_names(
         # this one's seqs with other events): nothing is deleted
         await ack({"seq": 3, "got": []})
         await ack({"seq": 3, "check": [3, check.events[2]["id"]], "got": [[3, 3, digest]]})
-        await ack({"seq": 3, "got": [[1, 3, batch_digest([(1, "x"), (2, "y"), (3, "z")])]]})
+        await ack({"seq": 3, "got": [[1, 2, digest]]})
+        await ack({"seq": 3, "got": [[1, 3, batch_digest(payload.replace(b"scan", b"pod"))]]})
         # once the hub names what it stored, an ack without names proves nothing either
         await ack({"seq": 3})
         assert outbox.acked == 0
@@ -210,8 +211,9 @@ async def test_the_hub_acks_name_every_message_stored_and_none_when_conflicts_ar
 
             async def send(pairs: list[tuple[int, str]]) -> dict[str, Any]:
                 """Publish one batch; the first ack that names it."""
-                await van.publish(events_topic, encode_batch([body(s, i) for s, i in pairs]), qos=1)
-                want = [min(p[0] for p in pairs), max(p[0] for p in pairs), batch_digest(pairs)]
+                payload = encode_batch([body(s, i) for s, i in pairs])
+                await van.publish(events_topic, payload, qos=1)
+                want = [min(p[0] for p in pairs), max(p[0] for p in pairs), batch_digest(payload)]
                 async with asyncio.timeout(10):
                     async for message in van.messages:
                         assert isinstance(message.payload, bytes)

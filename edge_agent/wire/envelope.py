@@ -23,6 +23,7 @@ every field the registry knows is checked for type and range.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -54,6 +55,7 @@ __all__ = [
     "SEQ_MAX",
     "Envelope",
     "EnvelopeError",
+    "batch_digest",
     "encode_batch",
     "encode_checked",
     "encode_envelope",
@@ -478,6 +480,16 @@ def parse_ts(ts: str) -> datetime:
 def encode_batch(bodies: Sequence[bytes]) -> bytes:
     """Join already-encoded envelopes into one events payload ``{"events": [...]}``."""
     return b'{"events":[' + b",".join(bodies) + b"]}"
+
+
+def batch_digest(payload: bytes) -> str:
+    """The digest of an events message's payload, as the hub names the messages it stored.
+
+    Each ack of the hub names them, ``[lo, hi, digest]`` (``"got"``); the device compares the
+    digest with that of a payload it published. Equal means the hub handled exactly these
+    events at these seqs: the proof that the seqs its watermark covers hold this device's
+    events, not an earlier incarnation's that took the same seqs."""
+    return hashlib.blake2b(payload, digest_size=8).hexdigest()
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
