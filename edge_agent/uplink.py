@@ -455,14 +455,20 @@ class Uplink:
             self._proof.got(ack.got)
         if self._proving:
             # believed only as far as the hub has shown that the seqs hold this device's own
-            # events: after a lost file another incarnation's may hold some of them
+            # events: after a lost file another incarnation's may hold some of them. Short of
+            # the watermark is common (a notice sent ahead, another hub's batch): not counted
             believed = min(watermark, self._proof.reach(outbox.acked))
+        elif self._hubs and "online" not in self._hubs.values():
+            # every hub this agent knows of said it is offline: no hub sent this (a hub's acks
+            # reach the agent before its will does), it deletes nothing
+            believed = outbox.acked
+            self.health.count("uplink", "ack-without-hub")
         else:
             # a hub that names nothing: believed as far as this device has published (a
             # forged or stale retained ack deletes nothing unsent)
             believed = min(watermark, max(self._published_hi, outbox.acked))
-        if believed < watermark:
-            self.health.count("uplink", "ack-beyond-published")
+            if believed < watermark:
+                self.health.count("uplink", "ack-beyond-published")
         outbox.note_ack(believed)
         self._wake.set()
 

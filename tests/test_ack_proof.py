@@ -241,3 +241,29 @@ async def test_the_hub_acks_name_every_message_stored_and_none_when_conflicts_ar
             assert len(message.payload) < ACK_MAX_BYTES
     finally:
         await tl.close()
+
+
+async def test_from_a_hub_that_names_nothing_an_ack_while_every_hub_is_offline_deletes_nothing(
+    agent: tuple[Outbox, Uplink], broker: Mosquitto
+) -> None:
+    """A hub of the contract's bare ``{"seq": N}``: believed up to what was published, but not
+    while every hub the agent knows of has said it is offline (a forged ack, then)."""
+    outbox, _ = agent
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="test-hub") as hub:
+        await hub.subscribe(topics.events("acme", "van-1"), qos=1)
+        state = f"{topics.PREFIX}/_hub/h1/state"
+        await hub.publish(state, json.dumps({"state": "online"}), qos=1, retain=True)
+        await outbox.append([scan(i) for i in range(4)])
+        async with asyncio.timeout(10):
+            await anext(aiter(hub.messages))  # published
+        ack_topic = topics.ack("acme", "van-1")
+        await hub.publish(ack_topic, json.dumps({"seq": 2}), qos=1, retain=True)
+        await until(lambda: outbox.acked == 2)
+        await hub.publish(state, json.dumps({"state": "offline"}), qos=1, retain=True)
+        await hub.publish(ack_topic, json.dumps({"seq": 4}), qos=1, retain=True)
+        await asyncio.sleep(0.5)
+        assert outbox.acked == 2
+        assert [seq for seq, _ in await outbox.read_after(2, max_bytes=10**6)] == [3, 4]
+        await hub.publish(state, json.dumps({"state": "online"}), qos=1, retain=True)
+        await hub.publish(ack_topic, json.dumps({"seq": 4}), qos=1, retain=True)
+        await until(lambda: outbox.acked == 4)
