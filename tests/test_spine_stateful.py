@@ -622,3 +622,29 @@ class SpineMachine(RuleBasedStateMachine):
 
 SpineMachine.TestCase.settings = SETTINGS
 TestSpine = SpineMachine.TestCase
+
+
+def test_a_forged_ack_while_the_hub_is_offline_deletes_nothing() -> None:
+    """A run the exploration found (0.4.4), replayed as it was: the agent published four
+    events, the hub went down before it stored them, and a forged ack of the last seq deleted
+    them (it failed three times in four before the fix; the hub's offline state now says that no
+    hub sent the ack)."""
+    machine = SpineMachine()
+    failed = True
+    try:
+        machine.lose_outbox_file(crash=False, keep_seq_floor=True)
+        machine.post_batch(client_ids=True, kinds=["gnss.fix", "gnss.fix", "gnss.fix", "pod"])
+        machine.hub_down()
+        machine.post_hostile(index=7513)
+        machine.forged_ack(kind="last")
+        machine.broker_down()
+        machine.post_one(client_id=True, kind="gnss.fix")
+        machine.settle()
+        failed = False
+    finally:
+        if failed:
+            machine.rig.close()
+            machine.broker.stop()
+            shutil.rmtree(machine.dir, ignore_errors=True)
+        else:
+            machine.teardown()  # settles once more and checks
