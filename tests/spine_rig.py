@@ -210,12 +210,9 @@ class Rig:
             try:
                 last = await original(above)
                 if self.on_rebase is not None:
-                    try:
-                        rows = await outbox.read_after(0, max_bytes=1 << 30, max_events=1_000_000)
-                    except Exception:  # closed or abandoned (a crash) meanwhile: the agent
-                        return last  # stopped, and its file's fate is the model's
-                    pairs = [(seq, str(json.loads(body)["id"])) for seq, body in rows]
-                    self.on_rebase(pairs)
+                    # read from the file on a connection of its own: the agent may be closing
+                    # its outbox meanwhile (a clean stop), and the file it keeps holds these seqs
+                    self.on_rebase(self._seqs_in_file())
                 return last
             finally:
                 self.rebasing -= 1
@@ -310,6 +307,20 @@ class Rig:
             Path(f"{self.outbox_path}{suffix}").unlink(missing_ok=True)
         if not keep_seq_floor:
             Path(f"{self.outbox_path}.seq").unlink(missing_ok=True)
+
+    def _seqs_in_file(self) -> list[tuple[int, str]]:
+        """The (seq, id) pairs the outbox file holds now (committed: WAL readers see them)."""
+        try:
+            con = sqlite3.connect(f"file:{self.outbox_path}?mode=ro", uri=True, timeout=10)
+        except sqlite3.Error:
+            return []  # the file is gone (lost): its fate is the model's
+        try:
+            rows = con.execute("SELECT seq, id FROM events ORDER BY seq").fetchall()
+        except sqlite3.Error:
+            return []
+        finally:
+            con.close()
+        return [(int(seq), str(eid)) for seq, eid in rows]
 
     def wait_rebases(self, timeout: float = 5.0) -> None:
         """Wait until every renumbering under way has reported its seqs (``on_rebase``)."""
