@@ -28,6 +28,7 @@ from pathlib import Path
 __all__ = ["Mosquitto", "TlsFiles", "free_port", "self_signed"]
 
 _RELOADING = "Reloading config."
+_RUNNING = " running\n"  # "mosquitto version 2.0.11 running"
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,10 +151,14 @@ class Mosquitto:
         return "\n".join(lines) + "\n"
 
     def start(self, timeout: float = 10.0) -> None:
-        """Start the broker and wait until it accepts connections."""
+        """Start the broker and wait until it accepts connections and says it is running.
+
+        Mosquitto listens before it sets up its signal handlers and logs "running" after: a
+        SIGHUP (``reload``) in between would end it (SIGHUP's default action)."""
         conf = self._dir / "mosquitto.conf"
         conf.write_text(self.config_text())
         log = self._dir / "mosquitto.log"
+        running = self.log.count(_RUNNING)
         with log.open("ab") as sink:
             self.proc = subprocess.Popen(
                 [self.binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=sink
@@ -165,9 +170,11 @@ class Mosquitto:
                 raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {err}")
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):
-                    return
+                    if self.log.count(_RUNNING) > running:
+                        return
             except OSError:
-                time.sleep(0.02)
+                pass
+            time.sleep(0.02)
         raise TimeoutError(f"mosquitto did not listen on {self.port} within {timeout}s")
 
     def reload(self, timeout: float = 10.0) -> None:
