@@ -216,7 +216,9 @@ class Uplink:
         self._resync_announced = -1
         self._resend = True
         self._hubs: dict[str, str] = {}
+        """Each hub instance's last state as this connection heard it (``_hub/{id}/state``)."""
         self._published_hi = 0
+        """The highest seq published on this connection while a hub said it was online."""
         self._rebased_above = 0
         self._seqs_agree = False
         self._proof = AckProof()
@@ -309,6 +311,10 @@ class Uplink:
 
     async def _serve(self, client: aiomqtt.Client, state_topic: str) -> None:
         self._resend = True  # after a (re)connect, everything not acked is sent again
+        # what the last connection heard and sent says nothing of this one: a broker that
+        # restarted without persistence lost the hubs' subscriptions and their births
+        self._hubs.clear()
+        self._published_hi = 0
         await client.subscribe(topics.ack(self.fleet, self.device), qos=1)
         await client.subscribe(topics.cmd(self.fleet, self.device, "+"), qos=1)
         await client.subscribe(topics.HUB_STATE_FILTER, qos=1)
@@ -458,14 +464,16 @@ class Uplink:
             # events: after a lost file another incarnation's may hold some of them. Short of
             # the watermark is common (a notice sent ahead, another hub's batch): not counted
             believed = min(watermark, self._proof.reach(outbox.acked))
-        elif self._hubs and "online" not in self._hubs.values():
-            # every hub this agent knows of said it is offline: no hub sent this (a hub's acks
-            # reach the agent before its will does), it deletes nothing
+        elif "online" not in self._hubs.values():
+            # no hub has said on this connection that it is online (or every one said it is
+            # offline): no hub sent this, it deletes nothing. A hub's acks reach the agent
+            # before its will does, and it subscribes before its birth
             believed = outbox.acked
             self.health.count("uplink", "ack-without-hub")
         else:
-            # a hub that names nothing: believed as far as this device has published (a
-            # forged or stale retained ack deletes nothing unsent)
+            # a hub that names nothing: believed as far as this device has published while a
+            # hub was online (a forged or stale retained ack deletes nothing unsent, nor what
+            # went to a broker no hub was subscribed to)
             believed = min(watermark, max(self._published_hi, outbox.acked))
             if believed < watermark:
                 self.health.count("uplink", "ack-beyond-published")
@@ -571,9 +579,12 @@ class Uplink:
     ) -> int | None:
         hi = max(seq for seq, _ in rows)
         payload = encode_batch([body for _, body in rows])
-        if after is not None:  # recorded before publishing: its ack may come at once
+        # recorded before publishing: the ack may come before the PUBACK. A publish that fails
+        # ends the connection, and the next one starts its record anew
+        if after is not None:
             self._proof.sent(after, rows[0][0], hi, batch_digest(payload))
+        if "online" in self._hubs.values():
+            self._published_hi = max(self._published_hi, hi)
         await client.publish(topic, payload, qos=1)
         self.published_batches += 1
-        self._published_hi = max(self._published_hi, hi)
         return hi if after is not None else None

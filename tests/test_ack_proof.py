@@ -243,20 +243,27 @@ async def test_the_hub_acks_name_every_message_stored_and_none_when_conflicts_ar
         await tl.close()
 
 
-async def test_from_a_hub_that_names_nothing_an_ack_while_every_hub_is_offline_deletes_nothing(
+async def test_from_a_hub_that_names_nothing_an_ack_deletes_only_what_went_to_an_online_hub(
     agent: tuple[Outbox, Uplink], broker: Mosquitto
 ) -> None:
-    """A hub of the contract's bare ``{"seq": N}``: believed up to what was published, but not
-    while every hub the agent knows of has said it is offline (a forged ack, then)."""
-    outbox, _ = agent
+    """A hub of the contract's bare ``{"seq": N}``: believed up to what was published while a
+    hub said on this connection that it was online; not at all while none did, or after every
+    one said it is offline (a forged ack, then: what was published went to no hub)."""
+    outbox, uplink = agent
     async with aiomqtt.Client("127.0.0.1", broker.port, identifier="test-hub") as hub:
         await hub.subscribe(topics.events("acme", "van-1"), qos=1)
+        ack_topic = topics.ack("acme", "van-1")
         state = f"{topics.PREFIX}/_hub/h1/state"
-        await hub.publish(state, json.dumps({"state": "online"}), qos=1, retain=True)
         await outbox.append([scan(i) for i in range(4)])
         async with asyncio.timeout(10):
-            await anext(aiter(hub.messages))  # published
-        ack_topic = topics.ack("acme", "van-1")
+            await anext(aiter(hub.messages))  # published, and no hub has said it is online
+        await hub.publish(ack_topic, json.dumps({"seq": 4}), qos=1, retain=True)
+        await asyncio.sleep(0.5)
+        assert outbox.acked == 0
+        assert uplink.health.counters("uplink")["ack-without-hub"] >= 1
+        await hub.publish(state, json.dumps({"state": "online"}), qos=1, retain=True)
+        async with asyncio.timeout(10):
+            await anext(aiter(hub.messages))  # a hub came online: sent again, to it
         await hub.publish(ack_topic, json.dumps({"seq": 2}), qos=1, retain=True)
         await until(lambda: outbox.acked == 2)
         await hub.publish(state, json.dumps({"state": "offline"}), qos=1, retain=True)
@@ -265,5 +272,7 @@ async def test_from_a_hub_that_names_nothing_an_ack_while_every_hub_is_offline_d
         assert outbox.acked == 2
         assert [seq for seq, _ in await outbox.read_after(2, max_bytes=10**6)] == [3, 4]
         await hub.publish(state, json.dumps({"state": "online"}), qos=1, retain=True)
+        async with asyncio.timeout(10):
+            await anext(aiter(hub.messages))
         await hub.publish(ack_topic, json.dumps({"seq": 4}), qos=1, retain=True)
         await until(lambda: outbox.acked == 4)
