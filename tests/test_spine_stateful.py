@@ -466,6 +466,8 @@ class SpineMachine(RuleBasedStateMachine):
                     ev.excused = True
                     ev.unrecorded = ev.unrecorded or not keep_seq_floor
             self.file_epoch += 1
+            # renumberings were of the lost file's events: a client id posted again now is new
+            self.relocated.clear()
             if not keep_seq_floor:
                 # the device has no record of its seqs left: it may hand them out again
                 self.handed.clear()
