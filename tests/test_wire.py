@@ -21,7 +21,7 @@ from edge_agent.wire.envelope import (
     parse_ts,
     validate_envelope,
 )
-from edge_agent.wire.limits import ACK_MAX_BYTES
+from edge_agent.wire.limits import ACK_MAX_BYTES, ACK_MAX_GOT
 from hub_bridge.ingest import check_events
 
 NOW = parse_ts("2026-11-21T08:00:00.000Z").timestamp()
@@ -156,6 +156,19 @@ def test_parse_ack() -> None:
     bad_acks = (b"", b"{", b'{"seq": -1}', b'{"seq": true}', b'{"seq": "4"}', b"[1]", b"\xff")
     for bad in (*bad_acks, deep, b'{"seq": 1' + b" " * ACK_MAX_BYTES + b"}"):
         assert parse_ack(bad) is None
+
+
+def test_parse_ack_reads_the_names_of_what_was_stored_and_drops_malformed_ones() -> None:
+    named = parse_ack(b'{"seq": 9, "got": [[1, 4, "0a1b"], [5, 9, "ff"]]}')
+    assert named is not None and named.got == ((1, 4, "0a1b"), (5, 9, "ff"))
+    assert parse_ack(b'{"seq": 9, "got": []}') == Ack(9, got=())  # names nothing, but names
+    junk = [[4, 1, "x"], [1, 2], [1, 2, 3], [-1, 2, "x"], [1, True, "x"], [1, 2, "x" * 65], "x", 7]
+    mixed = json.dumps({"seq": 9, "got": [*junk, [2, 3, "ok"]]}).encode()
+    assert parse_ack(mixed) == Ack(9, got=((2, 3, "ok"),))
+    assert parse_ack(b'{"seq": 9, "got": "x"}') == Ack(9, got=())
+    many = json.dumps({"seq": 9, "got": [[i, i, "d"] for i in range(1, 500)]}).encode()
+    parsed = parse_ack(many)
+    assert parsed is not None and parsed.got is not None and len(parsed.got) == ACK_MAX_GOT
 
 
 def test_backoff_is_capped_full_jitter() -> None:
