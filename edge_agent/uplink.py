@@ -218,7 +218,8 @@ class Uplink:
         self._hubs: dict[str, str] = {}
         """Each hub instance's last state as this connection heard it (``_hub/{id}/state``)."""
         self._published_hi = 0
-        """The highest seq published on this connection while a hub said it was online."""
+        """The highest seq published on this connection since a hub was listening (one that came
+        online while none was drops what was published before)."""
         self._rebased_above = 0
         self._seqs_agree = False
         self._proof = AckProof()
@@ -349,7 +350,7 @@ class Uplink:
             if topic == ack_topic:
                 await self._on_ack(payload)
             elif topic.startswith(_HUB_STATE_PREFIX):
-                self._on_hub_state(topic, payload)
+                self._on_hub_state(topic, payload, retained=bool(message.retain))
             elif not self._own_command(topic):
                 self._on_foreign(topic)
             elif self.on_command is not None:
@@ -394,11 +395,13 @@ class Uplink:
             ack = command_ack(cid, error)
             await client.publish(topics.cmd_ack(self.fleet, self.device), ack, qos=1)
 
-    def _on_hub_state(self, topic: str, payload: bytes) -> None:
+    def _on_hub_state(self, topic: str, payload: bytes, *, retained: bool = False) -> None:
         """A hub instance's birth or will: when one comes online, resend what is unacked now.
 
         After a broker restart without persistence the agent may be back before the hub and
-        publish to no subscriber; without this it would wait a whole ``ack_timeout``.
+        publish to no subscriber; without this it would wait a whole ``ack_timeout``. A birth
+        retained from before this connection is a hub that was subscribed already, when this
+        connection's first batches went out: nothing to send again.
         """
         hub = topic[len(_HUB_STATE_PREFIX) :].split("/", 1)[0][:64]
         state = parse_hub_state(payload)
@@ -408,10 +411,14 @@ class Uplink:
         before = self._hubs.get(hub)
         if before is None and len(self._hubs) >= 64:
             return  # no topic flood can grow this table
+        listening = "online" in self._hubs.values()
         self._hubs[hub] = state
-        if state == "online" and before != "online":
+        if state == "online" and before != "online" and not retained:
             if before is not None:
                 log.info("hub %s is online: resending what is unacked", hub)
+            if not listening:
+                # it subscribed just now: what was published before may have gone to no one
+                self._published_hi = 0
             self._resend = True
             self._wake.set()
 
@@ -471,8 +478,8 @@ class Uplink:
             believed = outbox.acked
             self.health.count("uplink", "ack-without-hub")
         else:
-            # a hub that names nothing: believed as far as this device has published while a
-            # hub was online (a forged or stale retained ack deletes nothing unsent, nor what
+            # a hub that names nothing: believed as far as this device has published since a
+            # hub was listening (a forged or stale retained ack deletes nothing unsent, nor what
             # went to a broker no hub was subscribed to)
             believed = min(watermark, max(self._published_hi, outbox.acked))
             if believed < watermark:
@@ -583,8 +590,7 @@ class Uplink:
         # ends the connection, and the next one starts its record anew
         if after is not None:
             self._proof.sent(after, rows[0][0], hi, batch_digest(payload))
-        if "online" in self._hubs.values():
-            self._published_hi = max(self._published_hi, hi)
+        self._published_hi = max(self._published_hi, hi)
         await client.publish(topic, payload, qos=1)
         self.published_batches += 1
         return hi if after is not None else None

@@ -10,6 +10,7 @@ race produces; the hub's side through the real bridge.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -276,3 +277,43 @@ async def test_from_a_hub_that_names_nothing_an_ack_deletes_only_what_went_to_an
             await anext(aiter(hub.messages))
         await hub.publish(ack_topic, json.dumps({"seq": 4}), qos=1, retain=True)
         await until(lambda: outbox.acked == 4)
+
+
+async def test_a_hub_online_before_the_agent_connected_gets_each_batch_once(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """A birth retained from before the connection: that hub was subscribed when the first
+    batches went out, so they are not sent again, and its bare acks are believed."""
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="test-hub") as hub:
+        await hub.subscribe(topics.events("acme", "van-1"), qos=1)
+        state = f"{topics.PREFIX}/_hub/h1/state"
+        await hub.publish(state, json.dumps({"state": "online"}), qos=1, retain=True)
+        outbox = await Outbox.open(tmp_path / "o.db", "acme", "van-1", disk_reserve_bytes=0)
+        await outbox.append([scan(i) for i in range(3)])
+        uplink = Uplink(
+            BrokerConfig(url=broker.url),
+            UplinkConfig(ack_timeout=30.0),
+            outbox,
+            HealthRegistry(),
+            fleet="acme",
+            device="van-1",
+            birth={},
+        )
+        task = asyncio.create_task(uplink.run())
+        try:
+            async with asyncio.timeout(10):
+                first = await anext(aiter(hub.messages))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    again = await anext(aiter(hub.messages))
+                    raise AssertionError(f"sent again: {again.payload!r}")
+            assert first.payload == encode_batch(
+                [b for _, b in await outbox.read_after(0, max_bytes=10**6)]
+            )
+            await hub.publish(topics.ack("acme", "van-1"), json.dumps({"seq": 3}), qos=1)
+            await until(lambda: outbox.acked == 3)
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await outbox.close()
