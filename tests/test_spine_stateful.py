@@ -197,6 +197,9 @@ class SpineMachine(RuleBasedStateMachine):
         self.handed: dict[int, str] = {}
         self.max_handed = 0
         self.relocated: dict[str, int] = {}
+        self.moved_to: dict[str, set[int]] = {}
+        """Every seq a renumbering gave each id (``relocated`` keeps the last): two renumberings
+        may both come before the model records the POST's answer."""
         self.file_epoch = 0
         self.ack_forged = False
         self.counter = 0
@@ -212,6 +215,7 @@ class SpineMachine(RuleBasedStateMachine):
         with self.lock:
             for seq, eid in pairs:
                 self.relocated[eid] = max(seq, self.relocated.get(eid, 0))
+                self.moved_to.setdefault(eid, set()).add(seq)
                 ev = self.events.get(eid)
                 if ev is not None and seq not in ev.seqs:
                     ev.seqs.add(seq)
@@ -257,7 +261,7 @@ class SpineMachine(RuleBasedStateMachine):
                 seen_in_post[eid] = seq
                 if remembered:
                     assert ev is not None
-                    ok = seq == ev.cur or seq in ev.seqs or self.relocated.get(eid) == seq
+                    ok = seq == ev.cur or seq in ev.seqs or seq in self.moved_to.get(eid, ())
                     assert ok, (
                         f"client id {eid} reposted: seq {seq}, but the agent gave it"
                         f" {sorted(ev.seqs)} (now {ev.cur})"
@@ -285,6 +289,7 @@ class SpineMachine(RuleBasedStateMachine):
                     self.events[eid] = ev
                 ev.seqs.add(seq)
                 ev.cur = max(seq, self.relocated.get(eid, 0))
+                ev.seqs |= self.moved_to.get(eid, set())
                 ev.seqs.add(ev.cur)
                 ev.epoch = self.file_epoch
                 ev.excused = False
@@ -468,6 +473,7 @@ class SpineMachine(RuleBasedStateMachine):
             self.file_epoch += 1
             # renumberings were of the lost file's events: a client id posted again now is new
             self.relocated.clear()
+            self.moved_to.clear()
             if not keep_seq_floor:
                 # the device has no record of its seqs left: it may hand them out again
                 self.handed.clear()
