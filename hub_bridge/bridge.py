@@ -355,7 +355,7 @@ class HubBridge:
             ack["conflicts"] = [list(r) for r in ranges[:ACK_MAX_RANGES]]
         # always there, empty or not: a device that has seen it believes only what it names
         # (the watermark says the hub holds some event at each seq, "got" that they are the
-        # device's own). None when conflicts were cut: the device must not miss one of them.
+        # device's own). Empty when conflicts were cut: the device must not miss one of them.
         ack["got"] = [list(p) for p in got[-ACK_MAX_GOT:]] if len(ranges) <= ACK_MAX_RANGES else []
         payload = json.dumps(ack)
         await client.publish(topics.ack(fleet, device), payload, qos=1, retain=True)

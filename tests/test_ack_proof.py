@@ -124,9 +124,10 @@ def test_the_record_is_bounded() -> None:
 # -- the uplink, with this test as the hub -------------------------------------------------------
 
 
-@pytest.fixture
-async def agent(tmp_path: Path, broker: Mosquitto) -> AsyncIterator[tuple[Outbox, Uplink]]:
-    outbox = await Outbox.open(tmp_path / "o.db", "acme", "van-1", disk_reserve_bytes=0)
+@contextlib.asynccontextmanager
+async def running_agent(path: Path, broker: Mosquitto) -> AsyncIterator[tuple[Outbox, Uplink]]:
+    """An outbox at ``path`` and its uplink, running against ``broker`` until the exit."""
+    outbox = await Outbox.open(path, "acme", "van-1", disk_reserve_bytes=0)
     uplink = Uplink(
         BrokerConfig(url=broker.url),
         UplinkConfig(ack_timeout=30.0),
@@ -144,6 +145,12 @@ async def agent(tmp_path: Path, broker: Mosquitto) -> AsyncIterator[tuple[Outbox
         with pytest.raises(asyncio.CancelledError):
             await task
         await outbox.close()
+
+
+@pytest.fixture
+async def agent(tmp_path: Path, broker: Mosquitto) -> AsyncIterator[tuple[Outbox, Uplink]]:
+    async with running_agent(tmp_path / "o.db", broker) as both:
+        yield both
 
 
 async def until(cond: Callable[[], bool]) -> None:
@@ -288,19 +295,11 @@ async def test_a_hub_online_before_the_agent_connected_gets_each_batch_once(
         await hub.subscribe(topics.events("acme", "van-1"), qos=1)
         state = f"{topics.PREFIX}/_hub/h1/state"
         await hub.publish(state, json.dumps({"state": "online"}), qos=1, retain=True)
-        outbox = await Outbox.open(tmp_path / "o.db", "acme", "van-1", disk_reserve_bytes=0)
-        await outbox.append([scan(i) for i in range(3)])
-        uplink = Uplink(
-            BrokerConfig(url=broker.url),
-            UplinkConfig(ack_timeout=30.0),
-            outbox,
-            HealthRegistry(),
-            fleet="acme",
-            device="van-1",
-            birth={},
-        )
-        task = asyncio.create_task(uplink.run())
-        try:
+        # the events are there before the agent connects: its first batch goes out at once
+        setup = await Outbox.open(tmp_path / "o.db", "acme", "van-1", disk_reserve_bytes=0)
+        await setup.append([scan(i) for i in range(3)])
+        await setup.close()
+        async with running_agent(tmp_path / "o.db", broker) as (outbox, _):
             async with asyncio.timeout(10):
                 first = await anext(aiter(hub.messages))
             with contextlib.suppress(TimeoutError):
@@ -312,8 +311,3 @@ async def test_a_hub_online_before_the_agent_connected_gets_each_batch_once(
             )
             await hub.publish(topics.ack("acme", "van-1"), json.dumps({"seq": 3}), qos=1)
             await until(lambda: outbox.acked == 3)
-        finally:
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-            await outbox.close()

@@ -196,10 +196,9 @@ class SpineMachine(RuleBasedStateMachine):
         self.events: dict[str, Ev] = {}
         self.handed: dict[int, str] = {}
         self.max_handed = 0
-        self.relocated: dict[str, int] = {}
         self.moved_to: dict[str, set[int]] = {}
-        """Every seq a renumbering gave each id (``relocated`` keeps the last): two renumberings
-        may both come before the model records the POST's answer."""
+        """Every seq a renumbering gave each id (the highest is where it is now): two
+        renumberings may both come before the model records the POST's answer."""
         self.file_epoch = 0
         self.ack_forged = False
         self.counter = 0
@@ -214,7 +213,6 @@ class SpineMachine(RuleBasedStateMachine):
         # runs in the rig's loop: the seqs the outbox moved its unacked events to
         with self.lock:
             for seq, eid in pairs:
-                self.relocated[eid] = max(seq, self.relocated.get(eid, 0))
                 self.moved_to.setdefault(eid, set()).add(seq)
                 ev = self.events.get(eid)
                 if ev is not None and seq not in ev.seqs:
@@ -272,7 +270,7 @@ class SpineMachine(RuleBasedStateMachine):
                 assert owner is None or owner == eid, (
                     f"seq {seq} handed to {eid} was handed to {owner} before: a seq reused"
                 )
-                moved = self.relocated.get(eid)
+                moved = max(self.moved_to[eid]) if eid in self.moved_to else None
                 if moved is None:
                     assert seq > self.max_handed, (
                         f"seq {seq} for {eid} is not above {self.max_handed}, handed out before"
@@ -287,10 +285,9 @@ class SpineMachine(RuleBasedStateMachine):
                 if ev is None:
                     ev = Ev(eid, body["type"], body["data"], "id" in body)
                     self.events[eid] = ev
-                ev.seqs.add(seq)
-                ev.cur = max(seq, self.relocated.get(eid, 0))
-                ev.seqs |= self.moved_to.get(eid, set())
-                ev.seqs.add(ev.cur)
+                moves = self.moved_to.get(eid, set())
+                ev.seqs |= {seq, *moves}
+                ev.cur = max({seq, *moves})
                 ev.epoch = self.file_epoch
                 ev.excused = False
                 ev.unrecorded = False
@@ -472,7 +469,6 @@ class SpineMachine(RuleBasedStateMachine):
                     ev.unrecorded = ev.unrecorded or not keep_seq_floor
             self.file_epoch += 1
             # renumberings were of the lost file's events: a client id posted again now is new
-            self.relocated.clear()
             self.moved_to.clear()
             if not keep_seq_floor:
                 # the device has no record of its seqs left: it may hand them out again
